@@ -1,0 +1,202 @@
+"""What every backend offers: a fixed list of primitives on raw arrays.
+
+Kernels know nothing of Tensors, layers or graphs: arrays in, arrays out. Ops in
+``fastconv.functional`` call these primitives and never branch on a backend's name.
+
+Layouts: activations NHWC, convolution weights HWIO, dense weights (in, out). Geometries come from
+``fastconv.geometry`` and carry every size and padding as ints.
+
+A backend provides one :class:`ConvAlgorithm` per algorithm it implements (``conv_algorithms``).
+Winograd's backward passes are shared here: backward-data of a stride-1 3x3 convolution is a
+stride-1 3x3 convolution of ``dy`` with the flipped, transposed kernel, so it reuses the backend's
+own Winograd forward kernel; backward-weight uses the backend's ``im2col`` algorithm.
+"""
+
+from __future__ import annotations
+
+from ..geometry import ConvGeometry, PoolGeometry
+
+#: Primitives every backend implements, with the same signatures. A test enforces the list.
+PRIMITIVES = (
+    "asarray",
+    "to_host",
+    "conv2d_forward",
+    "conv2d_backward_data",
+    "conv2d_backward_weight",
+    "max_pool2d_forward",
+    "max_pool2d_backward",
+    "avg_pool2d_forward",
+    "avg_pool2d_backward",
+    "bias_activation",
+    "activation_backward",
+    "bias_grad",
+    "random_uniform",
+    "adam_update",
+)
+
+#: Activations that can be fused into a convolution's or dense layer's epilogue.
+FUSED_ACTIVATIONS = ("linear", "relu")
+
+#: The three passes of a convolution, each with its own algorithm choice.
+CONV_PASSES = ("forward", "backward_data", "backward_weight")
+
+
+class ConvAlgorithm:
+    """One convolution algorithm on one backend: three passes on raw arrays.
+
+    ``forward(x, w, b, geom, activation)`` -> y (NHWC); ``b`` may be None; ``activation`` is one
+    of ``FUSED_ACTIVATIONS`` and is applied after the bias.
+    ``backward_data(dy, w, geom)`` -> dx; ``backward_weight(x, dy, geom)`` -> dw (HWIO).
+    """
+
+    name = "?"
+
+    def __init__(self, backend: Backend):
+        self.backend = backend
+
+    def forward(self, x, w, b, geom: ConvGeometry, activation: str):
+        raise NotImplementedError
+
+    def backward_data(self, dy, w, geom: ConvGeometry):
+        raise NotImplementedError
+
+    def backward_weight(self, x, dy, geom: ConvGeometry):
+        raise NotImplementedError
+
+
+class WinogradAlgorithm(ConvAlgorithm):
+    """Winograd F(m x m, 3x3): a backend implements ``forward``; the backward passes are shared.
+
+    backward-data: the forward kernel on ``dy`` with ``w[::-1, ::-1].transpose(0, 1, 3, 2)``
+    (see ``ConvGeometry.backward_data_as_forward``); backward-weight: the backend's im2col.
+    """
+
+    transform = None  # a fastconv.winograd.WinogradTransform
+
+    def backward_data(self, dy, w, geom: ConvGeometry):
+        flipped_geom, crop_top, crop_left = geom.backward_data_as_forward()
+        xp = self.backend.xp
+        w_flipped = xp.ascontiguousarray(w[::-1, ::-1].transpose(0, 1, 3, 2))
+        dx = self.forward(dy, w_flipped, None, flipped_geom, "linear")
+        if crop_top or crop_left or dx.shape[1] != geom.h or dx.shape[2] != geom.w:
+            dx = xp.ascontiguousarray(
+                dx[:, crop_top:crop_top + geom.h, crop_left:crop_left + geom.w, :])
+        return dx
+
+    def backward_weight(self, x, dy, geom: ConvGeometry):
+        return self.backend.conv_algorithm("im2col").backward_weight(x, dy, geom)
+
+
+class Backend:
+    """Base class of a backend: array module, transfers and the primitives in ``PRIMITIVES``."""
+
+    name = "?"
+    xp = None  # the array module: numpy, or cupy for device backends
+    dtypes = ("float32", "float64")
+    #: whether ``auto`` may time this backend's algorithms (see fastconv.backends.algorithms)
+    autotune = True
+
+    def __init__(self):
+        self._algorithms: dict[str, ConvAlgorithm] = {}
+
+    # -- arrays ---------------------------------------------------------------------------
+    def asarray(self, a, dtype=None):
+        """A backend array (C-contiguous) from host data or a backend array."""
+        return self.xp.ascontiguousarray(a, dtype=dtype)
+
+    def to_host(self, a):
+        """A NumPy array with the contents of backend array ``a``."""
+        raise NotImplementedError
+
+    def synchronize(self, a=None):
+        """Wait until the work producing ``a`` is done (device backends); returns ``a``."""
+        return a
+
+    def num_threads(self) -> int:
+        """Threads the backend's kernels use."""
+        return 1
+
+    def set_num_threads(self, n: int) -> None:
+        """Use ``n`` threads in the backend's kernels (where it has a choice)."""
+
+    # -- convolution ------------------------------------------------------------------------
+    #: algorithm name -> ConvAlgorithm subclass; filled by each backend.
+    conv_algorithm_classes: dict[str, type[ConvAlgorithm]] = {}
+
+    @property
+    def conv_algorithms(self) -> tuple[str, ...]:
+        return tuple(self.conv_algorithm_classes)
+
+    def conv_algorithm(self, name: str) -> ConvAlgorithm:
+        algo = self._algorithms.get(name)
+        if algo is None:
+            algo = self._algorithms[name] = self.conv_algorithm_classes[name](self)
+        return algo
+
+    def heuristic_conv_algorithm(self, geom: ConvGeometry, conv_pass: str,
+                                 candidates: tuple[str, ...]) -> str:
+        """The algorithm ``auto`` picks without measuring; backends refine this."""
+        return "im2col" if "im2col" in candidates else candidates[0]
+
+    def conv2d_forward(self, x, w, b, geom: ConvGeometry, algo: str, activation: str = "linear"):
+        """NHWC x HWIO (+ bias, + fused activation) -> NHWC."""
+        return self.conv_algorithm(algo).forward(x, w, b, geom, activation)
+
+    def conv2d_backward_data(self, dy, w, geom: ConvGeometry, algo: str):
+        """Gradient of the convolution with respect to its input."""
+        return self.conv_algorithm(algo).backward_data(dy, w, geom)
+
+    def conv2d_backward_weight(self, x, dy, geom: ConvGeometry, algo: str):
+        """Gradient of the convolution with respect to its HWIO kernel."""
+        return self.conv_algorithm(algo).backward_weight(x, dy, geom)
+
+    # -- pooling (implemented by each backend) ----------------------------------------------
+    def max_pool2d_forward(self, x, geom: PoolGeometry):
+        """-> (y, argmax). ``argmax`` (int32, shape of y) is the window tap ``i * pw + j`` of the
+        maximum (first one on ties); padding never wins."""
+        raise NotImplementedError
+
+    def max_pool2d_backward(self, dy, argmax, geom: PoolGeometry):
+        raise NotImplementedError
+
+    def avg_pool2d_forward(self, x, geom: PoolGeometry):
+        """Mean over each window's in-bounds elements (padding is not counted, as in Keras)."""
+        raise NotImplementedError
+
+    def avg_pool2d_backward(self, dy, geom: PoolGeometry):
+        raise NotImplementedError
+
+    # -- epilogues and small fused steps ----------------------------------------------------
+    def bias_activation(self, y, b, activation: str):
+        """``activation(y + b)`` over the last axis, in place on ``y``; returns ``y``."""
+        xp = self.xp
+        if b is not None:
+            y += b
+        if activation == "relu":
+            xp.maximum(y, 0, out=y)
+        return y
+
+    def activation_backward(self, dy, y, activation: str):
+        """Gradient through a fused activation, from its output ``y``."""
+        if activation == "relu":
+            return dy * (y > 0)
+        return dy
+
+    def bias_grad(self, dz):
+        """Sum of ``dz`` over every axis but the last."""
+        return dz.reshape(-1, dz.shape[-1]).sum(axis=0)
+
+    def random_uniform(self, shape, dtype):
+        """Uniform [0, 1) samples from the seeded stream (``fastconv.utils.set_random_seed``)."""
+        raise NotImplementedError
+
+    def adam_update(self, param, grad, m, v, lr_t: float, beta_1: float, beta_2: float,
+                    epsilon: float):
+        """One Adam step in place (Kingma & Ba, with Keras's bias correction folded into lr_t):
+
+        m += (g - m)(1 - b1);  v += (g^2 - v)(1 - b2);  param -= lr_t * m / (sqrt(v) + eps)
+        """
+        xp = self.xp
+        m += (grad - m) * (1 - beta_1)
+        v += (grad * grad - v) * (1 - beta_2)
+        param -= lr_t * m / (xp.sqrt(v) + epsilon)

@@ -1,0 +1,47 @@
+"""The ``numpy`` backend: vectorised NumPy, float32 and float64.
+
+The clear reference implementation of every primitive; it needs nothing but NumPy.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ... import random as fc_random
+from ..base import Backend
+from .conv import DirectConv, Im2colConv, WinogradF2Conv, WinogradF4Conv
+from .pool import avg_pool2d_backward, avg_pool2d_forward, max_pool2d_backward, max_pool2d_forward
+
+
+class NumpyBackend(Backend):
+    name = "numpy"
+    xp = np
+    autotune = False  # the reference backend always uses its heuristic (im2col)
+    conv_algorithm_classes = {
+        "direct": DirectConv,
+        "im2col": Im2colConv,
+        "winograd": WinogradF2Conv,
+        "winograd4": WinogradF4Conv,
+    }
+
+    def to_host(self, a):
+        return np.asarray(a)
+
+    def max_pool2d_forward(self, x, geom):
+        return max_pool2d_forward(x, geom)
+
+    def max_pool2d_backward(self, dy, argmax, geom):
+        return max_pool2d_backward(dy, argmax, geom)
+
+    def avg_pool2d_forward(self, x, geom):
+        return avg_pool2d_forward(x, geom)
+
+    def avg_pool2d_backward(self, dy, geom):
+        return avg_pool2d_backward(dy, geom)
+
+    def random_uniform(self, shape, dtype):
+        return fc_random.host_rng().random(shape, dtype=np.dtype(dtype))
+
+
+def create_backend() -> NumpyBackend:
+    return NumpyBackend()

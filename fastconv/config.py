@@ -1,0 +1,59 @@
+"""The one place that reads fastconv's environment variables.
+
+Everything else asks these functions; nothing else in the package touches ``os.environ``.
+
+=====================  ===================================================================
+``FASTCONV_BACKEND``   kernel backend at import: ``numba-cpu`` (default), ``numpy``
+``FASTCONV_CONV_ALGO`` convolution algorithm: ``auto`` (default), ``direct``, ``im2col``,
+                       ``winograd`` (F(2x2,3x3)), ``winograd4`` (F(4x4,3x3))
+``FASTCONV_DATA``      folder holding datasets (the four MNIST ``*-ubyte.gz`` files)
+``FASTCONV_CACHE_DIR`` cache folder (downloads, autotuning results); default
+                       ``$XDG_CACHE_HOME/fastconv`` or ``~/.cache/fastconv``
+``FASTCONV_AUTOTUNE``  ``1`` (default): ``auto`` measures each candidate algorithm once per
+                       shape and caches the winner; ``0``: ``auto`` uses the built-in heuristic
+=====================  ===================================================================
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+DEFAULT_BACKEND = "numba-cpu"
+DEFAULT_CONV_ALGO = "auto"
+
+
+def env_backend() -> str:
+    """The backend named by ``FASTCONV_BACKEND`` (default ``numba-cpu``)."""
+    return os.environ.get("FASTCONV_BACKEND", "").strip() or DEFAULT_BACKEND
+
+
+def env_conv_algo() -> str:
+    """The convolution algorithm named by ``FASTCONV_CONV_ALGO`` (default ``auto``)."""
+    return os.environ.get("FASTCONV_CONV_ALGO", "").strip() or DEFAULT_CONV_ALGO
+
+
+def env_autotune() -> bool:
+    """Whether ``auto`` may time the candidate algorithms (``FASTCONV_AUTOTUNE``, default on)."""
+    value = os.environ.get("FASTCONV_AUTOTUNE", "1").strip().lower()
+    if value in ("1", "true", "yes", "on", ""):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"FASTCONV_AUTOTUNE must be 0 or 1, got {value!r}")
+
+
+def env_data_dir() -> Path | None:
+    """The dataset folder named by ``FASTCONV_DATA``, or None."""
+    value = os.environ.get("FASTCONV_DATA", "").strip()
+    return Path(value).expanduser() if value else None
+
+
+def cache_dir() -> Path:
+    """fastconv's cache folder (not created here)."""
+    explicit = os.environ.get("FASTCONV_CACHE_DIR", "").strip()
+    if explicit:
+        return Path(explicit).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME", "").strip()
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "fastconv"

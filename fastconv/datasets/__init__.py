@@ -1,0 +1,5 @@
+"""Datasets: ``from fastconv.datasets import mnist``."""
+
+from . import mnist
+
+__all__ = ["mnist"]

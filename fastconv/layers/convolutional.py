@@ -1,0 +1,93 @@
+"""Conv2D: a thin layer over ``fastconv.functional.conv2d``."""
+
+from __future__ import annotations
+
+from .. import activations, initializers
+from .. import functional as F
+from ..backends import FUSED_ACTIVATIONS
+from ..geometry import normalize_tuple, output_length_for
+from .base import Layer, register
+from .core import apply_activation, positive_int, unsupported
+
+
+def check_data_format(layer: str, data_format) -> None:
+    if data_format not in (None, "channels_last"):
+        raise ValueError(f"{layer}: only data_format='channels_last' (NHWC) is supported, got "
+                         f"{data_format!r}")
+
+
+def check_padding(layer: str, padding) -> str:
+    if not isinstance(padding, str) or padding.lower() not in ("valid", "same"):
+        raise ValueError(f"{layer}: padding must be 'valid' or 'same', got {padding!r}")
+    return padding.lower()
+
+
+@register
+class Conv2D(Layer):
+    """2D convolution over NHWC inputs with an HWIO kernel, as Keras's Conv2D."""
+
+    input_ndim = 4
+
+    def __init__(self, filters, kernel_size, strides=(1, 1), padding="valid", data_format=None,
+                 dilation_rate=(1, 1), groups=1, activation=None, use_bias=True,
+                 kernel_initializer="glorot_uniform", bias_initializer="zeros",
+                 kernel_regularizer=None, bias_regularizer=None, activity_regularizer=None,
+                 kernel_constraint=None, bias_constraint=None, **kwargs):
+        super().__init__(**kwargs)
+        where = f"Conv2D layer '{self.name}'"
+        unsupported(where, kernel_regularizer=kernel_regularizer,
+                    bias_regularizer=bias_regularizer, activity_regularizer=activity_regularizer,
+                    kernel_constraint=kernel_constraint, bias_constraint=bias_constraint)
+        if groups != 1:
+            raise ValueError(f"{where}: grouped convolution is not supported (groups={groups!r})")
+        check_data_format(where, data_format)
+        self.filters = positive_int(filters, f"{where}: filters")
+        self.kernel_size = normalize_tuple(kernel_size, 2, f"{where}: kernel_size")
+        self.strides = normalize_tuple(strides, 2, f"{where}: strides")
+        self.dilation_rate = normalize_tuple(dilation_rate, 2, f"{where}: dilation_rate")
+        if self.strides != (1, 1) and self.dilation_rate != (1, 1):
+            raise ValueError(f"{where}: strides > 1 together with dilation_rate > 1 is not "
+                             f"supported (as in Keras)")
+        self.padding = check_padding(where, padding)
+        self.activation = activations.canonical(activation, where)
+        self.use_bias = bool(use_bias)
+        self.kernel_initializer = initializers.check(kernel_initializer, where)
+        self.bias_initializer = initializers.check(bias_initializer, where)
+
+    def build(self, input_shape):
+        channels = input_shape[-1]
+        if channels is None:
+            raise ValueError(f"Conv2D layer '{self.name}' needs a known channel axis, got "
+                             f"{input_shape}")
+        self.compute_output_shape(input_shape)  # raises if the kernel does not fit
+        self.kernel = self.add_weight("kernel", (*self.kernel_size, channels, self.filters),
+                                      self.kernel_initializer)
+        self.bias = (self.add_weight("bias", (self.filters,), self.bias_initializer)
+                     if self.use_bias else None)
+
+    def call(self, x, training=False):
+        fused = self.activation in FUSED_ACTIVATIONS
+        y = F.conv2d(x, self.kernel, self.bias, self.strides, self.padding, self.dilation_rate,
+                     activation=self.activation if fused else None)
+        return apply_activation(y, self.activation, fused)
+
+    def compute_output_shape(self, input_shape):
+        n, h, w, _ = input_shape
+        oh = output_length_for(h, self.kernel_size[0], self.strides[0], self.dilation_rate[0],
+                               self.padding)
+        ow = output_length_for(w, self.kernel_size[1], self.strides[1], self.dilation_rate[1],
+                               self.padding)
+        if (oh is not None and oh < 1) or (ow is not None and ow < 1):
+            raise ValueError(
+                f"Conv2D layer '{self.name}': the {self.kernel_size[0]}x{self.kernel_size[1]} "
+                f"kernel does not fit the {h}x{w} input with padding '{self.padding}' (input "
+                f"shape {tuple(input_shape)})")
+        return (n, oh, ow, self.filters)
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters,
+                "kernel_size": list(self.kernel_size), "strides": list(self.strides),
+                "padding": self.padding, "dilation_rate": list(self.dilation_rate),
+                "activation": self.activation, "use_bias": self.use_bias,
+                "kernel_initializer": self.kernel_initializer,
+                "bias_initializer": self.bias_initializer}

@@ -1,0 +1,161 @@
+"""Dense, Flatten, Dropout, Activation and Reshape."""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+from .. import activations, initializers
+from .. import functional as F
+from ..backends import FUSED_ACTIVATIONS
+from .base import Layer, register
+
+
+def positive_int(value, where: str) -> int:
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{where} must be a positive int, got {value!r}")
+    return int(value)
+
+
+def unsupported(layer: str, **options) -> None:
+    """Keras options fastconv does not implement must stay at their 'off' value."""
+    for key, value in options.items():
+        if value is not None:
+            raise ValueError(f"{layer}: {key} is not supported by fastconv (got {value!r})")
+
+
+def apply_activation(x, activation: str, fused: bool):
+    """Apply ``activation`` unless it was fused into the op that produced ``x``."""
+    return x if fused else activations.get(activation)(x)
+
+
+@register
+class Dense(Layer):
+    """``activation(x @ kernel + bias)`` over the last axis."""
+
+    def __init__(self, units, activation=None, use_bias=True,
+                 kernel_initializer="glorot_uniform", bias_initializer="zeros",
+                 kernel_regularizer=None, bias_regularizer=None, activity_regularizer=None,
+                 kernel_constraint=None, bias_constraint=None, **kwargs):
+        super().__init__(**kwargs)
+        where = f"Dense layer '{self.name}'"
+        unsupported(where, kernel_regularizer=kernel_regularizer,
+                    bias_regularizer=bias_regularizer, activity_regularizer=activity_regularizer,
+                    kernel_constraint=kernel_constraint, bias_constraint=bias_constraint)
+        self.units = positive_int(units, f"{where}: units")
+        self.activation = activations.canonical(activation, where)
+        self.use_bias = bool(use_bias)
+        self.kernel_initializer = initializers.check(kernel_initializer, where)
+        self.bias_initializer = initializers.check(bias_initializer, where)
+
+    def build(self, input_shape):
+        last = input_shape[-1]
+        if last is None:
+            raise ValueError(f"Dense layer '{self.name}' needs a known last axis, got "
+                             f"{input_shape}")
+        self.kernel = self.add_weight("kernel", (last, self.units), self.kernel_initializer)
+        self.bias = (self.add_weight("bias", (self.units,), self.bias_initializer)
+                     if self.use_bias else None)
+
+    def call(self, x, training=False):
+        fused = self.activation in FUSED_ACTIVATIONS
+        y = F.dense(x, self.kernel, self.bias, self.activation if fused else None)
+        return apply_activation(y, self.activation, fused)
+
+    def compute_output_shape(self, input_shape):
+        return (*tuple(input_shape)[:-1], self.units)
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units, "activation": self.activation,
+                "use_bias": self.use_bias, "kernel_initializer": self.kernel_initializer,
+                "bias_initializer": self.bias_initializer}
+
+
+@register
+class Flatten(Layer):
+    """(N, ...) -> (N, prod(...))."""
+
+    def __init__(self, data_format=None, **kwargs):
+        super().__init__(**kwargs)
+        if data_format not in (None, "channels_last"):
+            raise ValueError(f"Flatten layer '{self.name}': only data_format='channels_last' is "
+                             f"supported, got {data_format!r}")
+
+    def call(self, x, training=False):
+        return F.flatten(x)
+
+    def compute_output_shape(self, input_shape):
+        rest = tuple(input_shape)[1:]
+        size = None if any(d is None for d in rest) else math.prod(rest)
+        return (input_shape[0], size)
+
+
+@register
+class Reshape(Layer):
+    """Reshape everything but the batch axis to ``target_shape`` (one entry may be -1)."""
+
+    def __init__(self, target_shape, **kwargs):
+        super().__init__(**kwargs)
+        target = tuple(target_shape)
+        if (any(not isinstance(d, numbers.Integral) or (d < 1 and d != -1) for d in target)
+                or target.count(-1) > 1):
+            raise ValueError(f"Reshape layer '{self.name}': target_shape must hold positive "
+                             f"ints and at most one -1, got {target_shape!r}")
+        self.target_shape = tuple(int(d) for d in target)
+
+    def compute_output_shape(self, input_shape):
+        rest = tuple(input_shape)[1:]
+        target = list(self.target_shape)
+        if -1 in target:
+            if any(d is None for d in rest):
+                target[target.index(-1)] = None
+            else:
+                known = math.prod(d for d in target if d != -1)
+                total = math.prod(rest)
+                if total % known:
+                    raise ValueError(f"Reshape layer '{self.name}': cannot reshape {rest} to "
+                                     f"{self.target_shape}")
+                target[target.index(-1)] = total // known
+        elif not any(d is None for d in rest) and math.prod(rest) != math.prod(target):
+            raise ValueError(f"Reshape layer '{self.name}': cannot reshape {rest} to "
+                             f"{self.target_shape}")
+        return (input_shape[0], *target)
+
+    def call(self, x, training=False):
+        return F.reshape(x, (x.shape[0], *self.target_shape))
+
+    def get_config(self):
+        return {**super().get_config(), "target_shape": list(self.target_shape)}
+
+
+@register
+class Dropout(Layer):
+    """Zero a ``rate`` fraction of values while training (scaled by 1/(1 - rate))."""
+
+    def __init__(self, rate, noise_shape=None, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        unsupported(f"Dropout layer '{self.name}'", noise_shape=noise_shape, seed=seed)
+        if not isinstance(rate, numbers.Real) or not 0 <= rate < 1:
+            raise ValueError(f"Dropout layer '{self.name}': rate must be in [0, 1), got {rate!r}")
+        self.rate = float(rate)
+
+    def call(self, x, training=False):
+        return F.dropout(x, self.rate, training=training)
+
+    def get_config(self):
+        return {**super().get_config(), "rate": self.rate}
+
+
+@register
+class Activation(Layer):
+    """Apply an activation by name: relu, sigmoid, tanh, softmax, linear."""
+
+    def __init__(self, activation, **kwargs):
+        super().__init__(**kwargs)
+        self.activation = activations.canonical(activation, f"Activation layer '{self.name}'")
+
+    def call(self, x, training=False):
+        return activations.get(self.activation)(x)
+
+    def get_config(self):
+        return {**super().get_config(), "activation": self.activation}

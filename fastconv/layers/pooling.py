@@ -1,0 +1,101 @@
+"""Pooling layers: 2D and 1D max/average pooling, global average pooling."""
+
+from __future__ import annotations
+
+from .. import functional as F
+from ..geometry import normalize_tuple, output_length_for
+from .base import Layer, register
+from .convolutional import check_data_format, check_padding
+
+
+class _Pooling(Layer):
+    rank = 2
+    op = None  # the functional op
+
+    def __init__(self, pool_size=2, strides=None, padding="valid", data_format=None, **kwargs):
+        super().__init__(**kwargs)
+        where = f"{type(self).__name__} layer '{self.name}'"
+        check_data_format(where, data_format)
+        self.pool_size = normalize_tuple(pool_size, self.rank, f"{where}: pool_size")
+        self.strides = normalize_tuple(self.pool_size if strides is None else strides, self.rank,
+                                       f"{where}: strides")
+        self.padding = check_padding(where, padding)
+
+    @property
+    def input_ndim(self):
+        return self.rank + 2
+
+    def compute_output_shape(self, input_shape):
+        spatial = tuple(input_shape)[1:-1]
+        out = []
+        for size, p, s in zip(spatial, self.pool_size, self.strides):
+            if size is not None and self.padding == "valid" and p > size:
+                raise ValueError(
+                    f"{type(self).__name__} layer '{self.name}': pool_size {self.pool_size} is "
+                    f"larger than the input {spatial} (input shape {tuple(input_shape)})")
+            out.append(output_length_for(size, p, s, 1, self.padding))
+        return (input_shape[0], *out, input_shape[-1])
+
+    def build(self, input_shape):
+        self.compute_output_shape(input_shape)
+
+    def call(self, x, training=False):
+        return type(self).op(x, self.pool_size if self.rank == 2 else self.pool_size[0],
+                             self.strides if self.rank == 2 else self.strides[0], self.padding)
+
+    def get_config(self):
+        return {**super().get_config(), "pool_size": list(self.pool_size),
+                "strides": list(self.strides), "padding": self.padding}
+
+
+@register
+class MaxPooling2D(_Pooling):
+    op = staticmethod(F.max_pool2d)
+
+    def __init__(self, pool_size=(2, 2), strides=None, padding="valid", data_format=None,
+                 **kwargs):
+        super().__init__(pool_size, strides, padding, data_format, **kwargs)
+
+
+@register
+class AveragePooling2D(_Pooling):
+    op = staticmethod(F.avg_pool2d)
+
+    def __init__(self, pool_size=(2, 2), strides=None, padding="valid", data_format=None,
+                 **kwargs):
+        super().__init__(pool_size, strides, padding, data_format, **kwargs)
+
+
+@register
+class MaxPooling1D(_Pooling):
+    rank = 1
+    op = staticmethod(F.max_pool1d)
+
+
+@register
+class AveragePooling1D(_Pooling):
+    rank = 1
+    op = staticmethod(F.avg_pool1d)
+
+
+@register
+class GlobalAveragePooling2D(Layer):
+    """Mean over H and W: (N, H, W, C) -> (N, C), or (N, 1, 1, C) with keepdims=True."""
+
+    input_ndim = 4
+
+    def __init__(self, data_format=None, keepdims=False, **kwargs):
+        super().__init__(**kwargs)
+        check_data_format(f"GlobalAveragePooling2D layer '{self.name}'", data_format)
+        self.keepdims = bool(keepdims)
+
+    def call(self, x, training=False):
+        y = F.global_avg_pool2d(x)
+        return F.reshape(y, (y.shape[0], 1, 1, y.shape[1])) if self.keepdims else y
+
+    def compute_output_shape(self, input_shape):
+        n, c = input_shape[0], input_shape[-1]
+        return (n, 1, 1, c) if self.keepdims else (n, c)
+
+    def get_config(self):
+        return {**super().get_config(), "keepdims": self.keepdims}

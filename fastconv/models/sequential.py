@@ -1,0 +1,124 @@
+"""Sequential: a linear stack of layers."""
+
+from __future__ import annotations
+
+from ..layers.base import InputLayer, Layer, layer_class, unique_name
+from ..progbar import write_line
+from ..tensor import Tensor
+from .model import Model
+from .summary import render_summary
+
+
+class Sequential(Model):
+    """``Sequential([Conv2D(...), ...])`` or ``model.add(layer)``; the first layer may carry
+    ``input_shape=`` or be an ``Input(shape)``."""
+
+    def __init__(self, layers=None, name: str | None = None):
+        super().__init__(name=name or unique_name("sequential"))
+        self._layers: list[Layer] = []
+        self._input_layer: InputLayer | None = None
+        self._batch_input_shape = None
+        for layer in layers or []:
+            self.add(layer)
+
+    @property
+    def layers(self) -> list[Layer]:
+        return list(self._layers)
+
+    @property
+    def dtype(self) -> str:
+        if self._input_layer is not None:
+            return self._input_layer.dtype
+        return self._layers[0].dtype if self._layers else "float32"
+
+    def add(self, layer) -> None:
+        if not isinstance(layer, Layer):
+            raise TypeError(f"Sequential.add expects a fastconv layer, got "
+                            f"{type(layer).__name__}")
+        if isinstance(layer, InputLayer):
+            if self._layers or self._input_layer is not None:
+                raise ValueError("Sequential: an Input must come first, before any layer")
+            self._input_layer = layer
+            self._batch_input_shape = layer.batch_input_shape
+            return
+        if any(existing.name == layer.name for existing in self._layers):
+            raise ValueError(f"Sequential: a layer named '{layer.name}' is already in the model; "
+                             f"layer names must be unique")
+        if not self._layers and layer.batch_input_shape is not None:
+            if self._batch_input_shape is None:
+                self._batch_input_shape = layer.batch_input_shape
+        self._layers.append(layer)
+        if self._batch_input_shape is not None:
+            # Shapes are known: build now, so that a misfit layer fails where it is added.
+            try:
+                self.build(self._batch_input_shape)
+            except (ValueError, TypeError):
+                self._layers.pop()
+                raise
+
+    def pop(self) -> Layer:
+        if not self._layers:
+            raise IndexError("Sequential.pop: the model has no layers")
+        return self._layers.pop()
+
+    @property
+    def input_shape(self):
+        if self._batch_input_shape is not None:
+            return (None, *self._batch_input_shape[1:])
+        if self._layers and self._layers[0].built:
+            return self._layers[0].input_shape
+        return None
+
+    @property
+    def output_shape(self):
+        if not self._layers or not self._layers[-1].built:
+            return None
+        return self._layers[-1].output_shape
+
+    @property
+    def built(self) -> bool:
+        return bool(self._layers) and all(layer.built for layer in self._layers)
+
+    def build(self, input_shape=None) -> None:
+        """Build every layer for ``input_shape`` (full shape, batch axis None)."""
+        if input_shape is None:
+            input_shape = self.input_shape
+        if input_shape is None:
+            raise ValueError(f"model '{self.name}' does not know its input shape: give the first "
+                             f"layer input_shape=..., start with Input(shape), or call fit/predict")
+        if not self._layers:
+            raise ValueError(f"model '{self.name}' has no layers")
+        shape = (None, *tuple(input_shape)[1:])
+        if self._batch_input_shape is None and not self._layers[0].built:
+            self._batch_input_shape = shape
+        for layer in self._layers:
+            shape = layer.ensure_built(shape)
+
+    def call(self, x, training: bool = False) -> Tensor:
+        for layer in self._layers:
+            x = layer(x, training=training)
+        return x
+
+    def summary(self, line_length: int | None = None, print_fn=None) -> None:
+        text = render_summary(self, line_length)
+        (print_fn or write_line)(text)
+
+    # -- config ------------------------------------------------------------------------------
+    def get_config(self) -> dict:
+        layers = []
+        if self._batch_input_shape is not None:
+            layers.append({"class_name": "InputLayer", "config": {
+                "batch_input_shape": list(self._batch_input_shape), "dtype": self.dtype,
+                "name": self._input_layer.name if self._input_layer else "input_layer"}})
+        for layer in self._layers:
+            layers.append({"class_name": type(layer).__name__, "config": layer.get_config()})
+        return {"name": self.name, "layers": layers}
+
+    @classmethod
+    def from_config(cls, config: dict) -> Sequential:
+        model = cls(name=config["name"])
+        for entry in config["layers"]:
+            layer_cls = layer_class(entry["class_name"])
+            model.add(layer_cls.from_config(entry["config"]))
+        return model
+
