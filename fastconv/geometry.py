@@ -173,6 +173,12 @@ class ConvGeometry:
         """3x3 kernel, stride 1, dilation 1: the Winograd F(m x m, 3x3) case."""
         return (self.kh, self.kw, self.sh, self.sw, self.dh, self.dw) == (3, 3, 1, 1, 1, 1)
 
+    def astuple(self) -> tuple[int, ...]:
+        """Every size as a flat tuple of ints, the form compiled kernels take:
+        ``(n, h, w, c, o, kh, kw, sh, sw, dh, dw, pt, pb, pl, pr, oh, ow)``."""
+        return (self.n, self.h, self.w, self.c, self.o, self.kh, self.kw, self.sh, self.sw,
+                self.dh, self.dw, self.pt, self.pb, self.pl, self.pr, self.oh, self.ow)
+
     def with_batch(self, n: int) -> ConvGeometry:
         return ConvGeometry(n, self.h, self.w, self.c, self.o, self.kh, self.kw, self.sh, self.sw,
                             self.dh, self.dw, self.pt, self.pb, self.pl, self.pr)
@@ -257,6 +263,11 @@ class PoolGeometry:
     @property
     def y_shape(self) -> tuple[int, int, int, int]:
         return (self.n, self.oh, self.ow, self.c)
+
+    def astuple(self) -> tuple[int, ...]:
+        """``(n, h, w, c, ph, pw, sh, sw, pt, pb, pl, pr, oh, ow)``: how kernels receive it."""
+        return (self.n, self.h, self.w, self.c, self.ph, self.pw, self.sh, self.sw, self.pt,
+                self.pb, self.pl, self.pr, self.oh, self.ow)
 
 
 def pool_geometry(x_shape, pool_size=2, strides=None, padding="valid",

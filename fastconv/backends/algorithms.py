@@ -180,7 +180,18 @@ def _measure(backend, algo: str, geom: ConvGeometry, dtype: str, conv_pass: str,
     return best
 
 
+_fast: dict[tuple, str] = {}
+
+
 def _choose(backend, geom: ConvGeometry, dtype: str, conv_pass: str) -> str:
+    fast_key = (backend.name, conv_pass, geom, dtype, backend.num_threads())
+    chosen = _fast.get(fast_key)
+    if chosen is None:
+        chosen = _fast[fast_key] = _choose_slow(backend, geom, dtype, conv_pass)
+    return chosen
+
+
+def _choose_slow(backend, geom: ConvGeometry, dtype: str, conv_pass: str) -> str:
     candidates = supported_algorithms(backend, geom)
     if conv_pass == "backward_weight":
         # Winograd's backward-weight is im2col's: timing it twice would only add noise.
@@ -223,5 +234,6 @@ def choices() -> list[dict]:
 def clear_memory() -> None:
     """Forget in-memory choices (the disk cache is kept); used by tests and benchmarks."""
     _memory.clear()
+    _fast.clear()
     _explained.clear()
     _disk_loaded["done"] = False

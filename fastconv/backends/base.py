@@ -30,6 +30,7 @@ PRIMITIVES = (
     "bias_activation",
     "activation_backward",
     "bias_grad",
+    "matmul",
     "random_uniform",
     "adam_update",
 )
@@ -101,8 +102,10 @@ class Backend:
 
     # -- arrays ---------------------------------------------------------------------------
     def asarray(self, a, dtype=None):
-        """A backend array (C-contiguous) from host data or a backend array."""
-        return self.xp.ascontiguousarray(a, dtype=dtype)
+        """A backend array (C-contiguous) from host data or a backend array; scalars stay 0-d
+        (``ascontiguousarray`` alone would turn them into shape (1,))."""
+        a = self.xp.asarray(a, dtype=dtype)
+        return a if a.flags.c_contiguous else self.xp.ascontiguousarray(a)
 
     def to_host(self, a):
         """A NumPy array with the contents of backend array ``a``."""
@@ -185,6 +188,10 @@ class Backend:
     def bias_grad(self, dz):
         """Sum of ``dz`` over every axis but the last."""
         return dz.reshape(-1, dz.shape[-1]).sum(axis=0)
+
+    def matmul(self, a, b, trans_a: bool = False, trans_b: bool = False):
+        """``op(a) @ op(b)`` for 2D arrays, op = transpose where asked (dense layers)."""
+        return (a.T if trans_a else a) @ (b.T if trans_b else b)
 
     def random_uniform(self, shape, dtype):
         """Uniform [0, 1) samples from the seeded stream (``fastconv.utils.set_random_seed``)."""

@@ -9,6 +9,7 @@ import numpy as np
 
 from ... import random as fc_random
 from ..base import Backend
+from ..host_memory import keep_freed_memory
 from .conv import DirectConv, Im2colConv, WinogradF2Conv, WinogradF4Conv
 from .pool import avg_pool2d_backward, avg_pool2d_forward, max_pool2d_backward, max_pool2d_forward
 
@@ -23,6 +24,10 @@ class NumpyBackend(Backend):
         "winograd": WinogradF2Conv,
         "winograd4": WinogradF4Conv,
     }
+
+    def __init__(self):
+        super().__init__()
+        keep_freed_memory()
 
     def to_host(self, a):
         return np.asarray(a)

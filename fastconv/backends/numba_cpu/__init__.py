@@ -1,0 +1,120 @@
+"""The ``numba-cpu`` backend: parallel Numba kernels on the CPU (float32 and float64).
+
+Convolutions: direct, im2col + GEMM and Winograd F(2x2,3x3) / F(4x4,3x3), forward and both
+backward passes, with bias + ReLU fused into the epilogues. GEMMs go through the CBLAS that NumPy
+ships, one tile per Numba thread (see ``blas.py``). Threads: ``NUMBA_NUM_THREADS`` at start-up,
+``fastconv.set_num_threads(n)`` at run time.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from ... import random as fc_random
+from ..base import Backend
+from ..host_memory import keep_freed_memory
+from . import elementwise, gemm, pool
+from .blas import get_blas
+from .conv import DirectConv, Im2colConv, WinogradF2Conv, WinogradF4Conv
+
+_CHUNK = 1 << 14  # elements per parallel task in element-wise kernels
+
+
+class NumbaCpuBackend(Backend):
+    name = "numba-cpu"
+    xp = np
+    conv_algorithm_classes = {
+        "direct": DirectConv,
+        "im2col": Im2colConv,
+        "winograd": WinogradF2Conv,
+        "winograd4": WinogradF4Conv,
+    }
+
+    def __init__(self):
+        super().__init__()
+        keep_freed_memory()
+        self.blas = get_blas()
+
+    def to_host(self, a):
+        return np.asarray(a)
+
+    def num_threads(self) -> int:
+        return numba.get_num_threads()
+
+    def set_num_threads(self, n: int) -> None:
+        limit = numba.config.NUMBA_NUM_THREADS
+        if n > limit:
+            raise ValueError(f"numba-cpu can use at most {limit} threads (NUMBA_NUM_THREADS); "
+                             f"got {n}")
+        numba.set_num_threads(n)
+
+    def heuristic_conv_algorithm(self, geom, conv_pass, candidates):
+        if geom.c * geom.kh * geom.kw <= 32 and "direct" in candidates:
+            return "direct"  # too few products per output for a GEMM to pay
+        return "im2col" if "im2col" in candidates else candidates[0]
+
+    # -- dense --------------------------------------------------------------------------------
+    def matmul(self, a, b, trans_a=False, trans_b=False):
+        return gemm.matmul(self.blas, np.ascontiguousarray(a), np.ascontiguousarray(b),
+                           trans_a, trans_b, self.num_threads())
+
+    # -- pooling ------------------------------------------------------------------------------
+    def max_pool2d_forward(self, x, geom):
+        y = np.empty(geom.y_shape, dtype=x.dtype)
+        argmax = np.empty(geom.y_shape, dtype=np.int32)
+        pool.max_forward(np.ascontiguousarray(x), geom.astuple(), y, argmax)
+        return y, argmax
+
+    def max_pool2d_backward(self, dy, argmax, geom):
+        dx = np.zeros(geom.x_shape, dtype=dy.dtype)
+        pool.max_backward(np.ascontiguousarray(dy), argmax, geom.astuple(), dx)
+        return dx
+
+    def avg_pool2d_forward(self, x, geom):
+        y = np.empty(geom.y_shape, dtype=x.dtype)
+        pool.avg_forward(np.ascontiguousarray(x), geom.astuple(), y)
+        return y
+
+    def avg_pool2d_backward(self, dy, geom):
+        dx = np.zeros(geom.x_shape, dtype=dy.dtype)
+        pool.avg_backward(np.ascontiguousarray(dy), geom.astuple(), dx)
+        return dx
+
+    # -- element-wise -------------------------------------------------------------------------
+    def bias_activation(self, y, b, activation):
+        ch = y.shape[-1]
+        rows = y.size // ch if ch else 0
+        has_bias = b is not None
+        bias = np.ascontiguousarray(b, dtype=y.dtype) if has_bias else np.zeros(ch, y.dtype)
+        elementwise.bias_act_rows(y.reshape(rows, ch), bias, has_bias,
+                                  elementwise.ACTIVATION_CODES[activation],
+                                  max(1, _CHUNK // max(ch, 1)))
+        return y
+
+    def activation_backward(self, dy, y, activation):
+        if activation != "relu":
+            return dy
+        out = np.empty_like(dy)
+        elementwise.relu_backward_flat(np.ascontiguousarray(dy).reshape(-1), y.reshape(-1),
+                                       out.reshape(-1), _CHUNK)
+        return out
+
+    def bias_grad(self, dz):
+        ch = dz.shape[-1]
+        rows = dz.size // ch
+        partial = np.empty((self.num_threads(), ch), dtype=dz.dtype)
+        elementwise.column_sums(np.ascontiguousarray(dz).reshape(rows, ch), partial,
+                                max(1, _CHUNK // max(ch, 1)))
+        return partial.sum(axis=0)
+
+    def adam_update(self, param, grad, m, v, lr_t, beta_1, beta_2, epsilon):
+        elementwise.adam_flat(param.reshape(-1), np.ascontiguousarray(grad).reshape(-1),
+                              m.reshape(-1), v.reshape(-1), lr_t, beta_1, beta_2, epsilon, _CHUNK)
+
+    def random_uniform(self, shape, dtype):
+        return fc_random.host_rng().random(shape, dtype=np.dtype(dtype))
+
+
+def create_backend() -> NumbaCpuBackend:
+    return NumbaCpuBackend()

@@ -1,0 +1,28 @@
+"""The one place that sets Numba's compile options for this backend's kernels.
+
+* ``cache=True``: the second run of a program compiles nothing.
+* ``fastmath`` limited to re-association, contraction (FMA), no-signed-zero and reciprocal
+  flags: sums vectorise, while NaN and infinity keep their IEEE meaning (no ``nnan``/``ninf``),
+  so a NaN in the data still shows as NaN in the loss.
+* ``error_model='numpy'``: no ZeroDivisionError checks inside loops.
+"""
+
+from __future__ import annotations
+
+from numba import njit
+
+FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
+
+
+def kernel(fn=None, *, parallel: bool = True, fastmath: bool = True):
+    """Compile a kernel: arrays and ints in, no Python objects."""
+    options = dict(cache=True, nogil=True, parallel=parallel, error_model="numpy",
+                   fastmath=FASTMATH if fastmath else False)
+    if fn is None:
+        return lambda f: njit(**options)(f)
+    return njit(**options)(fn)
+
+
+def helper(fn):
+    """A serial helper called from kernels (inlined by LLVM where it pays)."""
+    return njit(cache=True, nogil=True, error_model="numpy", fastmath=FASTMATH)(fn)
