@@ -1,0 +1,219 @@
+"""The ``fastconv`` command: ``info``, ``train-mnist`` and ``bench``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+
+SIMD_FLAGS = ("sse4.2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512dq",
+              "avx512vnni", "avx512bf16", "avx512fp16", "amx-tile", "neon", "sve")
+
+
+def cpu_description() -> tuple[str, str, list[str]]:
+    """(model name, LLVM CPU name, SIMD features present)."""
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.lower().startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    llvm_name, features = "?", []
+    try:
+        import llvmlite.binding as llvm
+
+        llvm_name = llvm.get_host_cpu_name()
+        flags = {f[1:] for f in llvm.get_host_cpu_features().flatten().split(",")
+                 if f.startswith("+")}
+        aliases = {"sse4.2": "sse4.2", "avx512vnni": "avx512vnni", "amx-tile": "amx-tile"}
+        features = [f for f in SIMD_FLAGS if aliases.get(f, f) in flags]
+    except (ImportError, RuntimeError, AttributeError):
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8") as fh:
+                text = fh.read().replace("_", ".")
+            present = set(text.split())
+            features = [f for f in SIMD_FLAGS if f in present or f.replace(".", "_") in present]
+        except OSError:
+            pass
+    return model, llvm_name, features
+
+
+def cmd_info(args) -> int:
+    import numpy as np
+
+    import fastconv
+    from fastconv import config
+    from fastconv.backends import algorithms
+
+    print(f"fastconv {fastconv.__version__} (Python {platform.python_version()}, NumPy "
+          f"{np.__version__}", end="")
+    try:
+        import numba
+
+        print(f", Numba {numba.__version__})")
+    except ImportError:
+        print(", Numba not installed)")
+    print(f"current backend: {fastconv.current_backend_name()} (FASTCONV_BACKEND="
+          f"{os.environ.get('FASTCONV_BACKEND', '') or 'unset'})")
+    print("backends:")
+    for name, reason in fastconv.available_backends().items():
+        print(f"  {name:11s} {'available' if reason is None else 'unavailable: ' + reason}")
+    print(f"convolution algorithm: {fastconv.current_conv_algo()} (choices: "
+          f"{', '.join(algorithms.CHOICES)})")
+    how = "measures each algorithm once per shape" if config.env_autotune() else "heuristic"
+    print(f"auto: {how} (FASTCONV_AUTOTUNE), cache {config.cache_dir() / 'autotune.json'}")
+    for name, spec in algorithms.ALGORITHMS.items():
+        print(f"  {name:10s} {spec.scope}")
+    backend = fastconv.get_backend()
+    print(f"threads: {backend.num_threads()}")
+    blas = getattr(backend, "blas", None)
+    if blas is not None:
+        print(f"GEMM: {blas.source}")
+    model, llvm_name, features = cpu_description()
+    print(f"CPU: {model} ({os.cpu_count()} logical cores, LLVM target {llvm_name})")
+    print(f"SIMD: {' '.join(features) if features else 'unknown'}")
+    if args.explain:
+        return explain(args.explain, args.batch_size)
+    return 0
+
+
+def explain(path: str, batch_size: int) -> int:
+    """Run a saved model once (forward and backward) and show every algorithm choice."""
+    import logging
+
+    import numpy as np
+
+    from fastconv.backends import algorithms
+    from fastconv.models import load_model
+    from fastconv.tensor import Tensor, enable_grad
+
+    logging.getLogger("fastconv.algorithms").setLevel(logging.WARNING)
+    model = load_model(path, compile=False)
+    shape = (batch_size, *model.input_shape[1:])
+    x = Tensor(np.random.default_rng(0).random(shape, dtype=np.float32))
+    with enable_grad():
+        y = model(x, training=True)
+        from fastconv import functional as F
+
+        F.sum(y).backward()
+    print(f"\nconvolution algorithms for {path} at batch {batch_size}:")
+    for row in algorithms.choices():
+        g = row["geometry"]
+        timing = ""
+        if row["seconds"]:
+            listed = ", ".join(f"{a} {t * 1e3:.3f} ms" for a, t in row["seconds"].items())
+            timing = f"  [{listed}]"
+        print(f"  {row['pass']:15s} {g.h}x{g.w}x{g.c} -> {g.oh}x{g.ow}x{g.o} k{g.kh}x{g.kw} "
+              f"s{g.sh} {row['dtype']}: {row['algorithm']} ({row['how']}){timing}")
+    return 0
+
+
+def lesson_model():
+    """The lesson's network (../shared/lesson/lesson_keras.py)."""
+    from fastconv.layers import Conv2D, Dense, Flatten, MaxPooling2D
+    from fastconv.models import Sequential
+
+    model = Sequential()
+    model.add(Conv2D(32, (3, 3), activation="relu", input_shape=(28, 28, 1)))
+    model.add(MaxPooling2D((2, 2)))
+    model.add(Conv2D(64, (3, 3), activation="relu"))
+    model.add(MaxPooling2D((2, 2)))
+    model.add(Conv2D(64, (3, 3), activation="relu"))
+    model.add(Flatten())
+    model.add(Dense(64, activation="relu"))
+    model.add(Dense(10, activation="softmax"))
+    return model
+
+
+def cmd_train_mnist(args) -> int:
+    import fastconv
+    from fastconv.datasets import mnist
+    from fastconv.utils import set_random_seed, to_categorical
+
+    if args.backend:
+        fastconv.set_backend(args.backend)
+    if args.algo:
+        fastconv.set_conv_algo(args.algo)
+    if args.seed is not None:
+        set_random_seed(args.seed)
+    (x_train, y_train), (x_test, y_test) = mnist.load_data(args.data)
+    if args.train_samples:
+        x_train, y_train = x_train[:args.train_samples], y_train[:args.train_samples]
+    x_train = x_train.reshape(-1, 28, 28, 1).astype("float32") / 255.0
+    x_test = x_test.reshape(-1, 28, 28, 1).astype("float32") / 255.0
+    y_train, y_test = to_categorical(y_train, 10), to_categorical(y_test, 10)
+    print(f"backend {fastconv.current_backend_name()}, convolution algorithm "
+          f"{fastconv.current_conv_algo()}, {fastconv.get_num_threads()} threads; "
+          f"{len(x_train)} training images, batch {args.batch_size}, {args.epochs} epochs")
+    model = lesson_model()
+    model.compile(optimizer="adam", loss="categorical_crossentropy", metrics=["accuracy"])
+    if args.verbose:
+        model.summary()
+    start = time.perf_counter()
+    model.fit(x_train, y_train, batch_size=args.batch_size, epochs=args.epochs,
+              validation_data=(x_test, y_test), verbose=args.verbose)
+    elapsed = time.perf_counter() - start
+    loss, accuracy = model.evaluate(x_test, y_test, verbose=0)
+    print(f"test loss {loss:.4f}, test accuracy {accuracy:.4f}")
+    print(f"training took {elapsed:.1f} s ({elapsed / max(args.epochs, 1):.1f} s per epoch, "
+          f"including validation)")
+    if args.save:
+        model.save(args.save)
+        print(f"saved the model to {args.save}")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from fastconv.benchmarks import run_cli
+
+    return run_cli(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fastconv", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    info = sub.add_parser("info", help="version, backends, algorithms, threads and CPU features")
+    info.add_argument("--explain", metavar="MODEL",
+                      help="run a saved model once and show the convolution algorithm choices")
+    info.add_argument("--batch-size", type=int, default=32, help="batch for --explain")
+    info.set_defaults(func=cmd_info)
+
+    train = sub.add_parser("train-mnist", help="train the lesson's network on MNIST")
+    train.add_argument("--epochs", type=int, default=10)
+    train.add_argument("--batch-size", type=int, default=32)
+    train.add_argument("--backend", help="numba-cpu (default), numpy ...")
+    train.add_argument("--algo", help="auto (default), direct, im2col, winograd, winograd4")
+    train.add_argument("--save", metavar="PATH", help="save the trained model there")
+    train.add_argument("--data", metavar="DIR", help="folder with the MNIST files")
+    train.add_argument("--train-samples", type=int, default=None,
+                       help="train on the first N images only")
+    train.add_argument("--seed", type=int, default=None)
+    train.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2))
+    train.set_defaults(func=cmd_train_mnist)
+
+    bench = sub.add_parser("bench", help="run the benchmark suite and write a report")
+    bench.add_argument("--quick", action="store_true", help="a short run (a few minutes)")
+    bench.add_argument("--backend", action="append", help="backend(s) to measure")
+    bench.add_argument("--algo", action="append", help="algorithm(s) to measure")
+    bench.add_argument("--out", default="bench-report", help="output folder")
+    bench.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, TypeError, FileNotFoundError, RuntimeError) as exc:
+        print(f"fastconv: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
