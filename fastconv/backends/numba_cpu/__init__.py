@@ -87,7 +87,7 @@ class NumbaCpuBackend(Backend):
         rows = y.size // ch if ch else 0
         has_bias = b is not None
         bias = np.ascontiguousarray(b, dtype=y.dtype) if has_bias else np.zeros(ch, y.dtype)
-        elementwise.bias_act_rows(y.reshape(rows, ch), bias, has_bias,
+        elementwise.bias_act_rows(y.size, y.reshape(rows, ch), bias, has_bias,
                                   elementwise.ACTIVATION_CODES[activation],
                                   max(1, _CHUNK // max(ch, 1)))
         return y
@@ -96,7 +96,7 @@ class NumbaCpuBackend(Backend):
         if activation != "relu":
             return dy
         out = np.empty_like(dy)
-        elementwise.relu_backward_flat(np.ascontiguousarray(dy).reshape(-1), y.reshape(-1),
+        elementwise.relu_backward_flat(dy.size, np.ascontiguousarray(dy).reshape(-1), y.reshape(-1),
                                        out.reshape(-1), _CHUNK)
         return out
 
@@ -104,12 +104,12 @@ class NumbaCpuBackend(Backend):
         ch = dz.shape[-1]
         rows = dz.size // ch
         partial = np.empty((self.num_threads(), ch), dtype=dz.dtype)
-        elementwise.column_sums(np.ascontiguousarray(dz).reshape(rows, ch), partial,
+        elementwise.column_sums(dz.size, np.ascontiguousarray(dz).reshape(rows, ch), partial,
                                 max(1, _CHUNK // max(ch, 1)))
         return partial.sum(axis=0)
 
     def adam_update(self, param, grad, m, v, lr_t, beta_1, beta_2, epsilon):
-        elementwise.adam_flat(param.reshape(-1), np.ascontiguousarray(grad).reshape(-1),
+        elementwise.adam_flat(param.size, param.reshape(-1), np.ascontiguousarray(grad).reshape(-1),
                               m.reshape(-1), v.reshape(-1), lr_t, beta_1, beta_2, epsilon, _CHUNK)
 
     def random_uniform(self, shape, dtype):

@@ -7,13 +7,13 @@ import numba
 import numpy as np
 from numba import prange
 
-from .jit import kernel
+from .jit import sized_kernel
 
 LINEAR, RELU = 0, 1
 ACTIVATION_CODES = {"linear": LINEAR, "relu": RELU}
 
 
-@kernel
+@sized_kernel()
 def bias_act_rows(y, b, has_bias, act, rows_per):
     """y[r, :] = act(y[r, :] + b) in place; y is (rows, channels)."""
     rows, ch = y.shape
@@ -27,7 +27,7 @@ def bias_act_rows(y, b, has_bias, act, rows_per):
                     y[r, k] = max(y[r, k], 0)
 
 
-@kernel
+@sized_kernel()
 def relu_backward_flat(dy, y, out, chunk):
     """out = dy * (y > 0), flat arrays."""
     n = dy.shape[0]
@@ -36,7 +36,7 @@ def relu_backward_flat(dy, y, out, chunk):
             out[i] = dy[i] if y[i] > 0 else 0
 
 
-@kernel
+@sized_kernel()
 def column_sums(dz, partial, rows_per):
     """partial[thread, :] accumulates sums of dz's rows; the caller adds the partials up."""
     rows, ch = dz.shape
@@ -48,7 +48,7 @@ def column_sums(dz, partial, rows_per):
                 acc[k] += dz[r, k]
 
 
-@kernel
+@sized_kernel()
 def adam_flat(p, g, m, v, lr_t, beta_1, beta_2, eps, chunk):
     """Adam in place (Keras form): m += (g - m)(1 - b1); v += (g^2 - v)(1 - b2);
     p -= lr_t * m / (sqrt(v) + eps)."""

@@ -11,7 +11,7 @@ import numpy as np
 from numba import prange
 
 from .blas import NO_TRANS, call_gemm, call_int_function
-from .jit import helper, kernel
+from .jit import helper, sized_kernel
 
 
 @helper
@@ -34,7 +34,7 @@ def single_threaded_blas(blas):
         call_int_function(blas[2], 1)
 
 
-@kernel
+@sized_kernel(threshold=1 << 20)
 def _matmul_rows(blas, a, b, c, ta, tb, m, n, k, rows_per):
     """c (m x n) = op(a) @ op(b), row blocks of ``rows_per`` in parallel.
 
@@ -65,7 +65,7 @@ def matmul(blas, a, b, trans_a: bool, trans_b: bool, threads: int):
     if k == 0:
         c[...] = 0
         return c
-    _matmul_rows(blas.kernel_args(a.dtype), a.reshape(-1), b.reshape(-1), c.reshape(-1),
+    _matmul_rows(m * n * k, blas.kernel_args(a.dtype), a.reshape(-1), b.reshape(-1), c.reshape(-1),
                  112 if trans_a else 111, 112 if trans_b else 111, m, n, k,
                  rows_per_task(m, threads, 64))
     return c

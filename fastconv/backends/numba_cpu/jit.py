@@ -23,6 +23,23 @@ def kernel(fn=None, *, parallel: bool = True, fastmath: bool = True):
     return njit(**options)(fn)
 
 
+class SizedKernel:
+    """A kernel compiled twice from one source: parallel for large inputs, serial below
+    ``threshold`` elements, where starting the thread pool would cost more than the work."""
+
+    def __init__(self, fn, threshold: int):
+        self.parallel = kernel(fn)
+        self.serial = kernel(fn, parallel=False)
+        self.threshold = threshold
+
+    def __call__(self, size: int, *args):
+        return (self.parallel if size >= self.threshold else self.serial)(*args)
+
+
+def sized_kernel(threshold: int = 1 << 15):
+    return lambda fn: SizedKernel(fn, threshold)
+
+
 def helper(fn):
     """A serial helper called from kernels (inlined by LLVM where it pays)."""
     return njit(cache=True, nogil=True, error_model="numpy", fastmath=FASTMATH)(fn)
