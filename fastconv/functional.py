@@ -122,7 +122,7 @@ class Dense(Function):
         be = self.backend
         self.x_shape = x.shape
         x2 = x.reshape(-1, x.shape[-1])
-        y = be.bias_activation(x2 @ w, b, activation)
+        y = be.bias_activation(be.matmul(x2, w), b, activation)
         self.x2, self.w, self.activation = x2, w, activation
         self.y = y if activation != "linear" else None
         return y.reshape(*x.shape[:-1], w.shape[1])
@@ -131,8 +131,8 @@ class Dense(Function):
         be = self.backend
         dz = be.activation_backward(dy.reshape(-1, dy.shape[-1]), self.y, self.activation)
         need = self.needs_input_grad
-        dx = (dz @ self.w.T).reshape(self.x_shape) if need[0] else None
-        dw = self.x2.T @ dz if need[1] else None
+        dx = be.matmul(dz, self.w, trans_b=True).reshape(self.x_shape) if need[0] else None
+        dw = be.matmul(self.x2, dz, trans_a=True) if need[1] else None
         db = be.bias_grad(dz) if len(need) > 2 and need[2] else None
         return dx, dw, db
 
@@ -285,7 +285,8 @@ def softmax(x, axis: int = -1) -> Tensor:
     cross-entropy is computed stably from them (as Keras does)."""
     x = as_tensor(x, "softmax input")
     y = Softmax.apply(x, axis=axis)
-    y._logits = x
+    if x.ndim and axis % x.ndim == x.ndim - 1:  # cross-entropy's class axis is the last one
+        y._logits = x
     return y
 
 

@@ -180,13 +180,14 @@ class Variable(Tensor):
             self.grad = None
 
     def assign(self, value) -> None:
-        """Replace the values (same shape; cast to this variable's dtype)."""
+        """Replace the values (same shape; cast to this variable's dtype). The variable keeps
+        its own copy: later in-place updates never write into the caller's array."""
         value = value.data if isinstance(value, Tensor) else value
         if tuple(value.shape) != self.shape:
             raise ValueError(
                 f"cannot assign a value of shape {tuple(value.shape)} to weight {self.name!r} "
                 f"of shape {self.shape}")
-        self.data = self._backend.asarray(value, dtype=self.dtype)
+        self.data = self._backend.asarray(value, dtype=self.dtype).copy()
 
 
 class Function:

@@ -1,0 +1,86 @@
+"""Shared fixtures: every registered backend, every convolution algorithm, MNIST's folder.
+
+* ``backend`` runs a test once per name in ``fastconv.backend_names()``; a backend that cannot run
+  here is skipped with the reason ``fastconv.available_backends()`` gives, so a new backend is
+  enrolled by registering it, without touching the tests.
+* ``conv_algo`` runs a test once per convolution algorithm in fastconv's algorithm table, inside
+  ``fastconv.use_conv_algo``.
+* ``mnist_dir`` is ``$FASTCONV_DATA`` (CI sets it); tests that need MNIST skip without it.
+
+Autotuning is switched off (``FASTCONV_AUTOTUNE=0``) and the cache goes to a temporary folder
+for the whole session, so tests never time kernels or write to the user's home. fastconv reads
+those two variables at call time; the backend and algorithm names it reads at import are left to
+the environment the suite runs in (``FASTCONV_BACKEND=numpy`` in CI until numba-cpu lands).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import fastconv
+from fastconv.backends import algorithms
+from fastconv.datasets import mnist
+from fastconv.utils import clear_session, set_random_seed
+
+#: Every convolution algorithm fastconv knows ('auto' is a choice among these, not one).
+CONV_ALGOS = tuple(algorithms.ALGORITHMS)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _fastconv_environment(tmp_path_factory):
+    mp = pytest.MonkeyPatch()
+    mp.setenv("FASTCONV_AUTOTUNE", "0")
+    mp.setenv("FASTCONV_CACHE_DIR", str(tmp_path_factory.mktemp("fastconv-cache")))
+    algorithms.clear_memory()
+    yield
+    algorithms.clear_memory()
+    mp.undo()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_state():
+    """Each test starts with Keras's naming from scratch and a fixed seed."""
+    clear_session()
+    set_random_seed(1234)
+    yield
+
+
+@pytest.fixture(params=fastconv.backend_names())
+def backend(request):
+    """The test runs inside ``use_backend(name)``; yields the Backend object."""
+    name = request.param
+    reason = fastconv.available_backends()[name]
+    if reason is not None:
+        pytest.skip(f"backend {name!r} is unavailable here: {reason}")
+    with fastconv.use_backend(name) as be:
+        yield be
+
+
+@pytest.fixture(params=CONV_ALGOS)
+def conv_algo(request):
+    """The test runs inside ``use_conv_algo(name)``; yields the name."""
+    with fastconv.use_conv_algo(request.param):
+        yield request.param
+
+
+@pytest.fixture(scope="session")
+def mnist_dir() -> Path:
+    """The folder named by ``$FASTCONV_DATA`` (skips when the variable is not set)."""
+    value = os.environ.get("FASTCONV_DATA", "").strip()
+    if not value:
+        pytest.skip("FASTCONV_DATA is not set; point it at the folder holding the four MNIST "
+                    "*-ubyte.gz files (CI uses ../shared/data/mnist)")
+    folder = Path(value)
+    missing = [name for name in mnist.FILES if not (folder / name).is_file()]
+    if missing:
+        pytest.fail(f"FASTCONV_DATA={value!r} lacks the MNIST files {missing}")
+    return folder
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(20240611)
