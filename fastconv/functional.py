@@ -366,7 +366,12 @@ class Add(Function):
 
 
 def add(a, b) -> Tensor:
-    """Element-wise sum with NumPy broadcasting (residual connections)."""
+    """Element-wise sum with NumPy broadcasting (residual connections). A plain number takes
+    the other operand's dtype."""
+    if isinstance(a, Tensor) and isinstance(b, numbers.Real):
+        b = as_tensor(b, "add input", dtype=a.dtype)
+    elif isinstance(b, Tensor) and isinstance(a, numbers.Real):
+        a = as_tensor(a, "add input", dtype=b.dtype)
     a, b = as_tensor(a, "add input"), as_tensor(b, "add input")
     _same_dtype("add", a=a, b=b)
     try:

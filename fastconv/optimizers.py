@@ -22,15 +22,17 @@ class Optimizer:
     def __init__(self, learning_rate: float):
         self.learning_rate = _positive(f"{type(self).__name__}: learning_rate", learning_rate)
         self.iterations = 0
-        self._slots: dict[str, dict[str, object]] = {}
+        # id(variable) -> (variable, {slot: array}); keyed by the object, so that an optimizer
+        # shared by two models never mixes their moments even where layer names repeat.
+        self._slots: dict[int, tuple[object, dict[str, object]]] = {}
 
     def slots(self, var) -> dict:
         """Per-variable state (moments), created on first use."""
-        state = self._slots.get(var.name)
-        if state is None:
-            state = self._slots[var.name] = {
-                key: var._backend.xp.zeros_like(var.data) for key in self.slot_names}
-        return state
+        entry = self._slots.get(id(var))
+        if entry is None or entry[0] is not var:
+            entry = self._slots[id(var)] = (var, {
+                key: var._backend.xp.zeros_like(var.data) for key in self.slot_names})
+        return entry[1]
 
     slot_names: tuple[str, ...] = ()
 
@@ -50,9 +52,9 @@ class Optimizer:
     def get_state(self) -> dict:
         """Iterations and slot arrays (host copies), keyed ``<variable>/<slot>``."""
         arrays = {}
-        for var_name, slots in self._slots.items():
+        for var, slots in self._slots.values():
             for slot, value in slots.items():
-                arrays[f"{var_name}/{slot}"] = value
+                arrays[f"{var.name}/{slot}"] = value
         return {"iterations": self.iterations, "arrays": arrays}
 
     def set_state(self, state: dict, variables) -> None:

@@ -285,3 +285,21 @@ def test_auto_picks_a_supported_algorithm(backend, autotune, monkeypatch, tmp_pa
         assert algorithms.choices()
     finally:
         algorithms.clear_memory()
+
+
+def test_a_backend_without_create_backend_is_unavailable(monkeypatch):
+    """A half-written backend package is reported unavailable, with the reason."""
+    monkeypatch.setitem(backends._REGISTRY, "half-written", ("fastconv.geometry", ()))
+    reason = backends.unavailable_reason("half-written")
+    assert reason is not None and "create_backend" in reason
+    with pytest.raises(backends.BackendUnavailableError, match="create_backend"):
+        backends.get_backend("half-written")
+
+
+def test_adding_a_python_number_keeps_the_tensor_dtype(backend):
+    import fastconv.functional as F
+
+    t = F.as_tensor(np.ones(3, np.float32))
+    for out, expected in ((t + 2.0, 3.0), (2.0 + t, 3.0), (F.add(t, 1), 2.0)):
+        assert out.dtype == np.float32
+        np.testing.assert_array_equal(out.numpy(), np.full(3, expected, np.float32))

@@ -118,6 +118,22 @@ def test_max_pool_ties_pick_the_first_maximum(backend):
     np.testing.assert_array_equal(backend.to_host(dx), expected)
 
 
+def test_max_pool_propagates_nan(backend):
+    """A NaN in a window is its maximum (as in PyTorch) and takes the window's gradient."""
+    x = np.arange(16, dtype=np.float64).reshape(1, 4, 4, 1)
+    x[0, 1, 0, 0] = np.nan  # window (0, 0), tap 2
+    x[0, 3, 3, 0] = np.nan  # window (1, 1), tap 3, after that window's larger values
+    g = pool_geometry(x.shape, (2, 2), None, "valid")
+    y, argmax = backend.max_pool2d_forward(backend.asarray(x), g)
+    y, argmax = backend.to_host(y), backend.to_host(argmax)
+    assert np.isnan(y[0, 0, 0, 0]) and np.isnan(y[0, 1, 1, 0])
+    assert y[0, 0, 1, 0] == 7 and y[0, 1, 0, 0] == 13
+    assert argmax[0, 0, 0, 0] == 2 and argmax[0, 1, 1, 0] == 3
+    dx = backend.to_host(backend.max_pool2d_backward(
+        backend.asarray(np.ones((1, 2, 2, 1))), backend.asarray(argmax), g))
+    assert dx[0, 1, 0, 0] == 1 and dx[0, 3, 3, 0] == 1 and dx.sum() == 4
+
+
 def test_max_pool_padding_never_wins(backend):
     """All-negative input with 'same' padding: zeros in the padding must not be picked."""
     x = -1.0 - np.arange(2 * 5 * 5 * 2, dtype=np.float64).reshape(2, 5, 5, 2)

@@ -576,3 +576,19 @@ def test_optimizer_skips_variables_without_gradient(backend):
     opt.apply([var])
     np.testing.assert_array_equal(backend.to_host(var.data), START)
     assert opt.iterations == 1
+
+
+def test_one_optimizer_shared_by_two_models_keeps_their_moments_apart(backend, rng):
+    """Keras layer names repeat across models built after clear_session(); an optimizer used on
+    both must still keep one set of moments per variable."""
+    from fastconv.utils import clear_session
+
+    opt = optimizers.Adam(0.01)
+    first = small_cnn()
+    clear_session()
+    second = small_cnn()
+    assert [w.name for w in first.weights] == [w.name for w in second.weights]
+    for var in first.trainable_weights + second.trainable_weights:
+        var.grad = backend.xp.ones_like(var.data)
+    opt.apply(first.trainable_weights + second.trainable_weights)
+    assert len(opt._slots) == len(first.trainable_weights) * 2

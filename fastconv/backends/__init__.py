@@ -59,6 +59,8 @@ def unavailable_reason(name: str) -> str | None:
         module = importlib.import_module(module_name)
     except ImportError as exc:  # a broken or incompatible installation
         return f"importing {module_name} failed: {exc}"
+    if not callable(getattr(module, "create_backend", None)):
+        return f"{module_name} defines no create_backend()"
     probe = getattr(module, "unavailable_reason", None)
     return probe() if probe is not None else None
 

@@ -156,7 +156,7 @@ class Backend:
     # -- pooling (implemented by each backend) ----------------------------------------------
     def max_pool2d_forward(self, x, geom: PoolGeometry):
         """-> (y, argmax). ``argmax`` (int32, shape of y) is the window tap ``i * pw + j`` of the
-        maximum (first one on ties); padding never wins."""
+        maximum (first one on ties); padding never wins; a NaN in the window is the maximum."""
         raise NotImplementedError
 
     def max_pool2d_backward(self, dy, argmax, geom: PoolGeometry):

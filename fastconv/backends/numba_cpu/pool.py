@@ -1,7 +1,7 @@
 """Max and average pooling over NHWC, vectorised along channels.
 
 Max pooling records the window tap ``i * PW + j`` of each maximum (the first on ties; padding
-never wins) for its backward pass. Average pooling divides by the number of in-bounds elements
+never wins; NaN propagates, as in PyTorch) for its backward pass. Average pooling divides by the number of in-bounds elements
 of each window (Keras's 'same' padding). Forward kernels are parallel over output rows; backward
 kernels over images, so that overlapping windows of one image are summed by one thread.
 ``g`` is ``PoolGeometry.astuple()``: (n, h, w, c, ph, pw, sh, sw, pt, pb, pl, pr, oh, ow).
@@ -37,7 +37,8 @@ def max_forward(x, g, y, argmax):
                     tap = i * pw + j
                     for k in range(c):
                         v = x[img, ih, iw, k]
-                        if v > best[k]:
+                        b = best[k]
+                        if v > b or (v != v and b == b):  # a NaN wins once and stays
                             best[k] = v
                             arg[k] = tap
             y[img, p, q, :] = best

@@ -18,7 +18,8 @@ def max_pool2d_forward(x, g):
     for i in range(g.ph):
         for j in range(g.pw):
             window = tap(xpad, i, j, g.oh, g.ow, g.sh, g.sw)
-            better = window > y  # strict: the first maximum wins ties
+            # strict: the first maximum wins ties; a NaN wins once and stays (as in PyTorch)
+            better = (window > y) | (np.isnan(window) & ~np.isnan(y))
             np.copyto(y, window, where=better)
             argmax[better] = i * g.pw + j
     return y, argmax
