@@ -76,17 +76,15 @@ class Conv2D(Function):
 
     def backward(self, dy):
         be, g = self.backend, self.geom
-        dz = be.activation_backward(dy, self.y, self.activation)
         need = self.needs_input_grad
-        dx = dw = db = None
+        dz, db = be.epilogue_backward(dy, self.y, self.activation, len(need) > 2 and need[2])
+        dx = dw = None
         if need[0]:
             dx = be.conv2d_backward_data(
                 dz, self.w, g, algos.resolve(be, g, dz.dtype, "backward_data", self.algo))
         if need[1]:
             dw = be.conv2d_backward_weight(
                 self.x, dz, g, algos.resolve(be, g, dz.dtype, "backward_weight", self.algo))
-        if len(need) > 2 and need[2]:
-            db = be.bias_grad(dz)
         return dx, dw, db
 
 
@@ -129,11 +127,11 @@ class Dense(Function):
 
     def backward(self, dy):
         be = self.backend
-        dz = be.activation_backward(dy.reshape(-1, dy.shape[-1]), self.y, self.activation)
         need = self.needs_input_grad
+        dz, db = be.epilogue_backward(dy.reshape(-1, dy.shape[-1]), self.y, self.activation,
+                                      len(need) > 2 and need[2])
         dx = be.matmul(dz, self.w, trans_b=True).reshape(self.x_shape) if need[0] else None
         dw = be.matmul(self.x2, dz, trans_a=True) if need[1] else None
-        db = be.bias_grad(dz) if len(need) > 2 and need[2] else None
         return dx, dw, db
 
 
@@ -231,7 +229,7 @@ class ReLU(Function):
         return self.y
 
     def backward(self, dy):
-        return (self.backend.activation_backward(dy, self.y, "relu"),)
+        return (self.backend.epilogue_backward(dy, self.y, "relu", False)[0],)
 
 
 class Sigmoid(Function):

@@ -112,12 +112,23 @@ def test_backend_epilogues(backend, rng):
     np.testing.assert_array_equal(backend.to_host(lin), x)
     dy = rng.standard_normal((4, 3, 5))
     out = np.maximum(x, 0)
-    got = backend.activation_backward(backend.asarray(dy), backend.asarray(out), "relu")
-    np.testing.assert_array_equal(backend.to_host(got), dy * (out > 0))
-    got = backend.activation_backward(backend.asarray(dy), None, "linear")
-    np.testing.assert_array_equal(backend.to_host(got), dy)
-    np.testing.assert_allclose(backend.to_host(backend.bias_grad(backend.asarray(dy))),
-                               dy.sum(axis=(0, 1)), rtol=1e-13)
+    dz, db = backend.epilogue_backward(backend.asarray(dy), backend.asarray(out), "relu", True)
+    np.testing.assert_array_equal(backend.to_host(dz), dy * (out > 0))
+    np.testing.assert_allclose(backend.to_host(db), (dy * (out > 0)).sum(axis=(0, 1)),
+                               rtol=1e-13)
+    dz, db = backend.epilogue_backward(backend.asarray(dy), backend.asarray(out), "relu", False)
+    np.testing.assert_array_equal(backend.to_host(dz), dy * (out > 0))
+    assert db is None
+    dz, db = backend.epilogue_backward(backend.asarray(dy), None, "linear", True)
+    np.testing.assert_array_equal(backend.to_host(dz), dy)
+    np.testing.assert_allclose(backend.to_host(db), dy.sum(axis=(0, 1)), rtol=1e-13)
+    big = rng.standard_normal((300, 7, 50))  # large enough for the parallel kernels
+    big_out = np.maximum(rng.standard_normal(big.shape), 0)
+    dz, db = backend.epilogue_backward(backend.asarray(big), backend.asarray(big_out), "relu",
+                                       True)
+    np.testing.assert_array_equal(backend.to_host(dz), big * (big_out > 0))
+    np.testing.assert_allclose(backend.to_host(db), (big * (big_out > 0)).sum(axis=(0, 1)),
+                               rtol=1e-12)
 
 
 # -- names and availability -------------------------------------------------------------------

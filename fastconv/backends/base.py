@@ -28,8 +28,7 @@ PRIMITIVES = (
     "avg_pool2d_forward",
     "avg_pool2d_backward",
     "bias_activation",
-    "activation_backward",
-    "bias_grad",
+    "epilogue_backward",
     "matmul",
     "random_uniform",
     "adam_update",
@@ -179,15 +178,13 @@ class Backend:
             xp.maximum(y, 0, out=y)
         return y
 
-    def activation_backward(self, dy, y, activation: str):
-        """Gradient through a fused activation, from its output ``y``."""
-        if activation == "relu":
-            return dy * (y > 0)
-        return dy
-
-    def bias_grad(self, dz):
-        """Sum of ``dz`` over every axis but the last."""
-        return dz.reshape(-1, dz.shape[-1]).sum(axis=0)
+    def epilogue_backward(self, dy, y, activation: str, bias: bool):
+        """Backward of the epilogue ``y = activation(z + b)``: ``dz`` from the output ``y``
+        (ReLU: ``dy * (y > 0)``), and ``db`` (sums of ``dz`` over every axis but the last) when
+        ``bias`` is true, else None."""
+        dz = dy * (y > 0) if activation == "relu" else dy
+        db = dz.reshape(-1, dz.shape[-1]).sum(axis=0) if bias else None
+        return dz, db
 
     def matmul(self, a, b, trans_a: bool = False, trans_b: bool = False):
         """``op(a) @ op(b)`` for 2D arrays, op = transpose where asked (dense layers)."""

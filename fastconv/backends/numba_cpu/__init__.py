@@ -92,21 +92,19 @@ class NumbaCpuBackend(Backend):
                                   max(1, _CHUNK // max(ch, 1)))
         return y
 
-    def activation_backward(self, dy, y, activation):
-        if activation != "relu":
-            return dy
-        out = np.empty_like(dy)
-        elementwise.relu_backward_flat(dy.size, np.ascontiguousarray(dy).reshape(-1), y.reshape(-1),
-                                       out.reshape(-1), _CHUNK)
-        return out
-
-    def bias_grad(self, dz):
-        ch = dz.shape[-1]
-        rows = dz.size // ch
-        partial = np.empty((self.num_threads(), ch), dtype=dz.dtype)
-        elementwise.column_sums(dz.size, np.ascontiguousarray(dz).reshape(rows, ch), partial,
-                                max(1, _CHUNK // max(ch, 1)))
-        return partial.sum(axis=0)
+    def epilogue_backward(self, dy, y, activation, bias):
+        if activation != "relu" and not bias:
+            return dy, None
+        ch = dy.shape[-1]
+        rows = dy.size // ch
+        dy2 = np.ascontiguousarray(dy).reshape(rows, ch)
+        dz = np.empty_like(dy2)
+        partial = np.empty((self.num_threads(), ch), dtype=dy.dtype)
+        elementwise.epilogue_backward_rows(
+            dy.size, dy2, dy2 if y is None else y.reshape(rows, ch),
+            elementwise.ACTIVATION_CODES[activation], bias, dz, partial,
+            max(1, _CHUNK // max(ch, 1)))
+        return dz.reshape(dy.shape), (partial.sum(axis=0) if bias else None)
 
     def adam_update(self, param, grad, m, v, lr_t, beta_1, beta_2, epsilon):
         elementwise.adam_flat(param.size, param.reshape(-1), np.ascontiguousarray(grad).reshape(-1),

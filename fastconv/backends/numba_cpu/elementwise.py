@@ -28,24 +28,23 @@ def bias_act_rows(y, b, has_bias, act, rows_per):
 
 
 @sized_kernel()
-def relu_backward_flat(dy, y, out, chunk):
-    """out = dy * (y > 0), flat arrays."""
-    n = dy.shape[0]
-    for t in prange((n + chunk - 1) // chunk):
-        for i in range(t * chunk, min((t + 1) * chunk, n)):
-            out[i] = dy[i] if y[i] > 0 else 0
-
-
-@sized_kernel()
-def column_sums(dz, partial, rows_per):
-    """partial[thread, :] accumulates sums of dz's rows; the caller adds the partials up."""
-    rows, ch = dz.shape
+def epilogue_backward_rows(dy, y, act, with_bias, dz, partial, rows_per):
+    """dz = dy * (y > 0) for ReLU (a copy of dy for linear) and, with_bias, per-thread partial
+    column sums of dz in ``partial`` (the caller adds them up); (rows, channels) arrays."""
+    rows, ch = dy.shape
     partial[:] = 0
     for t in prange((rows + rows_per - 1) // rows_per):
         acc = partial[numba.get_thread_id()]
         for r in range(t * rows_per, min((t + 1) * rows_per, rows)):
-            for k in range(ch):
-                acc[k] += dz[r, k]
+            if act == RELU:
+                for k in range(ch):
+                    dz[r, k] = dy[r, k] if y[r, k] > 0 else 0
+            else:
+                for k in range(ch):
+                    dz[r, k] = dy[r, k]
+            if with_bias:
+                for k in range(ch):
+                    acc[k] += dz[r, k]
 
 
 @sized_kernel()

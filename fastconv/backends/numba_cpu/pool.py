@@ -1,9 +1,10 @@
 """Max and average pooling over NHWC, vectorised along channels.
 
 Max pooling records the window tap ``i * PW + j`` of each maximum (the first on ties; padding
-never wins; NaN propagates, as in PyTorch) for its backward pass. Average pooling divides by the number of in-bounds elements
-of each window (Keras's 'same' padding). Forward kernels are parallel over output rows; backward
-kernels over images, so that overlapping windows of one image are summed by one thread.
+never wins; NaN propagates, as in PyTorch) for its backward pass. Average pooling divides by
+the number of in-bounds elements of each window (Keras's 'same' padding). Forward kernels are
+parallel over output rows; backward kernels over images, so that overlapping windows of one
+image are summed by one thread.
 ``g`` is ``PoolGeometry.astuple()``: (n, h, w, c, ph, pw, sh, sw, pt, pb, pl, pr, oh, ow).
 """
 
