@@ -174,3 +174,62 @@ def test_lesson_loss_curve_matches_numpy_backend():
     assert len(fast) == len(reference) == 20
     np.testing.assert_allclose(fast, reference, rtol=2e-3)
     assert reference[-1] < reference[0]  # it did learn
+
+
+@pytest.fixture(params=["parallel", "serial"])
+def kernel_mode(request):
+    """Run the numba-cpu kernels in one variant whatever the problem size."""
+    from fastconv.backends.numba_cpu.jit import SizedKernel
+
+    SizedKernel.mode = request.param
+    try:
+        yield request.param
+    finally:
+        SizedKernel.mode = "auto"
+
+
+@pytest.mark.parametrize("case", [
+    ((2, 7, 9, 3), (3, 3, 3, 5), 1, "same", 1),
+    ((3, 9, 7, 4), (3, 2, 4, 3), (2, 3), ((1, 2), (0, 1)), 1),
+    ((1, 9, 9, 2), (3, 3, 2, 2), 1, "valid", 2),
+    ((5, 5, 5, 3), (1, 1, 3, 6), 1, "valid", 1),
+    ((2, 10, 10, 3), (3, 3, 3, 4), 1, 3, 1),
+], ids=["same", "strided-asymmetric", "dilated", "1x1", "pad-above-k-1"])
+def test_parallel_and_serial_variants_match_numpy(kernel_mode, case):
+    """Small shapes normally run serially; both variants must agree with the reference."""
+    from fastconv.geometry import pool_geometry
+
+    xs, ws, strides, padding, dilation = case
+    rng = np.random.default_rng(5)
+    x, w, b = rng.standard_normal(xs), rng.standard_normal(ws), rng.standard_normal(ws[3])
+    g = conv_geometry(xs, ws, strides, padding, dilation)
+    dy = rng.standard_normal(g.y_shape)
+    ref, be = fastconv.get_backend("numpy"), fastconv.get_backend("numba-cpu")
+    for algo in fastconv.backends.algorithms.supported_algorithms(be, g):
+        tol = 1e-9 if algo.startswith("winograd") else 1e-12
+        np.testing.assert_allclose(be.conv2d_forward(x, w, b, g, algo, "relu"),
+                                   ref.conv2d_forward(x, w, b, g, "im2col", "relu"), rtol=tol,
+                                   atol=tol)
+        np.testing.assert_allclose(be.conv2d_backward_data(dy, w, g, algo),
+                                   ref.conv2d_backward_data(dy, w, g, "im2col"), rtol=tol,
+                                   atol=tol)
+        np.testing.assert_allclose(be.conv2d_backward_weight(x, dy, g, algo),
+                                   ref.conv2d_backward_weight(x, dy, g, "im2col"), rtol=tol,
+                                   atol=tol)
+    pg = pool_geometry(xs, (2, 3), (1, 2), "same")
+    py = rng.standard_normal(pg.y_shape)
+    (y1, a1), (y2, a2) = be.max_pool2d_forward(x, pg), ref.max_pool2d_forward(x, pg)
+    np.testing.assert_array_equal(y1, y2)
+    np.testing.assert_array_equal(a1, a2)
+    np.testing.assert_allclose(be.max_pool2d_backward(py, a1, pg),
+                               ref.max_pool2d_backward(py, a2, pg), rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(be.avg_pool2d_forward(x, pg), ref.avg_pool2d_forward(x, pg),
+                               rtol=1e-13)
+    np.testing.assert_allclose(be.avg_pool2d_backward(py, pg), ref.avg_pool2d_backward(py, pg),
+                               rtol=1e-13)
+    dz, db = be.epilogue_backward(dy, np.maximum(dy, 0), "relu", True)
+    rz, rb = ref.epilogue_backward(dy, np.maximum(dy, 0), "relu", True)
+    np.testing.assert_array_equal(dz, rz)
+    np.testing.assert_allclose(db, rb, rtol=1e-12)
+    a, m = rng.standard_normal((7, 5)), rng.standard_normal((5, 4))
+    np.testing.assert_allclose(be.matmul(a, m), a @ m, rtol=1e-12)

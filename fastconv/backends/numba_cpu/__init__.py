@@ -21,6 +21,10 @@ from .conv import DirectConv, Im2colConv, WinogradF2Conv, WinogradF4Conv
 _CHUNK = 1 << 14  # elements per parallel task in element-wise kernels
 
 
+def _pool_work(g) -> int:
+    return g.n * g.oh * g.ow * g.c * g.ph * g.pw
+
+
 class NumbaCpuBackend(Backend):
     name = "numba-cpu"
     xp = np
@@ -63,22 +67,22 @@ class NumbaCpuBackend(Backend):
     def max_pool2d_forward(self, x, geom):
         y = np.empty(geom.y_shape, dtype=x.dtype)
         argmax = np.empty(geom.y_shape, dtype=np.int32)
-        pool.max_forward(np.ascontiguousarray(x), geom.astuple(), y, argmax)
+        pool.max_forward(_pool_work(geom), np.ascontiguousarray(x), geom.astuple(), y, argmax)
         return y, argmax
 
     def max_pool2d_backward(self, dy, argmax, geom):
         dx = np.zeros(geom.x_shape, dtype=dy.dtype)
-        pool.max_backward(np.ascontiguousarray(dy), argmax, geom.astuple(), dx)
+        pool.max_backward(_pool_work(geom), np.ascontiguousarray(dy), argmax, geom.astuple(), dx)
         return dx
 
     def avg_pool2d_forward(self, x, geom):
         y = np.empty(geom.y_shape, dtype=x.dtype)
-        pool.avg_forward(np.ascontiguousarray(x), geom.astuple(), y)
+        pool.avg_forward(_pool_work(geom), np.ascontiguousarray(x), geom.astuple(), y)
         return y
 
     def avg_pool2d_backward(self, dy, geom):
         dx = np.zeros(geom.x_shape, dtype=dy.dtype)
-        pool.avg_backward(np.ascontiguousarray(dy), geom.astuple(), dx)
+        pool.avg_backward(_pool_work(geom), np.ascontiguousarray(dy), geom.astuple(), dx)
         return dx
 
     # -- element-wise -------------------------------------------------------------------------

@@ -42,7 +42,7 @@ class Im2colConv(ConvAlgorithm):
         bias, has_bias = _bias(b, g.o, x.dtype)
         m, k = g.n * g.oh * g.ow, wm.shape[0]
         y = np.empty(g.y_shape, dtype=x.dtype)
-        conv_im2col.forward(be.blas.kernel_args(x.dtype), x, wm, bias, has_bias,
+        conv_im2col.forward(g.flops, be.blas.kernel_args(x.dtype), x, wm, bias, has_bias,
                             ACTIVATION_CODES[activation], g.astuple(), _unpadded_rows(g),
                             _tile_rows(m, k, x.itemsize, be.num_threads()), y.reshape(m, g.o))
         return y
@@ -56,7 +56,7 @@ class Im2colConv(ConvAlgorithm):
             return dx.reshape(g.x_shape)
         dx = np.zeros(g.x_shape, dtype=dy.dtype)
         rows = max(16, TILE_BYTES // (wm.shape[0] * dy.itemsize))
-        conv_im2col.backward_data(be.blas.kernel_args(dy.dtype),
+        conv_im2col.backward_data(g.flops, be.blas.kernel_args(dy.dtype),
                                   dy.reshape(-1, g.o), wm, g.astuple(), rows, dx)
         return dx
 
@@ -65,7 +65,7 @@ class Im2colConv(ConvAlgorithm):
         x, dy = _c(x), _c(dy)
         m, k = g.n * g.oh * g.ow, g.kh * g.kw * g.c
         partial = np.empty((be.num_threads(), k, g.o), dtype=x.dtype)
-        conv_im2col.backward_weight(be.blas.kernel_args(x.dtype), x,
+        conv_im2col.backward_weight(g.flops, be.blas.kernel_args(x.dtype), x,
                                     dy.reshape(m, g.o), g.astuple(), _unpadded_rows(g),
                                     _tile_rows(m, k, x.itemsize, be.num_threads()), partial)
         return partial.sum(axis=0).reshape(g.w_shape)
@@ -77,18 +77,18 @@ class DirectConv(ConvAlgorithm):
     def forward(self, x, w, b, g, activation):
         bias, has_bias = _bias(b, g.o, x.dtype)
         y = np.empty(g.y_shape, dtype=x.dtype)
-        conv_direct.forward(_c(x), _c(w), bias, has_bias, ACTIVATION_CODES[activation],
+        conv_direct.forward(g.flops, _c(x), _c(w), bias, has_bias, ACTIVATION_CODES[activation],
                             g.astuple(), y)
         return y
 
     def backward_data(self, dy, w, g):
         dx = np.empty(g.x_shape, dtype=dy.dtype)
-        conv_direct.backward_data(_c(dy), _c(w.transpose(0, 1, 3, 2)), g.astuple(), dx)
+        conv_direct.backward_data(g.flops, _c(dy), _c(w.transpose(0, 1, 3, 2)), g.astuple(), dx)
         return dx
 
     def backward_weight(self, x, dy, g):
         partial = np.empty((self.backend.num_threads(), *g.w_shape), dtype=x.dtype)
-        conv_direct.backward_weight(_c(x), _c(dy), g.astuple(), partial)
+        conv_direct.backward_weight(g.flops, _c(x), _c(dy), g.astuple(), partial)
         return partial.sum(axis=0)
 
 
@@ -100,12 +100,12 @@ class _NumbaWinograd(WinogradAlgorithm):
         dtype = x.dtype
         a2 = t.alpha * t.alpha
         U = np.empty((a2, g.c, g.o), dtype=dtype)
-        conv_winograd.filter_transform(_c(w), t.G.astype(dtype), U)
+        conv_winograd.filter_transform(U.size, _c(w), t.G.astype(dtype), U)
         th, tw = tile_counts(g.oh, g.ow, t.m)
         total = g.n * th * tw
         bias, has_bias = _bias(b, g.o, dtype)
         y = np.empty(g.y_shape, dtype=dtype)
-        conv_winograd.forward(be.blas.kernel_args(dtype), x, U,
+        conv_winograd.forward(g.flops, be.blas.kernel_args(dtype), x, U,
                               t.BT.astype(dtype), t.AT.astype(dtype), bias, has_bias,
                               ACTIVATION_CODES[activation], g.astuple(), (t.m, th, tw),
                               self.tiles_per_block(total, g.c, g.o, a2), y)

@@ -17,10 +17,10 @@ import numpy as np
 from numba import prange
 
 from .elementwise import RELU
-from .jit import kernel
+from .jit import CONV_SERIAL_FLOPS, sized_kernel
 
 
-@kernel
+@sized_kernel(CONV_SERIAL_FLOPS)
 def forward(x, w, b, has_bias, act, g, y):
     n, h, wd, c, o, kh, kw, sh, sw, dh, dw, pt, pb, pl, pr, oh, ow = g
     for t in prange(n * oh):
@@ -51,7 +51,7 @@ def forward(x, w, b, has_bias, act, g, y):
                 y[img, p, q, :] = acc
 
 
-@kernel
+@sized_kernel(CONV_SERIAL_FLOPS)
 def backward_data(dy, wt, g, dx):
     """``wt`` is the kernel as (KH, KW, O, C), so the innermost loop runs along C."""
     n, h, wd, c, o, kh, kw, sh, sw, dh, dw, pt, pb, pl, pr, oh, ow = g
@@ -82,7 +82,7 @@ def backward_data(dy, wt, g, dx):
             dx[img, u, v, :] = acc
 
 
-@kernel
+@sized_kernel(CONV_SERIAL_FLOPS)
 def backward_weight(x, dy, g, partial):
     """partial[thread] (KH, KW, C, O) accumulates over the images that thread takes."""
     n, h, wd, c, o, kh, kw, sh, sw, dh, dw, pt, pb, pl, pr, oh, ow = g

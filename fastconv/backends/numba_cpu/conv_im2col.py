@@ -21,7 +21,7 @@ from numba import prange
 from .blas import NO_TRANS, TRANS
 from .elementwise import RELU
 from .gemm import gemm_tile, single_threaded_blas
-from .jit import helper, kernel
+from .jit import CONV_SERIAL_FLOPS, helper, sized_kernel
 
 
 @helper
@@ -82,7 +82,7 @@ def epilogue_rows(y2, r0, rows, b, has_bias, act):
                 y2[r, k] = max(y2[r, k], 0)
 
 
-@kernel
+@sized_kernel(CONV_SERIAL_FLOPS)
 def forward(blas, x, wm, b, has_bias, act, g, direct_rows, rows_per, y2):
     """y2 (N*OH*OW, O) = act(cols @ wm + b). ``direct_rows``: x itself is the patch matrix (1x1,
     stride 1, no padding), so no packing is needed."""
@@ -106,7 +106,7 @@ def forward(blas, x, wm, b, has_bias, act, g, direct_rows, rows_per, y2):
         epilogue_rows(y2, r0, rows, b, has_bias, act)
 
 
-@kernel
+@sized_kernel(CONV_SERIAL_FLOPS)
 def backward_data(blas, dy2, wm, g, rows_per, dx):
     """dx (zeroed by the caller) += col2im(dy2 @ wm^T); one image per task, so the scatter of
     one task never meets another's."""
@@ -125,7 +125,7 @@ def backward_data(blas, dy2, wm, g, rows_per, dx):
             scatter_rows(dcols, g, r0, rows, dx)
 
 
-@kernel
+@sized_kernel(CONV_SERIAL_FLOPS)
 def backward_weight(blas, x, dy2, g, direct_rows, rows_per, partial):
     """partial[thread] += cols^T @ dy2 over row tiles; the caller sums the partials."""
     m, o = dy2.shape

@@ -20,10 +20,10 @@ from numba import prange
 from .blas import NO_TRANS
 from .elementwise import RELU
 from .gemm import gemm_tile, single_threaded_blas
-from .jit import kernel
+from .jit import CONV_SERIAL_FLOPS, sized_kernel
 
 
-@kernel
+@sized_kernel()
 def filter_transform(w, G, U):
     """U[a*alpha + b, c, o] = sum_{i, j} G[a, i] w[i, j, c, o] G[b, j]."""
     kh, kw, c, o = w.shape
@@ -49,7 +49,7 @@ def filter_transform(w, G, U):
                             row[m] += coef * tmp[a, j, m]
 
 
-@kernel
+@sized_kernel(CONV_SERIAL_FLOPS)
 def forward(blas, x, U, BT, AT, b, has_bias, act, g, tiles, tiles_per, y):
     """``tiles`` = (m, tiles along H, tiles along W)."""
     n, h, wd, c, o, kh, kw, sh, sw, dh, dw, pt, pb, pl, pr, oh, ow = g

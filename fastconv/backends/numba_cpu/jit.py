@@ -25,19 +25,32 @@ def kernel(fn=None, *, parallel: bool = True, fastmath: bool = True):
 
 class SizedKernel:
     """A kernel compiled twice from one source: parallel for large inputs, serial below
-    ``threshold`` elements, where starting the thread pool would cost more than the work."""
+    ``threshold`` elements, where starting the thread pool would cost more than the work.
+    ``SizedKernel.mode`` ('auto', 'parallel' or 'serial') overrides the choice (tests use it to
+    run both variants on small shapes)."""
 
-    def __init__(self, fn, threshold: int):
-        self.parallel = kernel(fn)
-        self.serial = kernel(fn, parallel=False)
+    mode = "auto"
+
+    def __init__(self, fn, threshold: int, fastmath: bool = True):
+        self.parallel = kernel(fn, fastmath=fastmath)
+        self.serial = kernel(fn, parallel=False, fastmath=fastmath)
         self.threshold = threshold
+        self.__doc__ = fn.__doc__
 
     def __call__(self, size: int, *args):
-        return (self.parallel if size >= self.threshold else self.serial)(*args)
+        mode = SizedKernel.mode
+        parallel = size >= self.threshold if mode == "auto" else mode == "parallel"
+        return (self.parallel if parallel else self.serial)(*args)
 
 
-def sized_kernel(threshold: int = 1 << 15):
-    return lambda fn: SizedKernel(fn, threshold)
+#: Work below which conv kernels run serially (FLOPs): about what one thread does in the time
+#: it takes to wake the pool.
+CONV_SERIAL_FLOPS = 1 << 21
+
+
+def sized_kernel(threshold: int = 1 << 15, fastmath: bool = True):
+    """``@sized_kernel(threshold)``: callers pass the amount of work first."""
+    return lambda fn: SizedKernel(fn, threshold, fastmath)
 
 
 def helper(fn):

@@ -13,10 +13,10 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from .jit import kernel
+from .jit import sized_kernel
 
 
-@kernel(fastmath=False)
+@sized_kernel(1 << 16, fastmath=False)
 def max_forward(x, g, y, argmax):
     n, h, w, c, ph, pw, sh, sw, pt, pb, pl, pr, oh, ow = g
     for t in prange(n * oh):
@@ -46,7 +46,7 @@ def max_forward(x, g, y, argmax):
             argmax[img, p, q, :] = arg
 
 
-@kernel(fastmath=False)
+@sized_kernel(1 << 16, fastmath=False)
 def max_backward(dy, argmax, g, dx):
     """dx (zeroed by the caller) receives each dy at its window's maximum."""
     n, h, w, c, ph, pw, sh, sw, pt, pb, pl, pr, oh, ow = g
@@ -60,7 +60,7 @@ def max_backward(dy, argmax, g, dx):
                     dx[img, p * sh - pt + i, q * sw - pl + j, k] += dy[img, p, q, k]
 
 
-@kernel
+@sized_kernel(1 << 16)
 def avg_forward(x, g, y):
     n, h, w, c, ph, pw, sh, sw, pt, pb, pl, pr, oh, ow = g
     for t in prange(n * oh):
@@ -86,7 +86,7 @@ def avg_forward(x, g, y):
                 y[img, p, q, k] = acc[k] * inv
 
 
-@kernel
+@sized_kernel(1 << 16)
 def avg_backward(dy, g, dx):
     """dx (zeroed by the caller) += dy / count over each window's in-bounds elements."""
     n, h, w, c, ph, pw, sh, sw, pt, pb, pl, pr, oh, ow = g
