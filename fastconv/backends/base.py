@@ -95,6 +95,9 @@ class Backend:
     dtypes = ("float32", "float64")
     #: whether ``auto`` may time this backend's algorithms (see fastconv.backends.algorithms)
     autotune = True
+    #: inference runs large batches in chunks whose largest activation takes about this many
+    #: bytes (cache-sized on CPUs); 0: whole batches (device backends)
+    inference_chunk_bytes = 0
 
     def __init__(self):
         self._algorithms: dict[str, ConvAlgorithm] = {}
@@ -153,9 +156,10 @@ class Backend:
         return self.conv_algorithm(algo).backward_weight(x, dy, geom)
 
     # -- pooling (implemented by each backend) ----------------------------------------------
-    def max_pool2d_forward(self, x, geom: PoolGeometry):
+    def max_pool2d_forward(self, x, geom: PoolGeometry, with_argmax: bool = True):
         """-> (y, argmax). ``argmax`` (int32, shape of y) is the window tap ``i * pw + j`` of the
-        maximum (first one on ties); padding never wins; a NaN in the window is the maximum."""
+        maximum (first one on ties); padding never wins; a NaN in the window is the maximum.
+        With ``with_argmax=False`` (inference) argmax is None."""
         raise NotImplementedError
 
     def max_pool2d_backward(self, dy, argmax, geom: PoolGeometry):

@@ -158,6 +158,14 @@ class Layer:
     def compute_output_shape(self, input_shape) -> tuple:
         return tuple(input_shape)
 
+    def inference_step(self, input_shape, backend):
+        """A function from this layer's input array (shape ``input_shape``) to its output array,
+        for inference plans (``fastconv.inference``). Subclasses specialise it; the default
+        runs ``call`` on a Tensor."""
+        from ..inference import generic_step
+
+        return generic_step(self, backend)
+
     def check_input_shape(self, shape) -> None:
         """Raise a ValueError naming this layer when ``shape`` cannot be its input."""
         shape = tuple(shape)
@@ -230,6 +238,13 @@ class InputLayer(Layer):
 
     def call(self, x, training=False):
         return x
+
+    def inference_step(self, input_shape, backend):
+        return _identity
+
+
+def _identity(a):
+    return a
 
 
 def Input(shape, batch_size=None, name=None, dtype="float32") -> InputLayer:  # noqa: N802

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from .. import activations, initializers
 from .. import functional as F
-from ..backends import FUSED_ACTIVATIONS
-from ..geometry import normalize_tuple, output_length_for
+from ..backends import FUSED_ACTIVATIONS, algorithms
+from ..geometry import conv_geometry, normalize_tuple, output_length_for
 from .base import Layer, register
 from .core import apply_activation, positive_int, unsupported
 
@@ -70,6 +70,20 @@ class Conv2D(Layer):
         y = F.conv2d(x, self.kernel, self.bias, self.strides, self.padding, self.dilation_rate,
                      activation=self.activation if fused else None)
         return apply_activation(y, self.activation, fused)
+
+    def inference_step(self, input_shape, backend):
+        if self.activation not in FUSED_ACTIVATIONS:
+            return super().inference_step(input_shape, backend)
+        geom = conv_geometry(input_shape, self.kernel.shape, self.strides, self.padding,
+                             self.dilation_rate)
+        algo = algorithms.resolve(backend, geom, self.kernel.dtype, "forward")
+        kernel, bias, act = self.kernel, self.bias, self.activation
+
+        def step(a):
+            return backend.conv2d_forward(a, kernel.data, None if bias is None else bias.data,
+                                          geom, algo, act)
+
+        return step
 
     def compute_output_shape(self, input_shape):
         n, h, w, _ = input_shape

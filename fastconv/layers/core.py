@@ -8,7 +8,7 @@ import numbers
 from .. import activations, initializers
 from .. import functional as F
 from ..backends import FUSED_ACTIVATIONS
-from .base import Layer, register
+from .base import Layer, _identity, register
 
 
 def positive_int(value, where: str) -> int:
@@ -65,10 +65,26 @@ class Dense(Layer):
     def compute_output_shape(self, input_shape):
         return (*tuple(input_shape)[:-1], self.units)
 
+    def inference_step(self, input_shape, backend):
+        if self.activation not in FUSED_ACTIVATIONS:
+            return super().inference_step(input_shape, backend)
+        kernel, bias, act = self.kernel, self.bias, self.activation
+
+        def step(a):
+            y = backend.matmul(a.reshape(-1, a.shape[-1]), kernel.data)
+            y = backend.bias_activation(y, None if bias is None else bias.data, act)
+            return y.reshape(*a.shape[:-1], y.shape[-1])
+
+        return step
+
     def get_config(self):
         return {**super().get_config(), "units": self.units, "activation": self.activation,
                 "use_bias": self.use_bias, "kernel_initializer": self.kernel_initializer,
                 "bias_initializer": self.bias_initializer}
+
+
+def _flatten(a):
+    return a.reshape(a.shape[0], -1)
 
 
 @register
@@ -83,6 +99,9 @@ class Flatten(Layer):
 
     def call(self, x, training=False):
         return F.flatten(x)
+
+    def inference_step(self, input_shape, backend):
+        return _flatten
 
     def compute_output_shape(self, input_shape):
         rest = tuple(input_shape)[1:]
@@ -141,6 +160,9 @@ class Dropout(Layer):
 
     def call(self, x, training=False):
         return F.dropout(x, self.rate, training=training)
+
+    def inference_step(self, input_shape, backend):
+        return _identity
 
     def get_config(self):
         return {**super().get_config(), "rate": self.rate}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .. import functional as F
-from ..geometry import normalize_tuple, output_length_for
+from ..geometry import normalize_tuple, output_length_for, pool_geometry
 from .base import Layer, register
 from .convolutional import check_data_format, check_padding
 
@@ -38,6 +38,14 @@ class _Pooling(Layer):
 
     def build(self, input_shape):
         self.compute_output_shape(input_shape)
+
+    def inference_step(self, input_shape, backend):
+        if self.rank != 2:
+            return super().inference_step(input_shape, backend)
+        geom = pool_geometry(input_shape, self.pool_size, self.strides, self.padding)
+        if type(self).op is F.max_pool2d:
+            return lambda a: backend.max_pool2d_forward(a, geom, with_argmax=False)[0]
+        return lambda a: backend.avg_pool2d_forward(a, geom)
 
     def call(self, x, training=False):
         return type(self).op(x, self.pool_size if self.rank == 2 else self.pool_size[0],

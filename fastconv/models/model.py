@@ -18,6 +18,7 @@ from .. import optimizers as optimizers_mod
 from .. import random as fc_random
 from ..backends import get_backend
 from ..callbacks import Callback, History
+from ..inference import InferencePlan, chunk_size, plan_key
 from ..progbar import Progbar, write_line
 from ..tensor import Tensor, enable_grad, no_grad
 
@@ -76,6 +77,7 @@ class Model:
         self.compiled = False
         self.stop_training = False
         self.history: History | None = None
+        self._plans: dict[tuple, InferencePlan] = {}
 
     # -- provided by subclasses --------------------------------------------------------------
     @property
@@ -354,6 +356,34 @@ class Model:
         ordered = [logs["loss"]] + [logs[m.name] for m in self._metrics]
         return ordered[0] if len(ordered) == 1 else ordered
 
+    def inference_plan(self, batch_shape) -> InferencePlan:
+        """The plan ``predict`` runs for inputs of ``batch_shape`` (made once, then reused)."""
+        backend = get_backend()
+        key = plan_key(self, batch_shape, backend)
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._plans[key] = InferencePlan(self, batch_shape, backend)
+        return plan
+
+    def _forget_plans(self) -> None:
+        self._plans.clear()
+
+    def _predict_batch(self, xb: np.ndarray) -> np.ndarray:
+        backend = get_backend()
+        chunk = chunk_size(self, xb.shape[1:], backend)
+        if not chunk or len(xb) <= chunk:
+            plan = self.inference_plan(xb.shape)
+            return backend.to_host(plan(backend.asarray(xb, dtype=self.dtype)))
+        out = None
+        for start in range(0, len(xb), chunk):
+            part = xb[start:start + chunk]
+            y = backend.to_host(self.inference_plan(part.shape)(
+                backend.asarray(part, dtype=self.dtype)))
+            if out is None:
+                out = np.empty((len(xb), *y.shape[1:]), dtype=y.dtype)
+            out[start:start + len(part)] = y
+        return out
+
     def predict(self, x, batch_size=32, verbose="auto") -> np.ndarray:
         """Outputs for ``x`` as a host NumPy array, computed ``batch_size`` samples at a time."""
         verbose = _verbose(verbose, "predict")
@@ -362,23 +392,20 @@ class Model:
         steps = math.ceil(len(x) / batch_size)
         bar = Progbar(steps, verbose=verbose)
         out = None
-        with no_grad():
-            for step in range(steps):
-                sl = slice(step * batch_size, (step + 1) * batch_size)
-                y = self.call(self._to_backend(x[sl]), training=False).numpy()
-                if out is None:
-                    out = np.empty((len(x), *y.shape[1:]), dtype=y.dtype)
-                out[sl] = y
-                bar.update(step + 1, {})
+        for step in range(steps):
+            sl = slice(step * batch_size, (step + 1) * batch_size)
+            y = self._predict_batch(x[sl])
+            if out is None:
+                out = np.empty((len(x), *y.shape[1:]), dtype=y.dtype)
+            out[sl] = y
+            bar.update(step + 1, {})
         bar.finish({})
         if out is None:
             return np.empty((0, *self.output_shape[1:]), dtype=self.dtype)
         return out
 
     def predict_on_batch(self, x) -> np.ndarray:
-        x = self._check_x(x, "predict_on_batch")
-        with no_grad():
-            return self.call(self._to_backend(x), training=False).numpy()
+        return self._predict_batch(self._check_x(x, "predict_on_batch"))
 
     # -- saving ------------------------------------------------------------------------------
     def save(self, filepath) -> None:

@@ -48,6 +48,7 @@ class Sequential(Model):
             if self._batch_input_shape is None:
                 self._batch_input_shape = layer.batch_input_shape
         self._layers.append(layer)
+        self._forget_plans()
         if self._batch_input_shape is not None:
             # Shapes are known: build now, so that a misfit layer fails where it is added.
             try:
@@ -59,6 +60,7 @@ class Sequential(Model):
     def pop(self) -> Layer:
         if not self._layers:
             raise IndexError("Sequential.pop: the model has no layers")
+        self._forget_plans()
         return self._layers.pop()
 
     @property

@@ -28,6 +28,7 @@ def _pool_work(g) -> int:
 class NumbaCpuBackend(Backend):
     name = "numba-cpu"
     xp = np
+    inference_chunk_bytes = 2 << 20
     conv_algorithm_classes = {
         "direct": DirectConv,
         "im2col": Im2colConv,
@@ -58,17 +59,31 @@ class NumbaCpuBackend(Backend):
             return "direct"  # too few products per output for a GEMM to pay
         return "im2col" if "im2col" in candidates else candidates[0]
 
-    # -- dense --------------------------------------------------------------------------------
+    # -- GEMM-based primitives: the BLAS stays single-threaded while they run ----------------
+    def conv2d_forward(self, x, w, b, geom, algo, activation="linear"):
+        with self.blas.single_threaded():
+            return super().conv2d_forward(x, w, b, geom, algo, activation)
+
+    def conv2d_backward_data(self, dy, w, geom, algo):
+        with self.blas.single_threaded():
+            return super().conv2d_backward_data(dy, w, geom, algo)
+
+    def conv2d_backward_weight(self, x, dy, geom, algo):
+        with self.blas.single_threaded():
+            return super().conv2d_backward_weight(x, dy, geom, algo)
+
     def matmul(self, a, b, trans_a=False, trans_b=False):
-        return gemm.matmul(self.blas, np.ascontiguousarray(a), np.ascontiguousarray(b),
-                           trans_a, trans_b, self.num_threads())
+        with self.blas.single_threaded():
+            return gemm.matmul(self.blas, np.ascontiguousarray(a), np.ascontiguousarray(b),
+                               trans_a, trans_b, self.num_threads())
 
     # -- pooling ------------------------------------------------------------------------------
-    def max_pool2d_forward(self, x, geom):
+    def max_pool2d_forward(self, x, geom, with_argmax=True):
         y = np.empty(geom.y_shape, dtype=x.dtype)
-        argmax = np.empty(geom.y_shape, dtype=np.int32)
-        pool.max_forward(_pool_work(geom), np.ascontiguousarray(x), geom.astuple(), y, argmax)
-        return y, argmax
+        argmax = np.empty(geom.y_shape if with_argmax else (0, 0, 0, 0), dtype=np.int32)
+        pool.max_forward(_pool_work(geom), np.ascontiguousarray(x), geom.astuple(), with_argmax,
+                         y, argmax)
+        return y, (argmax if with_argmax else None)
 
     def max_pool2d_backward(self, dy, argmax, geom):
         dx = np.zeros(geom.x_shape, dtype=dy.dtype)

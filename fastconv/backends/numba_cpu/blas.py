@@ -1,16 +1,17 @@
 """CBLAS GEMM for Numba kernels: the BLAS that NumPy ships, called from inside parallel loops.
 
 The convolution kernels split their GEMMs into tiles inside one ``prange`` loop and call a
-single-threaded CBLAS ``?gemm`` per tile. One thread pool (Numba's) then does all the work: NumPy's
-own multithreaded ``matmul`` running between Numba's parallel regions would leave two pools
-fighting over the same cores.
+single-threaded CBLAS ``?gemm`` per tile. One thread pool (Numba's) then does all the work: a
+multithreaded BLAS called from several threads at once, or NumPy's own ``matmul`` running
+between Numba's parallel regions, would leave two pools fighting over the same cores (measured:
+a 2-tile GEMM ran no faster than one tile, and a training step took 7x longer).
 
 The GEMM is found, in this order, among the libraries NumPy loaded: SciPy-OpenBLAS (NumPy's
 wheels; ILP64 symbols ``scipy_cblas_sgemm64_``), an ILP64 ``cblas_sgemm64_``, a plain LP64
-``cblas_sgemm`` (OpenBLAS, MKL, BLIS). OpenBLAS is told to run single-threaded inside the calling
-thread (``openblas_set_num_threads_local``, OpenBLAS >= 0.3.27; older builds are set to one
-thread globally). When no CBLAS is found, a blocked GEMM written in Numba (``@cfunc`` with the
-same C signature) stands in: slower, equally correct.
+``cblas_sgemm`` (OpenBLAS, MKL, BLIS). While a kernel runs, the library's own thread count is
+set to one (:meth:`Blas.single_threaded`) and restored afterwards, so NumPy keeps its threads
+between fastconv's calls. When no CBLAS is found, a blocked GEMM written in Numba (``@cfunc``
+with the same C signature) stands in: slower, equally correct.
 
 Kernels receive the functions' addresses as integer arguments and call them through the
 ``call_gemm`` intrinsic, so that Numba's on-disk cache stays valid across processes (addresses
@@ -19,6 +20,7 @@ differ from run to run) and calls cost no more than passing an int.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import glob
@@ -38,13 +40,29 @@ class Blas:
     sgemm: int  # address of a CBLAS-compatible sgemm
     dgemm: int  # address of a CBLAS-compatible dgemm
     ilp64: bool  # 64-bit integer arguments
-    set_local_threads: int  # address of openblas_set_num_threads_local, or 0
     source: str
+    get_threads: object = None  # ctypes functions of the library's global thread count
+    set_threads: object = None
 
-    def kernel_args(self, dtype) -> tuple[int, int, int]:
-        """What kernels receive: (gemm address, ILP64 flag, thread-setter address)."""
+    def kernel_args(self, dtype) -> tuple[int, int]:
+        """What kernels receive: (gemm address, ILP64 flag)."""
         gemm = self.sgemm if np.dtype(dtype) == np.float32 else self.dgemm
-        return (gemm, int(self.ilp64), self.set_local_threads)
+        return (gemm, int(self.ilp64))
+
+    @contextlib.contextmanager
+    def single_threaded(self):
+        """Run a kernel with the BLAS single-threaded, restoring its thread count after."""
+        if self.set_threads is None:
+            yield
+            return
+        before = self.get_threads()
+        if before != 1:
+            self.set_threads(1)
+        try:
+            yield
+        finally:
+            if before != 1:
+                self.set_threads(before)
 
 
 def _address(fn) -> int:
@@ -72,6 +90,25 @@ _SYMBOLS = (
 )
 
 
+# (thread-count getter, setter) of the libraries above
+_THREAD_FUNCTIONS = (
+    ("scipy_openblas_get_num_threads64_", "scipy_openblas_set_num_threads64_"),
+    ("openblas_get_num_threads", "openblas_set_num_threads"),
+    ("MKL_Get_Max_Threads", "MKL_Set_Num_Threads"),
+    ("bli_thread_get_num_threads", "bli_thread_set_num_threads"),
+)
+
+
+def _thread_functions(lib):
+    for get_name, set_name in _THREAD_FUNCTIONS:
+        getter, setter = getattr(lib, get_name, None), getattr(lib, set_name, None)
+        if getter is not None and setter is not None:
+            getter.argtypes, getter.restype = [], ctypes.c_int
+            setter.argtypes, setter.restype = [ctypes.c_int], None
+            return getter, setter
+    return None, None
+
+
 def _find_system_blas() -> Blas | None:
     for path in _candidate_libraries():
         try:
@@ -82,18 +119,9 @@ def _find_system_blas() -> Blas | None:
             sgemm, dgemm = getattr(lib, s_name, None), getattr(lib, d_name, None)
             if sgemm is None or dgemm is None:
                 continue
-            local = getattr(lib, "openblas_set_num_threads_local", None)
-            if local is None:
-                # No per-thread setting: make this OpenBLAS single-threaded for the process.
-                for setter in ("scipy_openblas_set_num_threads64_", "openblas_set_num_threads"):
-                    global_setter = getattr(lib, setter, None)
-                    if global_setter is not None:
-                        global_setter.argtypes, global_setter.restype = [ctypes.c_int], None
-                        global_setter(1)
-                        break
+            getter, setter = _thread_functions(lib)
             return Blas(_address(sgemm), _address(dgemm), ilp64,
-                        _address(local) if local is not None else 0,
-                        f"{os.path.basename(path)} ({s_name})")
+                        f"{os.path.basename(path)} ({s_name})", getter, setter)
     return None
 
 
@@ -158,19 +186,5 @@ def call_gemm(typingctx, addr, ilp64, ta, tb, m, n, k, alpha, a_ptr, lda, b_ptr,
             to_real(beta_v, signature.args[12]), builder.inttoptr(c_v, vp),
             _int_to(builder, ldc_v, it)])
         return context.get_dummy_value()
-
-    return sig, codegen
-
-
-@intrinsic
-def call_int_function(typingctx, addr, value):
-    """``int f(int)`` at the address ``addr`` (openblas_set_num_threads_local)."""
-    sig = types.int32(addr, value)
-
-    def codegen(context, builder, signature, args):
-        addr_v, value_v = args
-        i32 = ir.IntType(32)
-        fn = builder.inttoptr(addr_v, ir.FunctionType(i32, [i32]).as_pointer())
-        return builder.call(fn, [_int_to(builder, value_v, i32)])
 
     return sig, codegen

@@ -20,7 +20,7 @@ from numba import prange
 
 from .blas import NO_TRANS, TRANS
 from .elementwise import RELU
-from .gemm import gemm_tile, single_threaded_blas
+from .gemm import gemm_tile
 from .jit import CONV_SERIAL_FLOPS, helper, sized_kernel
 
 
@@ -92,7 +92,6 @@ def forward(blas, x, wm, b, has_bias, act, g, direct_rows, rows_per, y2):
     wflat = wm.reshape(-1)
     yflat = y2.reshape(-1)
     for t in prange((m + rows_per - 1) // rows_per):
-        single_threaded_blas(blas)
         r0 = t * rows_per
         rows = min(rows_per, m - r0)
         if direct_rows:
@@ -116,7 +115,6 @@ def backward_data(blas, dy2, wm, g, rows_per, dx):
     dflat = dy2.reshape(-1)
     wflat = wm.reshape(-1)
     for img in prange(n):
-        single_threaded_blas(blas)
         dcols = np.empty((min(rows_per, per_image), k), dtype=dy2.dtype)
         for r0 in range(img * per_image, (img + 1) * per_image, rows_per):
             rows = min(rows_per, (img + 1) * per_image - r0)
@@ -134,7 +132,6 @@ def backward_weight(blas, x, dy2, g, direct_rows, rows_per, partial):
     dflat = dy2.reshape(-1)
     partial[:] = 0
     for t in prange((m + rows_per - 1) // rows_per):
-        single_threaded_blas(blas)
         acc = partial[numba.get_thread_id()].reshape(-1)
         r0 = t * rows_per
         rows = min(rows_per, m - r0)

@@ -19,7 +19,7 @@ from numba import prange
 
 from .blas import NO_TRANS
 from .elementwise import RELU
-from .gemm import gemm_tile, single_threaded_blas
+from .gemm import gemm_tile
 from .jit import CONV_SERIAL_FLOPS, sized_kernel
 
 
@@ -59,7 +59,6 @@ def forward(blas, x, U, BT, AT, b, has_bias, act, g, tiles, tiles_per, y):
     total = n * th * tw
     uflat = U.reshape(-1)
     for blk in prange((total + tiles_per - 1) // tiles_per):
-        single_threaded_blas(blas)
         t0 = blk * tiles_per
         nt = min(tiles_per, total - t0)
         V = np.empty((a2, nt, c), dtype=x.dtype)

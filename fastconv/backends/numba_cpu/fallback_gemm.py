@@ -61,5 +61,5 @@ def _dgemm(order, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
 
 
 def fallback_blas() -> Blas:
-    return Blas(_sgemm.address, _dgemm.address, True, 0,
+    return Blas(_sgemm.address, _dgemm.address, True,
                 "fastconv's Numba GEMM (no CBLAS library found)")

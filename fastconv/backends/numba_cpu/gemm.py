@@ -10,14 +10,14 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from .blas import NO_TRANS, call_gemm, call_int_function
+from .blas import NO_TRANS, call_gemm
 from .jit import helper, sized_kernel
 
 
 @helper
 def gemm_tile(blas, ta, tb, m, n, k, a, a_off, lda, b, b_off, ldb, beta, c, c_off, ldc):
     """C[c_off:] (m x n, row stride ldc) = op(A) @ op(B) + beta * C; arrays flat, offsets in
-    elements. ``blas`` = (gemm address, ILP64 flag, thread-setter address)."""
+    elements. ``blas`` = (gemm address, ILP64 flag)."""
     pa = a.ctypes.data + a_off * a.itemsize
     pb = b.ctypes.data + b_off * b.itemsize
     pc = c.ctypes.data + c_off * c.itemsize
@@ -25,13 +25,6 @@ def gemm_tile(blas, ta, tb, m, n, k, a, a_off, lda, b, b_off, ldb, beta, c, c_of
         call_gemm(blas[0], True, ta, tb, m, n, k, 1.0, pa, lda, pb, ldb, beta, pc, ldc, c)
     else:
         call_gemm(blas[0], False, ta, tb, m, n, k, 1.0, pa, lda, pb, ldb, beta, pc, ldc, c)
-
-
-@helper
-def single_threaded_blas(blas):
-    """Keep the BLAS on the calling thread (kernels parallelise it themselves)."""
-    if blas[2] != 0:
-        call_int_function(blas[2], 1)
 
 
 @sized_kernel(threshold=1 << 20)
@@ -42,7 +35,6 @@ def _matmul_rows(blas, a, b, c, ta, tb, m, n, k, rows_per):
     lda = k if ta == NO_TRANS else m
     ldb = n if tb == NO_TRANS else k
     for t in prange((m + rows_per - 1) // rows_per):
-        single_threaded_blas(blas)
         r0 = t * rows_per
         rows = min(rows_per, m - r0)
         a_off = r0 * lda if ta == NO_TRANS else r0
@@ -55,7 +47,8 @@ def rows_per_task(m: int, threads: int, minimum: int = 16) -> int:
 
 
 def matmul(blas, a, b, trans_a: bool, trans_b: bool, threads: int):
-    """``op(a) @ op(b)`` for 2D C-ordered arrays of one dtype."""
+    """``op(a) @ op(b)`` for 2D C-ordered arrays of one dtype (the caller keeps the BLAS
+    single-threaded, see ``Blas.single_threaded``)."""
     m = a.shape[1] if trans_a else a.shape[0]
     k = a.shape[0] if trans_a else a.shape[1]
     n = b.shape[0] if trans_b else b.shape[1]
@@ -65,7 +58,7 @@ def matmul(blas, a, b, trans_a: bool, trans_b: bool, threads: int):
     if k == 0:
         c[...] = 0
         return c
-    _matmul_rows(m * n * k, blas.kernel_args(a.dtype), a.reshape(-1), b.reshape(-1), c.reshape(-1),
-                 112 if trans_a else 111, 112 if trans_b else 111, m, n, k,
+    _matmul_rows(m * n * k, blas.kernel_args(a.dtype), a.reshape(-1), b.reshape(-1),
+                 c.reshape(-1), 112 if trans_a else 111, 112 if trans_b else 111, m, n, k,
                  rows_per_task(m, threads, 64))
     return c

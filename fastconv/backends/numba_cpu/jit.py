@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+import types
+
 from numba import njit
 
 FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
@@ -23,6 +25,17 @@ def kernel(fn=None, *, parallel: bool = True, fastmath: bool = True):
     return njit(**options)(fn)
 
 
+def _renamed(fn, suffix: str):
+    """A copy of ``fn`` under another qualified name. Numba's on-disk cache names its files
+    after the function (not the compile options), so the serial and parallel compilations of
+    one source need two names, or one would load the other's machine code."""
+    clone = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + suffix,
+                               fn.__defaults__, fn.__closure__)
+    clone.__qualname__ = fn.__qualname__ + suffix
+    clone.__doc__ = fn.__doc__
+    return clone
+
+
 class SizedKernel:
     """A kernel compiled twice from one source: parallel for large inputs, serial below
     ``threshold`` elements, where starting the thread pool would cost more than the work.
@@ -33,7 +46,7 @@ class SizedKernel:
 
     def __init__(self, fn, threshold: int, fastmath: bool = True):
         self.parallel = kernel(fn, fastmath=fastmath)
-        self.serial = kernel(fn, parallel=False, fastmath=fastmath)
+        self.serial = kernel(_renamed(fn, "_serial"), parallel=False, fastmath=fastmath)
         self.threshold = threshold
         self.__doc__ = fn.__doc__
 

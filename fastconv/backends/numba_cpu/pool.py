@@ -17,7 +17,8 @@ from .jit import sized_kernel
 
 
 @sized_kernel(1 << 16, fastmath=False)
-def max_forward(x, g, y, argmax):
+def max_forward(x, g, with_argmax, y, argmax):
+    """``argmax`` is written only ``with_argmax`` (it may be empty otherwise)."""
     n, h, w, c, ph, pw, sh, sw, pt, pb, pl, pr, oh, ow = g
     for t in prange(n * oh):
         img = t // oh
@@ -43,7 +44,8 @@ def max_forward(x, g, y, argmax):
                             best[k] = v
                             arg[k] = tap
             y[img, p, q, :] = best
-            argmax[img, p, q, :] = arg
+            if with_argmax:
+                argmax[img, p, q, :] = arg
 
 
 @sized_kernel(1 << 16, fastmath=False)

@@ -17,6 +17,7 @@ from .pool import avg_pool2d_backward, avg_pool2d_forward, max_pool2d_backward, 
 class NumpyBackend(Backend):
     name = "numpy"
     xp = np
+    inference_chunk_bytes = 2 << 20
     autotune = False  # the reference backend always uses its heuristic (im2col)
     conv_algorithm_classes = {
         "direct": DirectConv,
@@ -32,8 +33,9 @@ class NumpyBackend(Backend):
     def to_host(self, a):
         return np.asarray(a)
 
-    def max_pool2d_forward(self, x, geom):
-        return max_pool2d_forward(x, geom)
+    def max_pool2d_forward(self, x, geom, with_argmax=True):
+        y, argmax = max_pool2d_forward(x, geom)
+        return y, (argmax if with_argmax else None)
 
     def max_pool2d_backward(self, dy, argmax, geom):
         return max_pool2d_backward(dy, argmax, geom)
