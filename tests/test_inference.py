@@ -1,0 +1,106 @@
+"""Inference plans: predict runs a precomputed plan of backend calls; it must give exactly what
+the graph path gives, follow weight changes, and be rebuilt when the model changes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import fastconv
+from fastconv.layers import (
+    Activation,
+    AveragePooling1D,
+    AveragePooling2D,
+    Conv2D,
+    Dense,
+    Dropout,
+    Flatten,
+    GlobalAveragePooling2D,
+    Input,
+    MaxPooling2D,
+    Reshape,
+)
+from fastconv.models import Sequential
+from fastconv.tensor import no_grad
+
+
+def every_layer_model():
+    """Specialised steps (Conv2D, pooling, Dense, Flatten, Dropout) and generic ones
+    (tanh, sigmoid and softmax activations, Reshape, 1D and global pooling)."""
+    return Sequential([
+        Input((9, 10, 2)),
+        Conv2D(4, 3, padding="same", activation="relu"),
+        MaxPooling2D((2, 2), padding="same"),
+        Conv2D(6, (2, 3), strides=(1, 2), activation="tanh"),
+        AveragePooling2D((2, 1)),
+        Conv2D(5, 1),
+        Reshape((-1, 5)),
+        AveragePooling1D(2),
+        Reshape((2, -1, 5)),
+        GlobalAveragePooling2D(),
+        Dropout(0.5),
+        Dense(7, activation="sigmoid"),
+        Flatten(),
+        Dense(3),
+        Activation("softmax"),
+    ])
+
+
+def graph_outputs(model, x):
+    with no_grad():
+        return model(fastconv.functional.as_tensor(x), training=False).numpy()
+
+
+def test_predict_matches_the_graph_path(backend, rng):
+    model = every_layer_model()
+    x = rng.standard_normal((13, 9, 10, 2)).astype(np.float32)
+    expected = graph_outputs(model, x)
+    np.testing.assert_allclose(model.predict(x, batch_size=5, verbose=0), expected, rtol=1e-5,
+                               atol=1e-6)
+    np.testing.assert_allclose(model.predict_on_batch(x), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_large_batches_run_in_chunks(backend, rng, monkeypatch):
+    """A batch larger than the cache-sized chunk is split; the result is the same."""
+    model = every_layer_model()
+    x = rng.standard_normal((40, 9, 10, 2)).astype(np.float32)
+    expected = graph_outputs(model, x)
+    monkeypatch.setattr(type(backend), "inference_chunk_bytes", 9 * 10 * 4 * 4 * 3)
+    got = model.predict_on_batch(x)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    shapes = {key[0] for key in model._plans}
+    assert len(shapes) >= 2 and max(s[0] for s in shapes) < 40  # several chunk shapes ran
+
+
+def test_plans_follow_weight_changes(backend, rng):
+    model = every_layer_model()
+    x = rng.standard_normal((4, 9, 10, 2)).astype(np.float32)
+    before = model.predict_on_batch(x)
+    model.set_weights([w * 1.5 for w in model.get_weights()])
+    after = model.predict_on_batch(x)
+    assert not np.allclose(before, after)
+    np.testing.assert_allclose(after, graph_outputs(model, x), rtol=1e-5, atol=1e-6)
+    model.compile(optimizer="sgd", loss="categorical_crossentropy")
+    model.fit(x, np.eye(3, dtype=np.float32)[[0, 1, 2, 0]], epochs=1, verbose=0)
+    np.testing.assert_allclose(model.predict_on_batch(x), graph_outputs(model, x), rtol=1e-5,
+                               atol=1e-6)
+
+
+def test_plans_are_rebuilt_when_layers_change(backend, rng):
+    model = Sequential([Input((5,)), Dense(4, activation="relu")])
+    x = rng.standard_normal((3, 5)).astype(np.float32)
+    assert model.predict_on_batch(x).shape == (3, 4)
+    model.add(Dense(2))
+    assert model.predict_on_batch(x).shape == (3, 2)
+    model.pop()
+    assert model.predict_on_batch(x).shape == (3, 4)
+
+
+@pytest.mark.parametrize("algo", ["direct", "im2col", "winograd", "winograd4"])
+def test_plans_use_the_current_algorithm(backend, rng, algo):
+    model = Sequential([Input((6, 6, 3)), Conv2D(4, 3, activation="relu")])
+    x = rng.standard_normal((2, 6, 6, 3)).astype(np.float32)
+    with fastconv.use_conv_algo(algo):
+        got = model.predict_on_batch(x)
+    np.testing.assert_allclose(got, graph_outputs(model, x), rtol=1e-4, atol=1e-5)
+    assert any(key[2] == algo for key in model._plans)
