@@ -169,9 +169,43 @@ def cmd_train_mnist(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from fastconv.benchmarks import run_cli
+    """Run the benchmark suite (the ``fastconv.bench`` package) under pytest-benchmark."""
+    import importlib.util
+    import subprocess
+    from pathlib import Path
 
-    return run_cli(args)
+    spec = importlib.util.find_spec("fastconv.bench")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("the benchmark suite (fastconv.bench) is not installed")
+    for module, extra in (("pytest_benchmark", "pytest-benchmark"), ("matplotlib", "matplotlib")):
+        if importlib.util.find_spec(module) is None:
+            raise RuntimeError(f"fastconv bench needs {extra}: pip install 'fastconv[bench]'")
+    suite = Path(list(spec.submodule_search_locations)[0])
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "pytest", str(suite), "-p", "no:cacheprovider",
+               f"--benchmark-json={out / 'benchmark.json'}", "--report-dir", str(out)]
+    if args.quick:
+        command.append("--quick")
+    for name in args.backend or ():
+        command += ["--fc-backend", name]
+    for name in args.algo or ():
+        command += ["--fc-algo", name]
+    if args.results_md:
+        command += ["--results-md", str(Path(args.results_md).resolve())]
+    if args.keyword:
+        command += ["-k", args.keyword]
+    print("running:", " ".join(command), flush=True)
+    start = time.time()
+    code = subprocess.run(command).returncode
+    report = out / "report.md"
+    if report.exists() and report.stat().st_mtime >= start:
+        print(f"report: {report} (plots and benchmark.json in {out})")
+        if args.results_md:
+            print(f"results: {args.results_md}")
+    else:
+        print(f"no report was written (pytest exited with {code})", file=sys.stderr)
+    return code
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -199,9 +233,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="run the benchmark suite and write a report")
     bench.add_argument("--quick", action="store_true", help="a short run (a few minutes)")
-    bench.add_argument("--backend", action="append", help="backend(s) to measure")
-    bench.add_argument("--algo", action="append", help="algorithm(s) to measure")
-    bench.add_argument("--out", default="bench-report", help="output folder")
+    bench.add_argument("--backend", action="append",
+                       help="backend to measure (repeatable; default: every backend)")
+    bench.add_argument("--algo", action="append",
+                       help="algorithm to measure (repeatable; default: all for layers, auto for "
+                            "models)")
+    bench.add_argument("--out", default="bench-report",
+                       help="output folder: report.md, PNG plots, benchmark.json")
+    bench.add_argument("--results-md", metavar="PATH",
+                       help="also write the report to PATH, plots in <PATH's folder>/results "
+                            "(fastconv bench --results-md bench/RESULTS.md)")
+    bench.add_argument("-k", dest="keyword", metavar="EXPR",
+                       help="only the benchmarks matching this pytest -k expression")
     bench.set_defaults(func=cmd_bench)
     return parser
 

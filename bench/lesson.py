@@ -1,0 +1,110 @@
+"""The lesson network (``../shared/lesson/lesson_keras.py``) in fastconv, PyTorch and ONNX, all
+holding the same weights.
+
+Conv(32, 3x3, relu) -> MaxPool 2x2 -> Conv(64, 3x3, relu) -> MaxPool 2x2 -> Conv(64, 3x3, relu)
+-> Flatten -> Dense(64, relu) -> Dense(10, softmax), on 28x28x1 images.
+
+PyTorch's copy takes NCHW input: kernels HWIO -> OIHW, dense kernels (in, out) -> (out, in), and
+the first dense kernel's rows are reordered from fastconv's HWC flattening to PyTorch's CHW one.
+:func:`check_same_outputs` proves the copy right once, outside any timed region.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from fastconv.cli import lesson_model
+
+INPUT_SHAPE = (28, 28, 1)
+CLASSES = 10
+SEED = 0
+#: PyTorch's (and Keras's) Adam, as fastconv's: lr 1e-3, betas 0.9/0.999, epsilon 1e-7.
+ADAM = {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-7}
+
+
+def reference_weights() -> list[np.ndarray]:
+    """The weights every copy of the network starts from (Glorot-uniform, seed 0)."""
+    from fastconv.utils import clear_session, set_random_seed
+
+    clear_session()
+    set_random_seed(SEED)
+    return lesson_model().get_weights()
+
+
+def fastconv_model(weights, compile: bool = True):
+    """A fresh fastconv lesson network holding ``weights``, compiled as the lesson does (Adam,
+    categorical cross-entropy; without the accuracy metric, which PyTorch's step does not
+    compute either)."""
+    model = lesson_model()
+    model.set_weights(weights)
+    if compile:
+        model.compile(optimizer="adam", loss="categorical_crossentropy")
+    return model
+
+
+def torch_model(torch, weights, softmax: bool = True, device: str = "cpu"):
+    """The same network as a ``torch.nn.Sequential`` holding ``weights`` (NCHW input). With
+    ``softmax=False`` it returns logits, for ``CrossEntropyLoss``."""
+    nn = torch.nn
+    k1, b1, k2, b2, k3, b3, d1, e1, d2, e2 = weights
+    convs = [nn.Conv2d(k.shape[2], k.shape[3], k.shape[:2]) for k in (k1, k2, k3)]
+    dense1, dense2 = nn.Linear(*d1.shape), nn.Linear(*d2.shape)
+    layers = [convs[0], nn.ReLU(), nn.MaxPool2d(2), convs[1], nn.ReLU(), nn.MaxPool2d(2),
+              convs[2], nn.ReLU(), nn.Flatten(), dense1, nn.ReLU(), dense2]
+    if softmax:
+        layers.append(nn.Softmax(dim=1))
+    model = nn.Sequential(*layers)
+    # fastconv flattens the last 3x3x64 activation as (h, w, c); PyTorch as (c, h, w).
+    side = int(round((d1.shape[0] // k3.shape[3]) ** 0.5))
+    d1_chw = d1.reshape(side, side, k3.shape[3], d1.shape[1]).transpose(3, 2, 0, 1)
+    with torch.no_grad():
+        for conv, k, b in zip(convs, (k1, k2, k3), (b1, b2, b3)):
+            conv.weight.copy_(torch.from_numpy(np.ascontiguousarray(k.transpose(3, 2, 0, 1))))
+            conv.bias.copy_(torch.from_numpy(b))
+        dense1.weight.copy_(torch.from_numpy(np.ascontiguousarray(d1_chw.reshape(d1.shape[1], -1))))
+        dense1.bias.copy_(torch.from_numpy(e1))
+        dense2.weight.copy_(torch.from_numpy(np.ascontiguousarray(d2.T)))
+        dense2.bias.copy_(torch.from_numpy(e2))
+    return model.to(device)
+
+
+def export_onnx(torch, model, path) -> None:
+    """Export the PyTorch copy (NCHW input named ``input``, dynamic batch) to ONNX opset 17 with
+    the TorchScript exporter (the dynamo exporter needs onnxscript, which the reference extra
+    does not install); its deprecation warnings are silenced here only."""
+    example = torch.zeros((1, INPUT_SHAPE[2], *INPUT_SHAPE[:2]))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*legacy TorchScript-based ONNX export",
+                                category=DeprecationWarning)
+        warnings.filterwarnings("ignore", message=r"The feature will be removed",
+                                category=DeprecationWarning)
+        torch.onnx.export(model.cpu().eval(), (example,), str(path), dynamo=False,
+                          opset_version=17, input_names=["input"], output_names=["probabilities"],
+                          dynamic_axes={"input": {0: "batch"}, "probabilities": {0: "batch"}})
+
+
+def images(batch: int, seed: int = 1) -> np.ndarray:
+    """``batch`` random 28x28x1 float32 images in [0, 1) (NHWC)."""
+    return np.random.default_rng(seed).random((batch, *INPUT_SHAPE), dtype=np.float32)
+
+
+def labels(batch: int, seed: int = 2) -> np.ndarray:
+    """``batch`` random class ids (int64)."""
+    return np.random.default_rng(seed).integers(0, CLASSES, batch)
+
+
+def one_hot(ids: np.ndarray) -> np.ndarray:
+    out = np.zeros((len(ids), CLASSES), dtype=np.float32)
+    out[np.arange(len(ids)), ids] = 1
+    return out
+
+
+def check_same_outputs(expected: np.ndarray, actual: np.ndarray, what: str) -> None:
+    """Fail loudly where a reference copy of the network computes something else."""
+    if expected.shape != actual.shape or not np.allclose(actual, expected, rtol=1e-3, atol=1e-5):
+        diff = (np.abs(actual - expected).max() if expected.shape == actual.shape
+                else f"shapes {expected.shape} and {actual.shape}")
+        raise AssertionError(f"{what} does not compute the lesson network as fastconv does "
+                             f"(largest difference {diff}); its ratios would be meaningless")

@@ -1,0 +1,48 @@
+"""The benchmark suite still runs: its smoke mode (tiny shapes, one untimed call per benchmark)
+in a subprocess, exactly as CI and users invoke it, must exit 0 and write the report.
+
+The suite itself is ``bench/`` (installed as ``fastconv.bench``); this test only keeps it from
+rotting. It needs pytest-benchmark (in the ``test`` extra) and uses PyTorch and onnxruntime
+where installed (their rows skip otherwise).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def bench_dir() -> Path:
+    spec = importlib.util.find_spec("fastconv.bench")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.fail("fastconv.bench is not installed: reinstall fastconv (pip install -e .)")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def test_bench_package_is_the_suite():
+    folder = bench_dir()
+    for name in ("conftest.py", "workloads.py", "report.py", "test_layers.py", "test_pooling.py",
+                 "test_models.py", "test_scaling.py", "test_startup.py"):
+        assert (folder / name).is_file(), name
+
+
+def test_bench_smoke(tmp_path):
+    pytest.importorskip("pytest_benchmark", reason="the benchmark suite needs pytest-benchmark")
+    folder = bench_dir()
+    out = tmp_path / "report"
+    command = [sys.executable, "-m", "pytest", str(folder), "--smoke", "--benchmark-disable",
+               "-q", "-p", "no:cacheprovider", "--report-dir", str(out)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600,
+                          cwd=folder.parent)
+    tail = (done.stdout + done.stderr)[-6000:]
+    assert done.returncode == 0, f"{' '.join(command)} exited with {done.returncode}:\n{tail}"
+    report = out / "report.md"
+    assert report.is_file(), f"no report written:\n{tail}"
+    text = report.read_text(encoding="utf-8")
+    for heading in ("## Machine and software", "## Summary", "## Convolution layers",
+                    "## Pooling", "## Lesson network", "## Start-up", "## Scaling"):
+        assert heading in text, heading
