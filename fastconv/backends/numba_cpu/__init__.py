@@ -126,8 +126,10 @@ class NumbaCpuBackend(Backend):
         return dz.reshape(dy.shape), (partial.sum(axis=0) if bias else None)
 
     def adam_update(self, param, grad, m, v, lr_t, beta_1, beta_2, epsilon):
+        real = param.dtype.type  # float32 arrays: float32 arithmetic (vectorised sqrt/div)
         elementwise.adam_flat(param.size, param.reshape(-1), np.ascontiguousarray(grad).reshape(-1),
-                              m.reshape(-1), v.reshape(-1), lr_t, beta_1, beta_2, epsilon, _CHUNK)
+                              m.reshape(-1), v.reshape(-1), real(lr_t), real(beta_1), real(beta_2),
+                              real(epsilon), _CHUNK)
 
     def random_uniform(self, shape, dtype):
         return fc_random.host_rng().random(shape, dtype=np.dtype(dtype))
