@@ -6,101 +6,129 @@
     dw[i, j, c, o] = sum_{n, p, q} x[n, p*SH - PT + i*DH, q*SW - PL + j*DW, c] * dy[n, p, q, o]
 
 Forward and backward-data are parallel over output (input) rows and write disjoint rows;
-backward-weight accumulates per-thread partial kernels that the caller adds up. ``g`` is
-``ConvGeometry.astuple()``.
+backward-weight accumulates per-thread partial kernels that the caller adds up. Each parallel
+task calls a serial row helper (LLVM vectorises loops in helpers, not inside ``prange`` bodies).
+``g`` is ``ConvGeometry.astuple()``.
 """
 
 from __future__ import annotations
 
 import numba
-import numpy as np
 from numba import prange
 
 from .elementwise import RELU
-from .jit import CONV_SERIAL_FLOPS, sized_kernel
+from .jit import CONV_SERIAL_FLOPS, helper, sized_kernel
+
+
+@helper
+def _forward_row(x, w, b, has_bias, act, g, img, p, yrow):
+    """One output row y[img, p] (OW x O)."""
+    n, h, wd, c, o, kh, kw, sh, sw, dh, dw, pt, pb, pl, pr, oh, ow = g
+    for q in range(ow):
+        out = yrow[q]
+        if has_bias:
+            for m in range(o):
+                out[m] = b[m]
+        else:
+            for m in range(o):
+                out[m] = 0
+        for i in range(kh):
+            ih = p * sh - pt + i * dh
+            if ih < 0 or ih >= h:
+                continue
+            xrow = x[img, ih]
+            for j in range(kw):
+                iw = q * sw - pl + j * dw
+                if iw < 0 or iw >= wd:
+                    continue
+                for k in range(c):
+                    xv = xrow[iw, k]
+                    wv = w[i, j, k]
+                    for m in range(o):
+                        out[m] += xv * wv[m]
+        if act == RELU:
+            for m in range(o):
+                out[m] = max(out[m], 0)
 
 
 @sized_kernel(CONV_SERIAL_FLOPS)
 def forward(x, w, b, has_bias, act, g, y):
-    n, h, wd, c, o, kh, kw, sh, sw, dh, dw, pt, pb, pl, pr, oh, ow = g
+    n, oh = g[0], g[15]
     for t in prange(n * oh):
         img = t // oh
         p = t - img * oh
-        acc = np.empty(o, dtype=y.dtype)
-        for q in range(ow):
-            if has_bias:
-                acc[:] = b
-            else:
-                acc[:] = 0
-            for i in range(kh):
-                ih = p * sh - pt + i * dh
-                if ih < 0 or ih >= h:
+        _forward_row(x, w, b, has_bias, act, g, img, p, y[img, p])
+
+
+@helper
+def _backward_data_row(dy, wt, g, img, u, dxrow):
+    """One input-gradient row dx[img, u] (W x C); ``wt`` is the kernel as (KH, KW, O, C)."""
+    n, h, wd, c, o, kh, kw, sh, sw, dh, dw, pt, pb, pl, pr, oh, ow = g
+    for v in range(wd):
+        acc = dxrow[v]
+        for k in range(c):
+            acc[k] = 0
+        for i in range(kh):
+            num = u + pt - i * dh
+            if num < 0 or num % sh != 0:
+                continue
+            p = num // sh
+            if p >= oh:
+                continue
+            for j in range(kw):
+                numw = v + pl - j * dw
+                if numw < 0 or numw % sw != 0:
                     continue
-                for j in range(kw):
-                    iw = q * sw - pl + j * dw
-                    if iw < 0 or iw >= wd:
-                        continue
-                    for k in range(c):
-                        xv = x[img, ih, iw, k]
-                        for m in range(o):
-                            acc[m] += xv * w[i, j, k, m]
-            if act == RELU:
+                q = numw // sw
+                if q >= ow:
+                    continue
+                dyv = dy[img, p, q]
                 for m in range(o):
-                    y[img, p, q, m] = max(acc[m], 0)
-            else:
-                y[img, p, q, :] = acc
+                    dv = dyv[m]
+                    wv = wt[i, j, m]
+                    for k in range(c):
+                        acc[k] += dv * wv[k]
 
 
 @sized_kernel(CONV_SERIAL_FLOPS)
 def backward_data(dy, wt, g, dx):
-    """``wt`` is the kernel as (KH, KW, O, C), so the innermost loop runs along C."""
-    n, h, wd, c, o, kh, kw, sh, sw, dh, dw, pt, pb, pl, pr, oh, ow = g
+    n, h = g[0], g[1]
     for t in prange(n * h):
         img = t // h
         u = t - img * h
-        acc = np.empty(c, dtype=dx.dtype)
-        for v in range(wd):
-            acc[:] = 0
-            for i in range(kh):
-                num = u + pt - i * dh
-                if num < 0 or num % sh != 0:
+        _backward_data_row(dy, wt, g, img, u, dx[img, u])
+
+
+@helper
+def _backward_weight_row(x, dy, g, img, p, acc):
+    """acc (KH, KW, C, O) += the contributions of output row dy[img, p]."""
+    n, h, wd, c, o, kh, kw, sh, sw, dh, dw, pt, pb, pl, pr, oh, ow = g
+    for q in range(ow):
+        dyv = dy[img, p, q]
+        for i in range(kh):
+            ih = p * sh - pt + i * dh
+            if ih < 0 or ih >= h:
+                continue
+            for j in range(kw):
+                iw = q * sw - pl + j * dw
+                if iw < 0 or iw >= wd:
                     continue
-                p = num // sh
-                if p >= oh:
-                    continue
-                for j in range(kw):
-                    numw = v + pl - j * dw
-                    if numw < 0 or numw % sw != 0:
-                        continue
-                    q = numw // sw
-                    if q >= ow:
-                        continue
+                xv_ = x[img, ih, iw]
+                for k in range(c):
+                    xv = xv_[k]
+                    row = acc[i, j, k]
                     for m in range(o):
-                        dv = dy[img, p, q, m]
-                        for k in range(c):
-                            acc[k] += dv * wt[i, j, m, k]
-            dx[img, u, v, :] = acc
+                        row[m] += xv * dyv[m]
 
 
 @sized_kernel(CONV_SERIAL_FLOPS)
 def backward_weight(x, dy, g, partial):
-    """partial[thread] (KH, KW, C, O) accumulates over the images that thread takes."""
-    n, h, wd, c, o, kh, kw, sh, sw, dh, dw, pt, pb, pl, pr, oh, ow = g
+    """partial[thread] (KH, KW, C, O) accumulates over the rows that thread takes."""
+    n, oh = g[0], g[15]
     partial[:] = 0
     for t in prange(n * oh):
         img = t // oh
-        p = t - img * oh
-        acc = partial[numba.get_thread_id()]
-        for q in range(ow):
-            for i in range(kh):
-                ih = p * sh - pt + i * dh
-                if ih < 0 or ih >= h:
-                    continue
-                for j in range(kw):
-                    iw = q * sw - pl + j * dw
-                    if iw < 0 or iw >= wd:
-                        continue
-                    for k in range(c):
-                        xv = x[img, ih, iw, k]
-                        for m in range(o):
-                            acc[i, j, k, m] += xv * dy[img, p, q, m]
+        _backward_weight_row(x, dy, g, img, t - img * oh, partial[numba.get_thread_id()])
+
+
+
