@@ -80,7 +80,7 @@ class NumbaCpuBackend(Backend):
     # -- pooling ------------------------------------------------------------------------------
     def max_pool2d_forward(self, x, geom, with_argmax=True):
         y = np.empty(geom.y_shape, dtype=x.dtype)
-        argmax = np.empty(geom.y_shape if with_argmax else (0, 0, 0, 0), dtype=np.int32)
+        argmax = np.empty(geom.y_shape if with_argmax else (1, 1, geom.ow, geom.c), np.int32)
         pool.max_forward(_pool_work(geom), np.ascontiguousarray(x), geom.astuple(), with_argmax,
                          y, argmax)
         return y, (argmax if with_argmax else None)

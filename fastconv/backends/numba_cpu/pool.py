@@ -11,41 +11,47 @@ image are summed by one thread.
 from __future__ import annotations
 
 import numpy as np
-from numba import prange
+from numba import njit, prange
 
-from .jit import sized_kernel
+from .jit import helper, sized_kernel
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _max_row(x, g, img, p, yrow, argrow, with_argmax):
+    n, h, w, c, ph, pw, sh, sw, pt, pb, pl, pr, oh, ow = g
+    for q in range(ow):
+        best = yrow[q]
+        best[:] = -np.inf
+        if with_argmax:
+            argrow[q, :] = 0
+        for i in range(ph):
+            ih = p * sh - pt + i
+            if ih < 0 or ih >= h:
+                continue
+            for j in range(pw):
+                iw = q * sw - pl + j
+                if iw < 0 or iw >= w:
+                    continue
+                tap = i * pw + j
+                xv = x[img, ih, iw]
+                for k in range(c):
+                    v = xv[k]
+                    b = best[k]
+                    if v > b or (v != v and b == b):  # a NaN wins once and stays
+                        best[k] = v
+                        if with_argmax:
+                            argrow[q, k] = tap
 
 
 @sized_kernel(1 << 16, fastmath=False)
 def max_forward(x, g, with_argmax, y, argmax):
-    """``argmax`` is written only ``with_argmax`` (it may be empty otherwise)."""
-    n, h, w, c, ph, pw, sh, sw, pt, pb, pl, pr, oh, ow = g
+    """``argmax`` is written only ``with_argmax``; otherwise it is a (1, 1, OW, C) stand-in."""
+    n, oh = g[0], g[12]
     for t in prange(n * oh):
         img = t // oh
         p = t - img * oh
-        best = np.empty(c, dtype=x.dtype)
-        arg = np.empty(c, dtype=np.int32)
-        for q in range(ow):
-            best[:] = -np.inf
-            arg[:] = 0
-            for i in range(ph):
-                ih = p * sh - pt + i
-                if ih < 0 or ih >= h:
-                    continue
-                for j in range(pw):
-                    iw = q * sw - pl + j
-                    if iw < 0 or iw >= w:
-                        continue
-                    tap = i * pw + j
-                    for k in range(c):
-                        v = x[img, ih, iw, k]
-                        b = best[k]
-                        if v > b or (v != v and b == b):  # a NaN wins once and stays
-                            best[k] = v
-                            arg[k] = tap
-            y[img, p, q, :] = best
-            if with_argmax:
-                argmax[img, p, q, :] = arg
+        argrow = argmax[img, p] if with_argmax else argmax[0, 0]
+        _max_row(x, g, img, p, y[img, p], argrow, with_argmax)
 
 
 @sized_kernel(1 << 16, fastmath=False)
@@ -62,30 +68,30 @@ def max_backward(dy, argmax, g, dx):
                     dx[img, p * sh - pt + i, q * sw - pl + j, k] += dy[img, p, q, k]
 
 
+@helper
+def _avg_row(x, g, img, p, yrow):
+    n, h, w, c, ph, pw, sh, sw, pt, pb, pl, pr, oh, ow = g
+    i0, i1 = max(p * sh - pt, 0), min(p * sh - pt + ph, h)
+    for q in range(ow):
+        j0, j1 = max(q * sw - pl, 0), min(q * sw - pl + pw, w)
+        acc = yrow[q]
+        acc[:] = 0
+        for ih in range(i0, i1):
+            for iw in range(j0, j1):
+                xv = x[img, ih, iw]
+                for k in range(c):
+                    acc[k] += xv[k]
+        inv = 1.0 / ((i1 - i0) * (j1 - j0))
+        for k in range(c):
+            acc[k] *= inv
+
+
 @sized_kernel(1 << 16)
 def avg_forward(x, g, y):
-    n, h, w, c, ph, pw, sh, sw, pt, pb, pl, pr, oh, ow = g
+    n, oh = g[0], g[12]
     for t in prange(n * oh):
         img = t // oh
-        p = t - img * oh
-        acc = np.empty(c, dtype=x.dtype)
-        for q in range(ow):
-            acc[:] = 0
-            count = 0
-            for i in range(ph):
-                ih = p * sh - pt + i
-                if ih < 0 or ih >= h:
-                    continue
-                for j in range(pw):
-                    iw = q * sw - pl + j
-                    if iw < 0 or iw >= w:
-                        continue
-                    count += 1
-                    for k in range(c):
-                        acc[k] += x[img, ih, iw, k]
-            inv = 1.0 / count
-            for k in range(c):
-                y[img, p, q, k] = acc[k] * inv
+        _avg_row(x, g, img, t - img * oh, y[img, t - img * oh])
 
 
 @sized_kernel(1 << 16)
