@@ -514,9 +514,9 @@ def collect_environment() -> dict:
         if reason is None:
             backend = fastconv.get_backend(name)
             env["threads"][f"fastconv {name}"] = backend.num_threads()
-            blas = getattr(backend, "blas", None)
-            if blas is not None:
-                env["blas"][name] = str(getattr(blas, "source", blas))
+            gemm = getattr(backend, "gemm_description", None)
+            if gemm is not None:
+                env["blas"][name] = str(gemm)
     env["threads"]["onnxruntime intra-op"] = os.cpu_count()
     if "numba" in sys.modules:
         try:

@@ -71,9 +71,9 @@ def cmd_info(args) -> int:
         print(f"  {name:10s} {spec.scope}")
     backend = fastconv.get_backend()
     print(f"threads: {backend.num_threads()}")
-    blas = getattr(backend, "blas", None)
-    if blas is not None:
-        print(f"GEMM: {blas.source}")
+    gemm = getattr(backend, "gemm_description", None)
+    if gemm is not None:
+        print(f"GEMM: {gemm}")
     model, llvm_name, features = cpu_description()
     print(f"CPU: {model} ({os.cpu_count()} logical cores, LLVM target {llvm_name})")
     print(f"SIMD: {' '.join(features) if features else 'unknown'}")

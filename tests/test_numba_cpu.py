@@ -116,34 +116,53 @@ def test_set_num_threads():
             fastconv.set_num_threads(before)
 
 
-def test_fallback_gemm_matches_blas(monkeypatch):
-    """The Numba GEMM that stands in when no CBLAS is found gives the same convolutions."""
-    from fastconv.backends.numba_cpu import NumbaCpuBackend
-    from fastconv.backends.numba_cpu.fallback_gemm import fallback_blas
+@pytest.mark.parametrize("shape", [(12, 2, 16), (6, 2, 8), (6, 2, 4), (4, 1, 8)],
+                         ids=["avx512", "avx2", "128-bit", "one-vector"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_microkernel_tile_shapes(shape, dtype):
+    """Every tile shape fastconv may pick on some CPU computes a GEMM exactly: several
+    segments of row pointers, store and accumulate (LLVM lowers the vectors on any CPU)."""
+    from numba import njit
 
-    rng = np.random.default_rng(2)
-    x = rng.standard_normal((2, 7, 6, 3))
-    w = rng.standard_normal((3, 3, 3, 5))
-    g = conv_geometry(x.shape, w.shape, (1, 2), "same")
-    dy = rng.standard_normal(g.y_shape)
-    system = fastconv.get_backend("numba-cpu")
-    standin = NumbaCpuBackend()
-    standin.blas = fallback_blas()
-    for algo in ("im2col",):
-        np.testing.assert_allclose(standin.conv2d_forward(x, w, None, g, algo),
-                                   system.conv2d_forward(x, w, None, g, algo), rtol=1e-12,
-                                   atol=1e-12)
-        np.testing.assert_allclose(standin.conv2d_backward_data(dy, w, g, algo),
-                                   system.conv2d_backward_data(dy, w, g, algo), rtol=1e-12,
-                                   atol=1e-12)
-        np.testing.assert_allclose(standin.conv2d_backward_weight(x, dy, g, algo),
-                                   system.conv2d_backward_weight(x, dy, g, algo), rtol=1e-12,
-                                   atol=1e-12)
-    a, b = rng.standard_normal((9, 4)), rng.standard_normal((5, 4))
-    np.testing.assert_allclose(standin.matmul(a, b, trans_b=True), a @ b.T, rtol=1e-12)
-    a2 = rng.standard_normal((4, 9))
-    np.testing.assert_allclose(standin.matmul(a2, b, trans_a=True, trans_b=True), a2.T @ b.T,
-                               rtol=1e-12)
+    from fastconv.backends.numba_cpu.microkernel import make_microkernel
+
+    mr, nv, w32 = shape
+    kernel = make_microkernel(mr, nv, w32)
+    nr = nv * (w32 if dtype == np.float32 else w32 // 2)
+
+    @njit
+    def tile(ptrs, nseg, seglen, bp, c, accumulate):
+        kernel(nseg, seglen, ptrs, bp.ctypes.data, c.ctypes.data, c.shape[1], accumulate, c)
+
+    rng = np.random.default_rng(8)
+    nseg, seglen = 3, 5
+    a = [rng.standard_normal((mr, seglen)).astype(dtype) for _ in range(nseg)]
+    b = rng.standard_normal((nseg * seglen, nr)).astype(dtype)
+    ptrs = np.array([a[s][r].ctypes.data for s in range(nseg) for r in range(mr)], np.int64)
+    c = np.full((mr, nr + 3), 7.0, dtype)  # a row stride wider than the tile
+    tile(ptrs, nseg, seglen, b, c, False)
+    expected = np.concatenate(a, axis=1).astype(np.float64) @ b.astype(np.float64)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(c[:, :nr], expected, rtol=tol, atol=tol)
+    np.testing.assert_array_equal(c[:, nr:], 7.0)  # nothing beyond the tile is written
+    tile(ptrs, nseg, seglen, b, c, True)
+    np.testing.assert_allclose(c[:, :nr], 2 * expected, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("m,k,n", [(1, 1, 1), (13, 7, 33), (29, 64, 17), (100, 3, 65)])
+def test_matmul_every_transpose(dtype, m, k, n, kernel_mode):
+    be = fastconv.get_backend("numba-cpu")
+    rng = np.random.default_rng(9)
+    a = rng.standard_normal((m, k)).astype(dtype)
+    b = rng.standard_normal((k, n)).astype(dtype)
+    expected = a.astype(np.float64) @ b.astype(np.float64)
+    tol = 1e-4 if dtype == np.float32 else 1e-12
+    for ta in (False, True):
+        for tb in (False, True):
+            got = be.matmul(a.T.copy() if ta else a, b.T.copy() if tb else b, ta, tb)
+            assert got.dtype == dtype
+            np.testing.assert_allclose(got, expected, rtol=tol, atol=tol)
 
 
 def _lesson_losses(backend: str, x, y) -> list[float]:

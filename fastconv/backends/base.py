@@ -63,6 +63,22 @@ class ConvAlgorithm:
     def backward_weight(self, x, dy, geom: ConvGeometry):
         raise NotImplementedError
 
+    def backward_data_by_forward(self, dy, w, geom: ConvGeometry):
+        """For stride 1 and no dilation: this algorithm's forward pass on ``dy`` with the kernel
+        flipped and in/out swapped (see ``ConvGeometry.backward_data_as_forward``); None for
+        other convolutions."""
+        plan = geom.backward_data_as_forward()
+        if plan is None:
+            return None
+        flipped_geom, crop_top, crop_left = plan
+        xp = self.backend.xp
+        w_flipped = xp.ascontiguousarray(w[::-1, ::-1].transpose(0, 1, 3, 2))
+        dx = self.forward(dy, w_flipped, None, flipped_geom, "linear")
+        if crop_top or crop_left or dx.shape[1] != geom.h or dx.shape[2] != geom.w:
+            dx = xp.ascontiguousarray(
+                dx[:, crop_top:crop_top + geom.h, crop_left:crop_left + geom.w, :])
+        return dx
+
 
 class WinogradAlgorithm(ConvAlgorithm):
     """Winograd F(m x m, 3x3): a backend implements ``forward``; the backward passes are shared.
@@ -74,14 +90,7 @@ class WinogradAlgorithm(ConvAlgorithm):
     transform = None  # a fastconv.winograd.WinogradTransform
 
     def backward_data(self, dy, w, geom: ConvGeometry):
-        flipped_geom, crop_top, crop_left = geom.backward_data_as_forward()
-        xp = self.backend.xp
-        w_flipped = xp.ascontiguousarray(w[::-1, ::-1].transpose(0, 1, 3, 2))
-        dx = self.forward(dy, w_flipped, None, flipped_geom, "linear")
-        if crop_top or crop_left or dx.shape[1] != geom.h or dx.shape[2] != geom.w:
-            dx = xp.ascontiguousarray(
-                dx[:, crop_top:crop_top + geom.h, crop_left:crop_left + geom.w, :])
-        return dx
+        return self.backward_data_by_forward(dy, w, geom)
 
     def backward_weight(self, x, dy, geom: ConvGeometry):
         return self.backend.conv_algorithm("im2col").backward_weight(x, dy, geom)

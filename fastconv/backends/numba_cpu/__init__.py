@@ -1,9 +1,9 @@
 """The ``numba-cpu`` backend: parallel Numba kernels on the CPU (float32 and float64).
 
 Convolutions: direct, im2col + GEMM and Winograd F(2x2,3x3) / F(4x4,3x3), forward and both
-backward passes, with bias + ReLU fused into the epilogues. GEMMs go through the CBLAS that NumPy
-ships, one tile per Numba thread (see ``blas.py``). Threads: ``NUMBA_NUM_THREADS`` at start-up,
-``fastconv.set_num_threads(n)`` at run time.
+backward passes, with bias + ReLU fused into the epilogues. Every GEMM runs on fastconv's own
+register-blocked micro-kernel (``microkernel.py``), on Numba's one thread pool. Threads:
+``NUMBA_NUM_THREADS`` at start-up, ``fastconv.set_num_threads(n)`` at run time.
 """
 
 from __future__ import annotations
@@ -14,8 +14,7 @@ import numpy as np
 from ... import random as fc_random
 from ..base import Backend
 from ..host_memory import keep_freed_memory
-from . import elementwise, gemm, pool
-from .blas import get_blas
+from . import elementwise, gemm, microkernel, pool
 from .conv import DirectConv, Im2colConv, WinogradF2Conv, WinogradF4Conv
 
 _CHUNK = 1 << 14  # elements per parallel task in element-wise kernels
@@ -39,7 +38,7 @@ class NumbaCpuBackend(Backend):
     def __init__(self):
         super().__init__()
         keep_freed_memory()
-        self.blas = get_blas()
+        self.gemm_description = microkernel.describe()
 
     def to_host(self, a):
         return np.asarray(a)
@@ -59,23 +58,9 @@ class NumbaCpuBackend(Backend):
             return "direct"  # too few products per output for a GEMM to pay
         return "im2col" if "im2col" in candidates else candidates[0]
 
-    # -- GEMM-based primitives: the BLAS stays single-threaded while they run ----------------
-    def conv2d_forward(self, x, w, b, geom, algo, activation="linear"):
-        with self.blas.single_threaded():
-            return super().conv2d_forward(x, w, b, geom, algo, activation)
-
-    def conv2d_backward_data(self, dy, w, geom, algo):
-        with self.blas.single_threaded():
-            return super().conv2d_backward_data(dy, w, geom, algo)
-
-    def conv2d_backward_weight(self, x, dy, geom, algo):
-        with self.blas.single_threaded():
-            return super().conv2d_backward_weight(x, dy, geom, algo)
-
+    # -- dense ------------------------------------------------------------------------------
     def matmul(self, a, b, trans_a=False, trans_b=False):
-        with self.blas.single_threaded():
-            return gemm.matmul(self.blas, np.ascontiguousarray(a), np.ascontiguousarray(b),
-                               trans_a, trans_b, self.num_threads())
+        return gemm.matmul(a, b, trans_a, trans_b, self.num_threads())
 
     # -- pooling ------------------------------------------------------------------------------
     def max_pool2d_forward(self, x, geom, with_argmax=True):

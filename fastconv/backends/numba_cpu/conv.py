@@ -9,9 +9,12 @@ from ...winograd import F2x2_3x3, F4x4_3x3, tile_counts
 from ..base import ConvAlgorithm, WinogradAlgorithm
 from . import conv_direct, conv_im2col, conv_winograd
 from .elementwise import ACTIVATION_CODES
+from .microkernel import MR, NR32, NR64, pack_panels, panel_size
 
-#: Bytes of patch rows a thread packs per tile (kept within L2).
-TILE_BYTES = 256 * 1024
+#: Largest number of output rows one parallel task takes (then its epilogue runs in cache).
+TASK_ROWS = 768
+#: Pixels per chunk of the backward-weight pass (its packed patch panels stay in L2).
+WEIGHT_CHUNK = 256
 
 
 def _c(a):
@@ -22,53 +25,52 @@ def _bias(b, o, dtype):
     return (np.zeros(o, dtype=dtype), False) if b is None else (_c(b), True)
 
 
-def _unpadded_rows(g) -> bool:
-    """1x1, stride 1, no padding: the input itself is the patch matrix."""
-    return (g.kh, g.kw, g.sh, g.sw, g.pt, g.pb, g.pl, g.pr) == (1, 1, 1, 1, 0, 0, 0, 0)
+def _rows_per_task(m: int, threads: int) -> int:
+    per = min(-(-m // threads), TASK_ROWS)
+    return -(-per // MR) * MR
 
 
-def _tile_rows(m: int, k: int, itemsize: int, threads: int) -> int:
-    rows = max(16, TILE_BYTES // max(k * itemsize, 1))
-    return max(1, min(rows, -(-m // threads)))
+def _packed(b, k, n, trans):
+    bp = np.empty(panel_size(k, n, b.dtype), dtype=b.dtype)
+    pack_panels(b, k, n, trans, bp)
+    return bp
 
 
 class Im2colConv(ConvAlgorithm):
     name = "im2col"
 
     def forward(self, x, w, b, g, activation):
-        be = self.backend
         x = _c(x)
-        wm = _c(w).reshape(-1, g.o)
+        k = g.kh * g.kw * g.c
         bias, has_bias = _bias(b, g.o, x.dtype)
-        m, k = g.n * g.oh * g.ow, wm.shape[0]
+        m = g.n * g.oh * g.ow
         y = np.empty(g.y_shape, dtype=x.dtype)
-        conv_im2col.forward(g.flops, be.blas.kernel_args(x.dtype), x, wm, bias, has_bias,
-                            ACTIVATION_CODES[activation], g.astuple(), _unpadded_rows(g),
-                            _tile_rows(m, k, x.itemsize, be.num_threads()), y.reshape(m, g.o))
+        conv_im2col.forward(g.flops, x, _packed(_c(w).reshape(k, g.o), k, g.o, False), bias,
+                            has_bias, ACTIVATION_CODES[activation], g.astuple(),
+                            _rows_per_task(m, self.backend.num_threads()), y.reshape(m, g.o))
         return y
 
     def backward_data(self, dy, w, g):
-        be = self.backend
-        dy = _c(dy)
-        wm = _c(w).reshape(-1, g.o)
-        if _unpadded_rows(g):
-            dx = be.matmul(dy.reshape(-1, g.o), wm, trans_b=True)
-            return dx.reshape(g.x_shape)
+        """Stride 1: the implicit-GEMM forward on dy with the flipped kernel (parallel over
+        rows, no scatter); otherwise dy @ wm^T scattered back (col2im)."""
+        dx = self.backward_data_by_forward(dy, w, g)
+        if dx is not None:
+            return dx
+        k = g.kh * g.kw * g.c
         dx = np.zeros(g.x_shape, dtype=dy.dtype)
-        rows = max(16, TILE_BYTES // (wm.shape[0] * dy.itemsize))
-        conv_im2col.backward_data(g.flops, be.blas.kernel_args(dy.dtype),
-                                  dy.reshape(-1, g.o), wm, g.astuple(), rows, dx)
+        conv_im2col.backward_data(g.flops, _c(dy).reshape(-1, g.o),
+                                  _packed(_c(w).reshape(k, g.o), g.o, k, True), g.astuple(), dx)
         return dx
 
     def backward_weight(self, x, dy, g):
-        be = self.backend
-        x, dy = _c(x), _c(dy)
         m, k = g.n * g.oh * g.ow, g.kh * g.kw * g.c
-        partial = np.empty((be.num_threads(), k, g.o), dtype=x.dtype)
-        conv_im2col.backward_weight(g.flops, be.blas.kernel_args(x.dtype), x,
-                                    dy.reshape(m, g.o), g.astuple(), _unpadded_rows(g),
-                                    _tile_rows(m, k, x.itemsize, be.num_threads()), partial)
-        return partial.sum(axis=0).reshape(g.w_shape)
+        nr = NR32 if x.dtype == np.float32 else NR64
+        partial = np.empty((self.backend.num_threads(), -(-g.o // MR) * MR, -(-k // nr) * nr),
+                           dtype=x.dtype)
+        dyt = _c(_c(dy).reshape(m, g.o).T)
+        conv_im2col.backward_weight(g.flops, _c(x), dyt, g.astuple(), WEIGHT_CHUNK, partial)
+        dwt = partial.sum(axis=0)[:g.o, :k]
+        return _c(dwt.T).reshape(g.w_shape)
 
 
 class DirectConv(ConvAlgorithm):
@@ -94,21 +96,21 @@ class DirectConv(ConvAlgorithm):
 
 class _NumbaWinograd(WinogradAlgorithm):
     def forward(self, x, w, b, g, activation):
-        be = self.backend
         t = self.transform
         x = _c(x)
         dtype = x.dtype
         a2 = t.alpha * t.alpha
         U = np.empty((a2, g.c, g.o), dtype=dtype)
         conv_winograd.filter_transform(U.size, _c(w), t.G.astype(dtype), U)
+        Up = np.empty((a2, panel_size(g.c, g.o, dtype)), dtype=dtype)
+        conv_winograd.pack_filter_panels(U, Up)
         th, tw = tile_counts(g.oh, g.ow, t.m)
         total = g.n * th * tw
         bias, has_bias = _bias(b, g.o, dtype)
         y = np.empty(g.y_shape, dtype=dtype)
-        conv_winograd.forward(g.flops, be.blas.kernel_args(dtype), x, U,
-                              t.BT.astype(dtype), t.AT.astype(dtype), bias, has_bias,
-                              ACTIVATION_CODES[activation], g.astuple(), (t.m, th, tw),
-                              self.tiles_per_block(total, g.c, g.o, a2), y)
+        conv_winograd.forward(g.flops, x, Up, t.BT.astype(dtype), t.AT.astype(dtype), bias,
+                              has_bias, ACTIVATION_CODES[activation], g.astuple(),
+                              (t.m, th, tw), self.tiles_per_block(total, g.c, g.o, a2), y)
         return y
 
     def tiles_per_block(self, total: int, c: int, o: int, a2: int) -> int:

@@ -1,15 +1,19 @@
-"""im2col + GEMM convolution, tiled so that each thread packs a block of patch rows into a
-buffer that stays in cache, multiplies it with the kernel matrix and applies the epilogue.
+"""im2col convolution as an implicit GEMM on the micro-kernel: the patch matrix is never built.
 
-Shapes: x (N, H, W, C), w (KH, KW, C, O) seen as the (KH*KW*C, O) matrix ``wm``, y (N, OH, OW, O)
-seen as the (N*OH*OW, O) matrix. A patch row holds, for one output pixel, the input values met by
-taps (i, j) in order i, j, c (zeros where the tap falls in the padding):
+Shapes: x (N, H, W, C), w (KH, KW, C, O) seen as the (K = KH*KW*C, O) matrix ``wm``, y
+(N, OH, OW, O) seen as the (N*OH*OW, O) matrix. A patch row holds, for one output pixel, the
+input values met by taps (i, j) in order i, j, c (zeros where the tap falls in the padding):
 
     cols[r, (i*KW + j)*C + c] = x[n, oh*SH - PT + i*DH, ow*SW - PL + j*DW, c]
     y = cols @ wm;   dcols = dy @ wm^T (scattered back: col2im);   dw = cols^T @ dy
 
-The geometry ``g`` is ``ConvGeometry.astuple()``: (n, h, w, c, o, kh, kw, sh, sw, dh, dw, pt, pb,
-pl, pr, oh, ow).
+Forward: for each tile of MR output pixels the micro-kernel reads each tap's run of C channels
+straight from x (one pointer per pixel and tap; padding taps read zeros); with few channels the
+tile's patch rows are first copied into a small buffer instead. Backward-data: dy rows times the
+packed wm^T, each result tile scattered into dx (one image per task, so scatters never race).
+Backward-weight: dw^T = dy^T @ cols over chunks of pixels, each chunk's patch columns packed as
+panels, accumulated in per-thread partial kernels that the caller adds up. The geometry ``g`` is
+``ConvGeometry.astuple()``: (n, h, w, c, o, kh, kw, sh, sw, dh, dw, pt, pb, pl, pr, oh, ow).
 """
 
 from __future__ import annotations
@@ -18,20 +22,56 @@ import numba
 import numpy as np
 from numba import prange
 
-from .blas import NO_TRANS, TRANS
 from .elementwise import RELU
-from .gemm import gemm_tile
+from .gemm import matrix_rows, row_tile
 from .jit import CONV_SERIAL_FLOPS, helper, sized_kernel
+from .microkernel import MR, copy_bytes, microkernel, tile_columns, zero_bytes
+
+#: Below this many channels a tile's patch rows are copied into a buffer (few, short runs).
+PACK_BELOW_CHANNELS = 16
 
 
 @helper
-def pack_rows(x, g, r0, rows, cols):
-    """cols[0:rows] = patch rows r0 .. r0+rows-1 (flat output-pixel index n*OH*OW + oh*OW + ow)."""
+def patch_pointers(x, g, q0, rows, zeros, ptrs):
+    """ptrs[tap*MR + r] = address of x[n, ih, iw, 0] for output pixel q0 + r and tap (i, j),
+    or of ``zeros`` where the tap is in the padding or r >= rows."""
     n, h, w, c, o, kh, kw, sh, sw, dh, dw, pt, pb, pl, pr, oh, ow = g
-    for r in range(rows):
-        q = r0 + r
-        b = q // (oh * ow)
-        rem = q - b * oh * ow
+    base = x.ctypes.data
+    item = x.itemsize
+    zero = zeros.ctypes.data
+    for r in range(MR):
+        if r >= rows:
+            for tap in range(kh * kw):
+                ptrs[tap * MR + r] = zero
+            continue
+        q = q0 + r
+        img = q // (oh * ow)
+        rem = q - img * oh * ow
+        y0 = (rem // ow) * sh - pt
+        x0 = (rem % ow) * sw - pl
+        for i in range(kh):
+            ih = y0 + i * dh
+            for j in range(kw):
+                iw = x0 + j * dw
+                tap = i * kw + j
+                if 0 <= ih < h and 0 <= iw < w:
+                    ptrs[tap * MR + r] = base + (((img * h + ih) * w + iw) * c) * item
+                else:
+                    ptrs[tap * MR + r] = zero
+
+
+@helper
+def pack_patch_rows(x, g, q0, rows, cols):
+    """cols[r] = the patch row of output pixel q0 + r (zeros for padding and r >= rows)."""
+    n, h, w, c, o, kh, kw, sh, sw, dh, dw, pt, pb, pl, pr, oh, ow = g
+    item = x.itemsize
+    for r in range(MR):
+        if r >= rows:
+            cols[r, :] = 0
+            continue
+        q = q0 + r
+        img = q // (oh * ow)
+        rem = q - img * oh * ow
         y0 = (rem // ow) * sh - pt
         x0 = (rem % ow) * sw - pl
         for i in range(kh):
@@ -39,35 +79,15 @@ def pack_rows(x, g, r0, rows, cols):
             for j in range(kw):
                 iw = x0 + j * dw
                 base = (i * kw + j) * c
-                if 0 <= ih < h and 0 <= iw < w:
+                if 0 <= ih < h and 0 <= iw < w and c >= 4:
+                    copy_bytes(cols.ctypes.data + (r * cols.shape[1] + base) * item,
+                               x.ctypes.data + (((img * h + ih) * w + iw) * c) * item, c * item)
+                elif 0 <= ih < h and 0 <= iw < w:
                     for k in range(c):
-                        cols[r, base + k] = x[b, ih, iw, k]
+                        cols[r, base + k] = x[img, ih, iw, k]
                 else:
                     for k in range(c):
                         cols[r, base + k] = 0
-
-
-@helper
-def scatter_rows(dcols, g, r0, rows, dx):
-    """col2im for one tile: dx[pixel met by tap] += dcols[r, tap block]; serial."""
-    n, h, w, c, o, kh, kw, sh, sw, dh, dw, pt, pb, pl, pr, oh, ow = g
-    for r in range(rows):
-        q = r0 + r
-        b = q // (oh * ow)
-        rem = q - b * oh * ow
-        y0 = (rem // ow) * sh - pt
-        x0 = (rem % ow) * sw - pl
-        for i in range(kh):
-            ih = y0 + i * dh
-            if ih < 0 or ih >= h:
-                continue
-            for j in range(kw):
-                iw = x0 + j * dw
-                if iw < 0 or iw >= w:
-                    continue
-                base = (i * kw + j) * c
-                for k in range(c):
-                    dx[b, ih, iw, k] += dcols[r, base + k]
 
 
 @helper
@@ -83,63 +103,146 @@ def epilogue_rows(y2, r0, rows, b, has_bias, act):
 
 
 @sized_kernel(CONV_SERIAL_FLOPS)
-def forward(blas, x, wm, b, has_bias, act, g, direct_rows, rows_per, y2):
-    """y2 (N*OH*OW, O) = act(cols @ wm + b). ``direct_rows``: x itself is the patch matrix (1x1,
-    stride 1, no padding), so no packing is needed."""
-    m, o = y2.shape
-    k = wm.shape[0]
-    x2 = x.reshape(-1)
-    wflat = wm.reshape(-1)
+def forward(x, wp, b, has_bias, act, g, rows_per, y2):
+    """y2 (N*OH*OW, O) = act(cols @ wm + b); ``wp`` is wm packed in panels."""
+    c, o, kh, kw = g[3], g[4], g[5], g[6]
+    m = y2.shape[0]
+    k = kh * kw * c
+    packed = c < PACK_BELOW_CHANNELS
+    zeros = np.zeros(max(k, 1), dtype=x.dtype)
     yflat = y2.reshape(-1)
     for t in prange((m + rows_per - 1) // rows_per):
+        ptrs = np.empty(kh * kw * MR, dtype=np.int64)
+        tile = np.empty((MR, tile_columns(y2)), dtype=y2.dtype)
+        cols = np.empty((MR if packed else 0, k), dtype=x.dtype)
         r0 = t * rows_per
-        rows = min(rows_per, m - r0)
-        if direct_rows:
-            gemm_tile(blas, NO_TRANS, NO_TRANS, rows, o, k, x2, r0 * k, k, wflat, 0, o, 0.0,
-                      yflat, r0 * o, o)
-        else:
-            cols = np.empty((rows, k), dtype=x.dtype)
-            pack_rows(x, g, r0, rows, cols)
-            gemm_tile(blas, NO_TRANS, NO_TRANS, rows, o, k, cols.reshape(-1), 0, k, wflat, 0, o,
-                      0.0, yflat, r0 * o, o)
-        epilogue_rows(y2, r0, rows, b, has_bias, act)
+        r1 = min(m, r0 + rows_per)
+        for q0 in range(r0, r1, MR):
+            rows = min(MR, r1 - q0)
+            if packed:
+                pack_patch_rows(x, g, q0, rows, cols)
+                matrix_rows(cols, 0, MR, k, zeros, ptrs)
+                row_tile(ptrs, 1, k, wp, o, yflat, q0 * o, o, rows, False, tile)
+            else:
+                patch_pointers(x, g, q0, rows, zeros, ptrs)
+                row_tile(ptrs, kh * kw, c, wp, o, yflat, q0 * o, o, rows, False, tile)
+        epilogue_rows(y2, r0, r1 - r0, b, has_bias, act)
 
 
-@sized_kernel(CONV_SERIAL_FLOPS)
-def backward_data(blas, dy2, wm, g, rows_per, dx):
-    """dx (zeroed by the caller) += col2im(dy2 @ wm^T); one image per task, so the scatter of
-    one task never meets another's."""
+@helper
+def scatter_tile(tile, rows, col0, cols, g, q0, dx):
+    """col2im for one result tile: dx[pixel met by tap] += dcols[q0 + r, col0 + j]."""
     n, h, w, c, o, kh, kw, sh, sw, dh, dw, pt, pb, pl, pr, oh, ow = g
-    k = wm.shape[0]
-    per_image = oh * ow
-    dflat = dy2.reshape(-1)
-    wflat = wm.reshape(-1)
-    for img in prange(n):
-        dcols = np.empty((min(rows_per, per_image), k), dtype=dy2.dtype)
-        for r0 in range(img * per_image, (img + 1) * per_image, rows_per):
-            rows = min(rows_per, (img + 1) * per_image - r0)
-            gemm_tile(blas, NO_TRANS, TRANS, rows, k, o, dflat, r0 * o, o, wflat, 0, o, 0.0,
-                      dcols.reshape(-1), 0, k)
-            scatter_rows(dcols, g, r0, rows, dx)
+    for r in range(rows):
+        q = q0 + r
+        img = q // (oh * ow)
+        rem = q - img * oh * ow
+        y0 = (rem // ow) * sh - pt
+        x0 = (rem % ow) * sw - pl
+        col = col0
+        tap = col // c
+        k = col - tap * c
+        for j in range(cols):
+            i = tap // kw
+            ih = y0 + i * dh
+            iw = x0 + (tap - i * kw) * dw
+            if 0 <= ih < h and 0 <= iw < w:
+                dx[img, ih, iw, k] += tile[r, j]
+            k += 1
+            if k == c:
+                k = 0
+                tap += 1
 
 
 @sized_kernel(CONV_SERIAL_FLOPS)
-def backward_weight(blas, x, dy2, g, direct_rows, rows_per, partial):
-    """partial[thread] += cols^T @ dy2 over row tiles; the caller sums the partials."""
-    m, o = dy2.shape
-    k = partial.shape[1]
-    x2 = x.reshape(-1)
-    dflat = dy2.reshape(-1)
+def backward_data(dy2, wtp, g, dx):
+    """dx (zeroed by the caller) += col2im(dy2 @ wm^T); ``wtp`` is wm^T packed in panels. One
+    image per task, so the scatters of two tasks never meet."""
+    n, c, o, kh, kw, oh, ow = g[0], g[3], g[4], g[5], g[6], g[15], g[16]
+    k = kh * kw * c
+    per_image = oh * ow
+    zeros = np.zeros(max(o, 1), dtype=dy2.dtype)
+    item = dy2.itemsize
+    for img in prange(n):
+        ptrs = np.empty(MR, dtype=np.int64)
+        tile = np.empty((MR, tile_columns(dx)), dtype=dx.dtype)
+        nr = tile.shape[1]
+        for q0 in range(img * per_image, (img + 1) * per_image, MR):
+            rows = min(MR, (img + 1) * per_image - q0)
+            matrix_rows(dy2, q0, rows, o, zeros, ptrs)
+            for jp in range((k + nr - 1) // nr):
+                microkernel(1, o, ptrs, wtp.ctypes.data + jp * o * nr * item, tile.ctypes.data,
+                            nr, False, tile)
+                scatter_tile(tile, rows, jp * nr, min(nr, k - jp * nr), g, q0, dx)
+
+
+@helper
+def pack_patch_panels(x, g, q0, count, kpad, bp):
+    """The patch rows of output pixels q0 .. q0+count-1 as B panels for dw^T = dy^T @ cols:
+    ``bp[(jp*count + p)*NR + j] = cols[q0 + p, jp*NR + j]`` (columns beyond K are zero). Each
+    tap's channel run is copied (memcpy) in pieces that stay within one panel."""
+    n, h, w, c, o, kh, kw, sh, sw, dh, dw, pt, pb, pl, pr, oh, ow = g
+    nr = tile_columns(bp)
+    k = kh * kw * c
+    item = bp.itemsize
+    xa, ba = x.ctypes.data, bp.ctypes.data
+    xflat = x.reshape(-1)
+    for p in range(count):
+        q = q0 + p
+        img = q // (oh * ow)
+        rem = q - img * oh * ow
+        y0 = (rem // ow) * sh - pt
+        x0 = (rem % ow) * sw - pl
+        for i in range(kh):
+            ih = y0 + i * dh
+            for j in range(kw):
+                iw = x0 + j * dw
+                inside = 0 <= ih < h and 0 <= iw < w
+                src = ((img * h + ih) * w + iw) * c
+                col = (i * kw + j) * c
+                done = 0
+                while done < c:
+                    jp = col // nr
+                    jj = col - jp * nr
+                    take = min(c - done, nr - jj)
+                    dst = ba + ((jp * count + p) * nr + jj) * item
+                    if inside and take >= 4:
+                        copy_bytes(dst, xa + (src + done) * item, take * item)
+                    elif inside:
+                        for t in range(take):
+                            bp[(jp * count + p) * nr + jj + t] = xflat[src + done + t]
+                    else:
+                        zero_bytes(dst, take * item)
+                    done += take
+                    col += take
+        for col in range(k, kpad):
+            jp = col // nr
+            bp[(jp * count + p) * nr + col - jp * nr] = 0
+
+
+@sized_kernel(CONV_SERIAL_FLOPS)
+def backward_weight(x, dyt, g, chunk, partial):
+    """partial[thread] (O rounded up to MR, K rounded up to NR) += dy^T @ cols over the pixel
+    chunks the thread takes; ``dyt`` is dy as (O, N*OH*OW). The caller sums the partials."""
+    o = g[4]
+    m = dyt.shape[1]
+    opad, kpad = partial.shape[1], partial.shape[2]
+    zeros = np.zeros(chunk, dtype=dyt.dtype)
     partial[:] = 0
-    for t in prange((m + rows_per - 1) // rows_per):
+    item = dyt.itemsize
+    for t in prange((m + chunk - 1) // chunk):
+        q0 = t * chunk
+        count = min(chunk, m - q0)
+        bp = np.empty(kpad * count, dtype=dyt.dtype)
+        pack_patch_panels(x, g, q0, count, kpad, bp)
+        ptrs = np.empty(MR, dtype=np.int64)
         acc = partial[numba.get_thread_id()].reshape(-1)
-        r0 = t * rows_per
-        rows = min(rows_per, m - r0)
-        if direct_rows:
-            gemm_tile(blas, TRANS, NO_TRANS, k, o, rows, x2, r0 * k, k, dflat, r0 * o, o, 1.0,
-                      acc, 0, o)
-        else:
-            cols = np.empty((rows, k), dtype=x.dtype)
-            pack_rows(x, g, r0, rows, cols)
-            gemm_tile(blas, TRANS, NO_TRANS, k, o, rows, cols.reshape(-1), 0, k, dflat, r0 * o,
-                      o, 1.0, acc, 0, o)
+        nr = tile_columns(bp)
+        for o0 in range(0, opad, MR):
+            for r in range(MR):
+                row = o0 + r
+                ptrs[r] = (dyt.ctypes.data + (row * m + q0) * item if row < o
+                           else zeros.ctypes.data)
+            for jp in range(kpad // nr):
+                microkernel(1, count, ptrs, bp.ctypes.data + jp * count * nr * item,
+                            acc.ctypes.data + (o0 * kpad + jp * nr) * item, kpad, True, bp)

@@ -3,10 +3,11 @@
 For each block of ``tiles_per`` output tiles, on one thread:
 
 1. input transform   V[e, t, :] = (B^T d_t B)[e]   for the (m+2)^2 elements e of tile t
-2. element-wise GEMMs M[e] = V[e] @ U[e]          ((tiles x C) @ (C x O), CBLAS)
+2. element-wise GEMMs M[e] = V[e] @ U[e]          ((tiles x C) @ (C x O), micro-kernel)
 3. output transform  y[tile t] = act(A^T M[:, t] A + b)
 
-``U = G g G^T`` (shape ((m+2)^2, C, O)) is computed once per call by ``filter_transform``. The
+``U = G g G^T`` (shape ((m+2)^2, C, O)) is computed once per call by ``filter_transform`` and
+packed into micro-kernel panels by ``pack_filter_panels``. The
 transform matrices come from ``fastconv.winograd`` (shared with every backend); zero coefficients
 are skipped. Channels are the innermost, contiguous axis of every buffer, so each transform step
 is a vector operation over C (or O). ``g`` is ``ConvGeometry.astuple()``.
@@ -17,10 +18,9 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from .blas import NO_TRANS
 from .elementwise import RELU
-from .gemm import gemm_tile
-from .jit import CONV_SERIAL_FLOPS, sized_kernel
+from .jit import CONV_SERIAL_FLOPS, helper, sized_kernel
+from .microkernel import MR, microkernel, pack_panels, tile_columns
 
 
 @sized_kernel()
@@ -49,22 +49,35 @@ def filter_transform(w, G, U):
                             row[m] += coef * tmp[a, j, m]
 
 
+@helper
+def pack_filter_panels(U, Up):
+    """Up[e] = U[e] (C x O) packed in micro-kernel panels, for each tile element e."""
+    a2, c, o = U.shape
+    for e in range(a2):
+        pack_panels(U[e], c, o, False, Up[e])
+
+
 @sized_kernel(CONV_SERIAL_FLOPS)
-def forward(blas, x, U, BT, AT, b, has_bias, act, g, tiles, tiles_per, y):
-    """``tiles`` = (m, tiles along H, tiles along W)."""
+def forward(x, Up, BT, AT, b, has_bias, act, g, tiles, tiles_per, y):
+    """``tiles`` = (m, tiles along H, tiles along W); ``Up`` from ``pack_filter_panels``."""
     n, h, wd, c, o, kh, kw, sh, sw, dh, dw, pt, pb, pl, pr, oh, ow = g
     m, th, tw = tiles
     alpha = BT.shape[0]
     a2 = alpha * alpha
     total = n * th * tw
-    uflat = U.reshape(-1)
+    nr = tile_columns(y)
+    opad = (o + nr - 1) // nr * nr
+    item = x.itemsize
     for blk in prange((total + tiles_per - 1) // tiles_per):
         t0 = blk * tiles_per
         nt = min(tiles_per, total - t0)
-        V = np.empty((a2, nt, c), dtype=x.dtype)
-        M = np.empty((a2, nt, o), dtype=x.dtype)
+        ntp = (nt + MR - 1) // MR * MR
+        V = np.empty((a2, ntp, c), dtype=x.dtype)
+        V[:, nt:, :] = 0
+        M = np.empty((a2, ntp, opad), dtype=x.dtype)
         d = np.empty((alpha, alpha, c), dtype=x.dtype)
         tmp = np.empty((alpha, alpha, c), dtype=x.dtype)
+        ptrs = np.empty(MR, dtype=np.int64)
         # 1. input transform, tile by tile
         for tt in range(nt):
             tile = t0 + tt
@@ -97,12 +110,16 @@ def forward(blas, x, U, BT, AT, b, has_bias, act, g, tiles, tiles_per, y):
                         if coef != 0:
                             for k in range(c):
                                 row[k] += coef * tmp[a2_, bb, k]
-        # 2. one GEMM per tile element
-        vflat = V.reshape(-1)
-        mflat = M.reshape(-1)
+        # 2. one GEMM per tile element, in MR-row tiles (V and M are padded to whole tiles)
         for e in range(a2):
-            gemm_tile(blas, NO_TRANS, NO_TRANS, nt, o, c, vflat, e * nt * c, c, uflat, e * c * o,
-                      o, 0.0, mflat, e * nt * o, o)
+            panel = Up[e].ctypes.data
+            for i0 in range(0, ntp, MR):
+                for r in range(MR):
+                    ptrs[r] = V.ctypes.data + ((e * ntp + i0 + r) * c) * item
+                for jp in range(opad // nr):
+                    microkernel(1, c, ptrs, panel + jp * c * nr * item,
+                                M.ctypes.data + ((e * ntp + i0) * opad + jp * nr) * item, opad,
+                                False, M)
         # 3. output transform and epilogue
         part = np.empty((m, alpha, o), dtype=x.dtype)
         acc = np.empty(o, dtype=x.dtype)

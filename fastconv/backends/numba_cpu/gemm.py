@@ -1,8 +1,8 @@
-"""GEMM tiles for kernels and the backend's ``matmul`` primitive.
+"""GEMM on the micro-kernel: row tiles of C = A @ op(B), and the backend's ``matmul``.
 
-Every call goes through a CBLAS-compatible function pointer (see ``blas.py``) on flat, C-ordered
-arrays: ``gemm_tile`` multiplies one tile on the calling thread; ``matmul`` splits the rows of the
-result across Numba's threads.
+B is packed once into NR-column panels (``pack_panels``); rows of A are used in place through
+the micro-kernel's row-pointer table. Edge tiles (fewer than MR rows or NR columns) go through a
+small tile buffer.
 """
 
 from __future__ import annotations
@@ -10,47 +10,82 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from .blas import NO_TRANS, call_gemm
 from .jit import helper, sized_kernel
+from .microkernel import MR, microkernel, pack_panels, panel_size, tile_columns
 
 
 @helper
-def gemm_tile(blas, ta, tb, m, n, k, a, a_off, lda, b, b_off, ldb, beta, c, c_off, ldc):
-    """C[c_off:] (m x n, row stride ldc) = op(A) @ op(B) + beta * C; arrays flat, offsets in
-    elements. ``blas`` = (gemm address, ILP64 flag)."""
-    pa = a.ctypes.data + a_off * a.itemsize
-    pb = b.ctypes.data + b_off * b.itemsize
-    pc = c.ctypes.data + c_off * c.itemsize
-    if blas[1]:
-        call_gemm(blas[0], True, ta, tb, m, n, k, 1.0, pa, lda, pb, ldb, beta, pc, ldc, c)
-    else:
-        call_gemm(blas[0], False, ta, tb, m, n, k, 1.0, pa, lda, pb, ldb, beta, pc, ldc, c)
+def store_tile(tile, rows, cols, c, c_off, ldc, accumulate):
+    """The valid rows x cols corner of a tile buffer into flat C at c_off."""
+    for r in range(rows):
+        base = c_off + r * ldc
+        if accumulate:
+            for j in range(cols):
+                c[base + j] += tile[r, j]
+        else:
+            for j in range(cols):
+                c[base + j] = tile[r, j]
 
 
-@sized_kernel(threshold=1 << 20)
-def _matmul_rows(blas, a, b, c, ta, tb, m, n, k, rows_per):
-    """c (m x n) = op(a) @ op(b), row blocks of ``rows_per`` in parallel.
+@helper
+def row_tile(ptrs, nseg, seglen, bp, n, c, c_off, ldc, rows, accumulate, tile):
+    """C[rows x n] at flat offset c_off (row stride ldc) (+)= A @ B for one tile of <= MR rows
+    whose row pointers (per segment) are in ``ptrs``; ``bp`` packed panels of B."""
+    nr = tile_columns(c)
+    k = nseg * seglen
+    item = c.itemsize
+    for jp in range((n + nr - 1) // nr):
+        cols = min(nr, n - jp * nr)
+        panel = bp.ctypes.data + jp * k * nr * item
+        if rows == MR and cols == nr:
+            microkernel(nseg, seglen, ptrs, panel, c.ctypes.data + (c_off + jp * nr) * item, ldc,
+                        accumulate, c)
+        else:
+            microkernel(nseg, seglen, ptrs, panel, tile.ctypes.data, nr, False, c)
+            store_tile(tile, rows, cols, c, c_off + jp * nr, ldc, accumulate)
 
-    op(a) is (m x k): a is (m x k) when ta is NO_TRANS, else (k x m). op(b) is (k x n)."""
-    lda = k if ta == NO_TRANS else m
-    ldb = n if tb == NO_TRANS else k
+
+@helper
+def matrix_rows(a, i0, rows, k, zeros, ptrs):
+    """Row pointers of rows i0 .. i0+rows-1 of the C-ordered matrix ``a`` (k columns); the
+    rest of the MR slots point at ``zeros``."""
+    base = a.ctypes.data
+    step = k * a.itemsize
+    for r in range(MR):
+        ptrs[r] = base + (i0 + r) * step if r < rows else zeros.ctypes.data
+
+
+@sized_kernel(1 << 20)
+def _matmul_rows(a, bp, n, c, rows_per):
+    """c (m x n) = a (m x k) @ B, B packed; row blocks of ``rows_per`` in parallel."""
+    m, k = a.shape
+    zeros = np.zeros(max(k, 1), dtype=a.dtype)
+    cflat = c.reshape(-1)
     for t in prange((m + rows_per - 1) // rows_per):
+        ptrs = np.empty(MR, dtype=np.int64)
+        tile = np.empty((MR, tile_columns(c)), dtype=c.dtype)
         r0 = t * rows_per
-        rows = min(rows_per, m - r0)
-        a_off = r0 * lda if ta == NO_TRANS else r0
-        gemm_tile(blas, ta, tb, rows, n, k, a, a_off, lda, b, 0, ldb, 0.0, c, r0 * n, n)
+        r1 = min(m, r0 + rows_per)
+        for i0 in range(r0, r1, MR):
+            rows = min(MR, r1 - i0)
+            matrix_rows(a, i0, rows, k, zeros, ptrs)
+            row_tile(ptrs, 1, k, bp, n, cflat, i0 * n, n, rows, False, tile)
 
 
-def rows_per_task(m: int, threads: int, minimum: int = 16) -> int:
-    """Rows per parallel task: one task per thread, never tiny."""
-    return max(minimum, -(-m // max(threads, 1)))
+def rows_per_task(m: int, threads: int) -> int:
+    """Rows per parallel task: one task per thread, in whole tiles."""
+    per = -(-m // max(threads, 1))
+    return max(MR, -(-per // MR) * MR)
 
 
-def matmul(blas, a, b, trans_a: bool, trans_b: bool, threads: int):
-    """``op(a) @ op(b)`` for 2D C-ordered arrays of one dtype (the caller keeps the BLAS
-    single-threaded, see ``Blas.single_threaded``)."""
-    m = a.shape[1] if trans_a else a.shape[0]
-    k = a.shape[0] if trans_a else a.shape[1]
+def matmul(a, b, trans_a: bool, trans_b: bool, threads: int):
+    """``op(a) @ op(b)`` for 2D arrays of one float dtype."""
+    if trans_a:
+        a = np.ascontiguousarray(a.T)
+    else:
+        a = np.ascontiguousarray(a)
+    b = np.ascontiguousarray(b)
+    m, k = a.shape
     n = b.shape[0] if trans_b else b.shape[1]
     c = np.empty((m, n), dtype=a.dtype)
     if m == 0 or n == 0:
@@ -58,7 +93,7 @@ def matmul(blas, a, b, trans_a: bool, trans_b: bool, threads: int):
     if k == 0:
         c[...] = 0
         return c
-    _matmul_rows(m * n * k, blas.kernel_args(a.dtype), a.reshape(-1), b.reshape(-1),
-                 c.reshape(-1), 112 if trans_a else 111, 112 if trans_b else 111, m, n, k,
-                 rows_per_task(m, threads, 64))
+    bp = np.empty(panel_size(k, n, a.dtype), dtype=a.dtype)
+    pack_panels(b, k, n, trans_b, bp)
+    _matmul_rows(m * n * k, a, bp, n, c, rows_per_task(m, threads))
     return c
