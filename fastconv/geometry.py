@@ -179,6 +179,11 @@ class ConvGeometry:
         return (self.n, self.h, self.w, self.c, self.o, self.kh, self.kw, self.sh, self.sw,
                 self.dh, self.dw, self.pt, self.pb, self.pl, self.pr, self.oh, self.ow)
 
+    def unpadded(self) -> ConvGeometry:
+        """The same convolution on the explicitly padded input (same output size)."""
+        return ConvGeometry(self.n, self.h + self.pt + self.pb, self.w + self.pl + self.pr,
+                            self.c, self.o, self.kh, self.kw, self.sh, self.sw, self.dh, self.dw)
+
     def with_batch(self, n: int) -> ConvGeometry:
         return ConvGeometry(n, self.h, self.w, self.c, self.o, self.kh, self.kw, self.sh, self.sw,
                             self.dh, self.dw, self.pt, self.pb, self.pl, self.pr)

@@ -30,6 +30,15 @@ def _rows_per_task(m: int, threads: int) -> int:
     return -(-per // MR) * MR
 
 
+def _padded(x, g):
+    """x with the convolution's zero padding made explicit."""
+    if not (g.pt or g.pb or g.pl or g.pr):
+        return x
+    out = np.zeros((g.n, g.h + g.pt + g.pb, g.w + g.pl + g.pr, g.c), dtype=x.dtype)
+    out[:, g.pt:g.pt + g.h, g.pl:g.pl + g.w, :] = x
+    return out
+
+
 def _packed(b, k, n, trans):
     bp = np.empty(panel_size(k, n, b.dtype), dtype=b.dtype)
     pack_panels(b, k, n, trans, bp)
@@ -45,8 +54,15 @@ class Im2colConv(ConvAlgorithm):
         bias, has_bias = _bias(b, g.o, x.dtype)
         m = g.n * g.oh * g.ow
         y = np.empty(g.y_shape, dtype=x.dtype)
+        if g.dw == 1:  # each kernel row is one contiguous run of KW*C values
+            mode = conv_im2col.ROW_SEGMENTS
+            x, g_run = _padded(x, g), g.unpadded()
+        else:
+            mode = (conv_im2col.PACKED_ROWS if g.c < conv_im2col.PACK_BELOW_CHANNELS
+                    else conv_im2col.TAP_SEGMENTS)
+            g_run = g
         conv_im2col.forward(g.flops, x, _packed(_c(w).reshape(k, g.o), k, g.o, False), bias,
-                            has_bias, ACTIVATION_CODES[activation], g.astuple(),
+                            has_bias, ACTIVATION_CODES[activation], g_run.astuple(), mode,
                             _rows_per_task(m, self.backend.num_threads()), y.reshape(m, g.o))
         return y
 
@@ -65,6 +81,15 @@ class Im2colConv(ConvAlgorithm):
     def backward_weight(self, x, dy, g):
         m, k = g.n * g.oh * g.ow, g.kh * g.kw * g.c
         nr = NR32 if x.dtype == np.float32 else NR64
+        if g.c == 1 and g.sw == 1:
+            partial = np.empty((self.backend.num_threads(), -(-k // MR) * MR,
+                                -(-g.o // nr) * nr), dtype=x.dtype)
+            dy2 = _c(dy).reshape(m, g.o)
+            # with O == NR, dy's rows already are one panel
+            dyp = dy2.reshape(-1) if g.o == nr else _packed(dy2, m, g.o, False)
+            conv_im2col.backward_weight_single_channel(
+                g.flops, _padded(_c(x), g), dyp, g.unpadded().astuple(), partial)
+            return _c(partial.sum(axis=0)[:k, :g.o]).reshape(g.w_shape)
         partial = np.empty((self.backend.num_threads(), -(-g.o // MR) * MR, -(-k // nr) * nr),
                            dtype=x.dtype)
         dyt = _c(_c(dy).reshape(m, g.o).T)

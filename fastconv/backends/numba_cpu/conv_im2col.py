@@ -7,10 +7,12 @@ input values met by taps (i, j) in order i, j, c (zeros where the tap falls in t
     cols[r, (i*KW + j)*C + c] = x[n, oh*SH - PT + i*DH, ow*SW - PL + j*DW, c]
     y = cols @ wm;   dcols = dy @ wm^T (scattered back: col2im);   dw = cols^T @ dy
 
-Forward: for each tile of MR output pixels the micro-kernel reads each tap's run of C channels
-straight from x (one pointer per pixel and tap; padding taps read zeros); with few channels the
-tile's patch rows are first copied into a small buffer instead. Backward-data: dy rows times the
-packed wm^T, each result tile scattered into dx (one image per task, so scatters never race).
+Forward: for each tile of MR output pixels the micro-kernel reads the patch rows straight from
+x: with horizontal dilation 1, one run of KW*C contiguous values per kernel row (from a
+zero-padded copy of x when the convolution pads); otherwise one run of C channels per tap
+(padding taps read zeros), or, with few channels, the tile's patch rows copied first.
+Backward-data: dy rows times the packed wm^T, each result tile scattered into dx (one image per
+task, so scatters never race).
 Backward-weight: dw^T = dy^T @ cols over chunks of pixels, each chunk's patch columns packed as
 panels, accumulated in per-thread partial kernels that the caller adds up. The geometry ``g`` is
 ``ConvGeometry.astuple()``: (n, h, w, c, o, kh, kw, sh, sw, dh, dw, pt, pb, pl, pr, oh, ow).
@@ -27,7 +29,8 @@ from .gemm import matrix_rows, row_tile
 from .jit import CONV_SERIAL_FLOPS, helper, sized_kernel
 from .microkernel import MR, copy_bytes, microkernel, tile_columns, zero_bytes
 
-#: Below this many channels a tile's patch rows are copied into a buffer (few, short runs).
+#: Below this many channels a tile's patch rows are copied into a buffer (few, short runs),
+#: where kernel rows are not contiguous.
 PACK_BELOW_CHANNELS = 16
 
 
@@ -102,24 +105,55 @@ def epilogue_rows(y2, r0, rows, b, has_bias, act):
                 y2[r, k] = max(y2[r, k], 0)
 
 
+@helper
+def kernel_row_pointers(x, g, q0, rows, zeros, ptrs):
+    """For an unpadded geometry with horizontal dilation 1: ptrs[i*MR + r] = address of
+    x[n, oh*SH + i*DH, ow*SW, 0] for output pixel q0 + r, the start of kernel row i's
+    KW*C contiguous values (``zeros`` for r >= rows)."""
+    n, h, w, c, o, kh, kw, sh, sw, dh, dw, pt, pb, pl, pr, oh, ow = g
+    base = x.ctypes.data
+    item = x.itemsize
+    for r in range(MR):
+        if r >= rows:
+            for i in range(kh):
+                ptrs[i * MR + r] = zeros.ctypes.data
+            continue
+        q = q0 + r
+        img = q // (oh * ow)
+        rem = q - img * oh * ow
+        y0 = (rem // ow) * sh
+        x0 = (rem % ow) * sw
+        for i in range(kh):
+            ptrs[i * MR + r] = base + (((img * h + y0 + i * dh) * w + x0) * c) * item
+
+
+#: forward modes: how the micro-kernel finds a tile's patch rows
+ROW_SEGMENTS, TAP_SEGMENTS, PACKED_ROWS = 0, 1, 2
+
+
 @sized_kernel(CONV_SERIAL_FLOPS)
-def forward(x, wp, b, has_bias, act, g, rows_per, y2):
-    """y2 (N*OH*OW, O) = act(cols @ wm + b); ``wp`` is wm packed in panels."""
+def forward(x, wp, b, has_bias, act, g, mode, rows_per, y2):
+    """y2 (N*OH*OW, O) = act(cols @ wm + b); ``wp`` is wm packed in panels. ``mode``:
+    ROW_SEGMENTS (x already padded, horizontal dilation 1: one segment of KW*C values per
+    kernel row), TAP_SEGMENTS (one segment of C values per tap, padding read from zeros) or
+    PACKED_ROWS (few channels: the tile's patch rows copied first)."""
     c, o, kh, kw = g[3], g[4], g[5], g[6]
     m = y2.shape[0]
     k = kh * kw * c
-    packed = c < PACK_BELOW_CHANNELS
     zeros = np.zeros(max(k, 1), dtype=x.dtype)
     yflat = y2.reshape(-1)
     for t in prange((m + rows_per - 1) // rows_per):
         ptrs = np.empty(kh * kw * MR, dtype=np.int64)
         tile = np.empty((MR, tile_columns(y2)), dtype=y2.dtype)
-        cols = np.empty((MR if packed else 0, k), dtype=x.dtype)
+        cols = np.empty((MR if mode == PACKED_ROWS else 0, k), dtype=x.dtype)
         r0 = t * rows_per
         r1 = min(m, r0 + rows_per)
         for q0 in range(r0, r1, MR):
             rows = min(MR, r1 - q0)
-            if packed:
+            if mode == ROW_SEGMENTS:
+                kernel_row_pointers(x, g, q0, rows, zeros, ptrs)
+                row_tile(ptrs, kh, kw * c, wp, o, yflat, q0 * o, o, rows, False, tile)
+            elif mode == PACKED_ROWS:
                 pack_patch_rows(x, g, q0, rows, cols)
                 matrix_rows(cols, 0, MR, k, zeros, ptrs)
                 row_tile(ptrs, 1, k, wp, o, yflat, q0 * o, o, rows, False, tile)
@@ -246,3 +280,37 @@ def backward_weight(x, dyt, g, chunk, partial):
             for jp in range(kpad // nr):
                 microkernel(1, count, ptrs, bp.ctypes.data + jp * count * nr * item,
                             acc.ctypes.data + (o0 * kpad + jp * nr) * item, kpad, True, bp)
+
+
+@sized_kernel(CONV_SERIAL_FLOPS)
+def backward_weight_single_channel(x, dyp, g, partial):
+    """Backward-weight for one input channel and horizontal stride 1 (``g`` unpadded, x padded
+    explicitly): dw (KH*KW, O) = cols^T @ dy, where row (i, j) of cols^T, along output row
+    (img, p), is x[img, p*SH + i*DH, j*DW : j*DW + OW], contiguous; so the micro-kernel reads x
+    in place, one segment per output row, against ``dyp`` (dy packed in panels over O). One
+    image per task; partial[thread] is (KH*KW rounded up to MR, O rounded up to NR)."""
+    n, h, w, c, o, kh, kw, sh, sw, dh, dw, pt, pb, pl, pr, oh, ow = g
+    taps = kh * kw
+    tpad, opad = partial.shape[1], partial.shape[2]
+    nr = tile_columns(partial)
+    m = n * oh * ow
+    item = x.itemsize
+    zeros = np.zeros(ow, dtype=x.dtype)
+    partial[:] = 0
+    for img in prange(n):
+        acc = partial[numba.get_thread_id()].reshape(-1)
+        ptrs = np.empty(oh * MR, dtype=np.int64)
+        for r0 in range(0, tpad, MR):
+            for p in range(oh):
+                for r in range(MR):
+                    tap = r0 + r
+                    if tap < taps:
+                        i = tap // kw
+                        j = tap - i * kw
+                        ptrs[p * MR + r] = x.ctypes.data + (
+                            (img * h + p * sh + i * dh) * w + j * dw) * item
+                    else:
+                        ptrs[p * MR + r] = zeros.ctypes.data
+            for jp in range(opad // nr):
+                microkernel(oh, ow, ptrs, dyp.ctypes.data + (jp * m + img * oh * ow) * nr * item,
+                            acc.ctypes.data + (r0 * opad + jp * nr) * item, opad, True, partial)
