@@ -15,6 +15,7 @@ hashable keys for the algorithm autotuner.
 
 from __future__ import annotations
 
+import functools
 import numbers
 from dataclasses import dataclass
 
@@ -143,11 +144,11 @@ class ConvGeometry:
     pl: int = 0
     pr: int = 0
 
-    @property
+    @functools.cached_property
     def oh(self) -> int:
         return output_length(self.h, effective_kernel(self.kh, self.dh), self.sh, self.pt, self.pb)
 
-    @property
+    @functools.cached_property
     def ow(self) -> int:
         return output_length(self.w, effective_kernel(self.kw, self.dw), self.sw, self.pl, self.pr)
 
@@ -253,11 +254,11 @@ class PoolGeometry:
     pl: int = 0
     pr: int = 0
 
-    @property
+    @functools.cached_property
     def oh(self) -> int:
         return output_length(self.h, self.ph, self.sh, self.pt, self.pb)
 
-    @property
+    @functools.cached_property
     def ow(self) -> int:
         return output_length(self.w, self.pw, self.sw, self.pl, self.pr)
 

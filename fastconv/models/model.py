@@ -78,6 +78,7 @@ class Model:
         self.stop_training = False
         self.history: History | None = None
         self._plans: dict[tuple, InferencePlan] = {}
+        self._chunks: dict[tuple, int] = {}  # images per inference chunk, per input shape
 
     # -- provided by subclasses --------------------------------------------------------------
     @property
@@ -146,8 +147,10 @@ class Model:
     # -- data --------------------------------------------------------------------------------
     def _check_x(self, x, where: str) -> np.ndarray:
         x = _host_array(x, f"{where}: x")
-        self.build((None, *x.shape[1:]))
         expected = self.input_shape
+        if not self.built or expected is None or tuple(expected[1:]) != x.shape[1:]:
+            self.build((None, *x.shape[1:]))
+            expected = self.input_shape
         if len(expected) != x.ndim or any(
                 e is not None and e != s for e, s in zip(expected[1:], x.shape[1:])):
             first = self.layers[0].name if self.layers else self.name
@@ -367,10 +370,14 @@ class Model:
 
     def _forget_plans(self) -> None:
         self._plans.clear()
+        self._chunks.clear()
 
     def _predict_batch(self, xb: np.ndarray) -> np.ndarray:
         backend = get_backend()
-        chunk = chunk_size(self, xb.shape[1:], backend)
+        key = (xb.shape[1:], backend.name, backend.inference_chunk_bytes)
+        chunk = self._chunks.get(key)
+        if chunk is None:
+            chunk = self._chunks[key] = chunk_size(self, xb.shape[1:], backend)
         if not chunk or len(xb) <= chunk:
             plan = self.inference_plan(xb.shape)
             return backend.to_host(plan(backend.asarray(xb, dtype=self.dtype)))
