@@ -69,6 +69,39 @@ def max_backward(dy, argmax, g, dx):
 
 
 @helper
+def _max_backward_tiled_row(dy, argmax, g, img, u, dxrow):
+    """Input row u of dx when windows tile the input (stride == pool, no top/left padding):
+    each input element belongs to at most one window, so it is dy there if it was that
+    window's maximum, else 0; rows and columns no window covers are 0."""
+    n, h, w, c, ph, pw, sh, sw, pt, pb, pl, pr, oh, ow = g
+    p = u // ph
+    i = u - p * ph
+    for v in range(w):
+        out = dxrow[v]
+        q = v // pw
+        if p >= oh or q >= ow:
+            for k in range(c):
+                out[k] = 0
+            continue
+        tap = i * pw + (v - q * pw)
+        arg = argmax[img, p, q]
+        grad = dy[img, p, q]
+        for k in range(c):
+            out[k] = grad[k] if arg[k] == tap else 0
+
+
+@sized_kernel(1 << 16, fastmath=False)
+def max_backward_tiled(dy, argmax, g, dx):
+    """max_backward for windows that tile the input: parallel over input rows, no zeroing
+    pass and no scatter."""
+    n, h = g[0], g[1]
+    for t in prange(n * h):
+        img = t // h
+        u = t - img * h
+        _max_backward_tiled_row(dy, argmax, g, img, u, dx[img, u])
+
+
+@helper
 def _avg_row(x, g, img, p, yrow):
     n, h, w, c, ph, pw, sh, sw, pt, pb, pl, pr, oh, ow = g
     i0, i1 = max(p * sh - pt, 0), min(p * sh - pt + ph, h)
