@@ -24,7 +24,7 @@ import numba
 import numpy as np
 from numba import prange
 
-from .elementwise import RELU
+from .elementwise import bias_act
 from .gemm import matrix_rows, row_tile
 from .jit import CONV_SERIAL_FLOPS, helper, sized_kernel
 from .microkernel import MR, copy_bytes, microkernel, tile_columns, zero_bytes
@@ -32,6 +32,16 @@ from .microkernel import MR, copy_bytes, microkernel, tile_columns, zero_bytes
 #: Below this many channels a tile's patch rows are copied into a buffer (few, short runs),
 #: where kernel rows are not contiguous.
 PACK_BELOW_CHANNELS = 16
+
+
+@helper
+def pixel_origin(g, q):
+    """Output pixel q (flat over N, OH, OW) -> (image, top row, left column) of its window in
+    the input (negative where the window starts in the padding)."""
+    n, h, w, c, o, kh, kw, sh, sw, dh, dw, pt, pb, pl, pr, oh, ow = g
+    img = q // (oh * ow)
+    rem = q - img * oh * ow
+    return img, (rem // ow) * sh - pt, (rem % ow) * sw - pl
 
 
 @helper
@@ -47,11 +57,7 @@ def patch_pointers(x, g, q0, rows, zeros, ptrs):
             for tap in range(kh * kw):
                 ptrs[tap * MR + r] = zero
             continue
-        q = q0 + r
-        img = q // (oh * ow)
-        rem = q - img * oh * ow
-        y0 = (rem // ow) * sh - pt
-        x0 = (rem % ow) * sw - pl
+        img, y0, x0 = pixel_origin(g, q0 + r)
         for i in range(kh):
             ih = y0 + i * dh
             for j in range(kw):
@@ -72,11 +78,7 @@ def pack_patch_rows(x, g, q0, rows, cols):
         if r >= rows:
             cols[r, :] = 0
             continue
-        q = q0 + r
-        img = q // (oh * ow)
-        rem = q - img * oh * ow
-        y0 = (rem // ow) * sh - pt
-        x0 = (rem % ow) * sw - pl
+        img, y0, x0 = pixel_origin(g, q0 + r)
         for i in range(kh):
             ih = y0 + i * dh
             for j in range(kw):
@@ -94,18 +96,6 @@ def pack_patch_rows(x, g, q0, rows, cols):
 
 
 @helper
-def epilogue_rows(y2, r0, rows, b, has_bias, act):
-    o = y2.shape[1]
-    for r in range(r0, r0 + rows):
-        if has_bias:
-            for k in range(o):
-                y2[r, k] += b[k]
-        if act == RELU:
-            for k in range(o):
-                y2[r, k] = max(y2[r, k], 0)
-
-
-@helper
 def kernel_row_pointers(x, g, q0, rows, zeros, ptrs):
     """For an unpadded geometry with horizontal dilation 1: ptrs[i*MR + r] = address of
     x[n, oh*SH + i*DH, ow*SW, 0] for output pixel q0 + r, the start of kernel row i's
@@ -118,11 +108,7 @@ def kernel_row_pointers(x, g, q0, rows, zeros, ptrs):
             for i in range(kh):
                 ptrs[i * MR + r] = zeros.ctypes.data
             continue
-        q = q0 + r
-        img = q // (oh * ow)
-        rem = q - img * oh * ow
-        y0 = (rem // ow) * sh
-        x0 = (rem % ow) * sw
+        img, y0, x0 = pixel_origin(g, q0 + r)  # unpadded: no offsets
         for i in range(kh):
             ptrs[i * MR + r] = base + (((img * h + y0 + i * dh) * w + x0) * c) * item
 
@@ -160,7 +146,7 @@ def forward(x, wp, b, has_bias, act, g, mode, rows_per, y2):
             else:
                 patch_pointers(x, g, q0, rows, zeros, ptrs)
                 row_tile(ptrs, kh * kw, c, wp, o, yflat, q0 * o, o, rows, False, tile)
-        epilogue_rows(y2, r0, r1 - r0, b, has_bias, act)
+        bias_act(y2[r0:r1], b, has_bias, act)
 
 
 @helper
@@ -168,11 +154,7 @@ def scatter_tile(tile, rows, col0, cols, g, q0, dx):
     """col2im for one result tile: dx[pixel met by tap] += dcols[q0 + r, col0 + j]."""
     n, h, w, c, o, kh, kw, sh, sw, dh, dw, pt, pb, pl, pr, oh, ow = g
     for r in range(rows):
-        q = q0 + r
-        img = q // (oh * ow)
-        rem = q - img * oh * ow
-        y0 = (rem // ow) * sh - pt
-        x0 = (rem % ow) * sw - pl
+        img, y0, x0 = pixel_origin(g, q0 + r)
         col = col0
         tap = col // c
         k = col - tap * c
@@ -222,11 +204,7 @@ def pack_patch_panels(x, g, q0, count, kpad, bp):
     xa, ba = x.ctypes.data, bp.ctypes.data
     xflat = x.reshape(-1)
     for p in range(count):
-        q = q0 + p
-        img = q // (oh * ow)
-        rem = q - img * oh * ow
-        y0 = (rem // ow) * sh - pt
-        x0 = (rem % ow) * sw - pl
+        img, y0, x0 = pixel_origin(g, q0 + p)
         for i in range(kh):
             ih = y0 + i * dh
             for j in range(kw):

@@ -57,6 +57,15 @@ def pack_filter_panels(U, Up):
         pack_panels(U[e], c, o, False, Up[e])
 
 
+@helper
+def tile_position(tile, th, tw):
+    """Tile index (flat over images, tile rows, tile columns) -> (image, tile row, column)."""
+    img = tile // (th * tw)
+    rest = tile - img * th * tw
+    ty = rest // tw
+    return img, ty, rest - ty * tw
+
+
 @sized_kernel(CONV_SERIAL_FLOPS)
 def forward(x, Up, BT, AT, b, has_bias, act, g, tiles, tiles_per, y):
     """``tiles`` = (m, tiles along H, tiles along W); ``Up`` from ``pack_filter_panels``."""
@@ -80,11 +89,7 @@ def forward(x, Up, BT, AT, b, has_bias, act, g, tiles, tiles_per, y):
         ptrs = np.empty(MR, dtype=np.int64)
         # 1. input transform, tile by tile
         for tt in range(nt):
-            tile = t0 + tt
-            img = tile // (th * tw)
-            rest = tile - img * th * tw
-            ty = rest // tw
-            tx = rest - ty * tw
+            img, ty, tx = tile_position(t0 + tt, th, tw)
             for a in range(alpha):
                 ih = ty * m + a - pt
                 for bb in range(alpha):
@@ -124,11 +129,7 @@ def forward(x, Up, BT, AT, b, has_bias, act, g, tiles, tiles_per, y):
         part = np.empty((m, alpha, o), dtype=x.dtype)
         acc = np.empty(o, dtype=x.dtype)
         for tt in range(nt):
-            tile = t0 + tt
-            img = tile // (th * tw)
-            rest = tile - img * th * tw
-            ty = rest // tw
-            tx = rest - ty * tw
+            img, ty, tx = tile_position(t0 + tt, th, tw)
             for p in range(m):
                 for bb in range(alpha):
                     part[p, bb, :] = 0

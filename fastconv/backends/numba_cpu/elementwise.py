@@ -18,7 +18,8 @@ ACTIVATION_CODES = {"linear": LINEAR, "relu": RELU}
 
 
 @helper
-def _bias_act(y, b, has_bias, act):
+def bias_act(y, b, has_bias, act):
+    """y[r, :] = act(y[r, :] + b) in place, serially; y is (rows, channels)."""
     rows, ch = y.shape
     for r in range(rows):
         if has_bias:
@@ -34,7 +35,7 @@ def bias_act_rows(y, b, has_bias, act, rows_per):
     """y[r, :] = act(y[r, :] + b) in place; y is (rows, channels)."""
     rows = y.shape[0]
     for t in prange((rows + rows_per - 1) // rows_per):
-        _bias_act(y[t * rows_per:min((t + 1) * rows_per, rows)], b, has_bias, act)
+        bias_act(y[t * rows_per:min((t + 1) * rows_per, rows)], b, has_bias, act)
 
 
 @helper
