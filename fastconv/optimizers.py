@@ -42,6 +42,7 @@ class Optimizer:
         for var in variables:
             if var.grad is not None:
                 self.update(var, var.grad)
+                var.changed()
 
     def update(self, var, grad) -> None:
         raise NotImplementedError

@@ -162,12 +162,20 @@ def _topological_order(root: Tensor) -> list[Tensor]:
 
 
 class Variable(Tensor):
-    """A trainable weight: a leaf tensor with a name and a ``trainable`` flag."""
+    """A trainable weight: a leaf tensor with a name and a ``trainable`` flag. ``version``
+    counts changes made through ``assign`` and optimizers, so that values derived from the
+    weights (packed or transformed kernels of inference plans) know when to be rebuilt; code
+    that writes into ``.data`` directly calls ``changed()``."""
 
-    __slots__ = ()
+    __slots__ = ("version",)
 
     def __init__(self, data, name: str, trainable: bool = True):
         super().__init__(data, requires_grad=trainable, name=name)
+        self.version = 0
+
+    def changed(self) -> None:
+        """Record that the values changed in place."""
+        self.version += 1
 
     @property
     def trainable(self) -> bool:
@@ -188,6 +196,7 @@ class Variable(Tensor):
                 f"cannot assign a value of shape {tuple(value.shape)} to weight {self.name!r} "
                 f"of shape {self.shape}")
         self.data = self._backend.asarray(value, dtype=self.dtype).copy()
+        self.version += 1
 
 
 class Function:

@@ -104,3 +104,18 @@ def test_plans_use_the_current_algorithm(backend, rng, algo):
         got = model.predict_on_batch(x)
     np.testing.assert_allclose(got, graph_outputs(model, x), rtol=1e-4, atol=1e-5)
     assert any(key[2] == algo for key in model._plans)
+
+
+def test_in_place_weight_changes_are_seen_after_changed(backend, rng):
+    """Plans keep prepared (packed) kernels per weight version; writing into a weight's array
+    and calling ``changed()`` makes the next prediction use the new values."""
+    model = Sequential([Input((6, 6, 2)), Conv2D(3, 3, activation="relu"), Flatten(),
+                        Dense(4, activation="relu")])
+    x = rng.standard_normal((2, 6, 6, 2)).astype(np.float32)
+    before = model.predict_on_batch(x)
+    for var in model.weights:
+        var.data[...] = var.data * 2 + 0.1
+        var.changed()
+    after = model.predict_on_batch(x)
+    assert not np.allclose(before, after)
+    np.testing.assert_allclose(after, graph_outputs(model, x), rtol=1e-5, atol=1e-6)

@@ -156,6 +156,16 @@ class Backend:
         """NHWC x HWIO (+ bias, + fused activation) -> NHWC."""
         return self.conv_algorithm(algo).forward(x, w, b, geom, activation)
 
+    def prepare_conv2d_forward(self, geom: ConvGeometry, algo: str, activation: str):
+        """``run(x, w, b, weights_key)``: ``conv2d_forward`` for one geometry, with everything
+        that depends only on the geometry (and, per ``weights_key``, on the weights) worked out
+        once; inference plans use it. ``weights_key`` changes whenever w or b change."""
+        algorithm = self.conv_algorithm(algo)
+        prepare = getattr(algorithm, "prepare_forward", None)
+        if prepare is not None:
+            return prepare(geom, activation)
+        return lambda x, w, b, weights_key: algorithm.forward(x, w, b, geom, activation)
+
     def conv2d_backward_data(self, dy, w, geom: ConvGeometry, algo: str):
         """Gradient of the convolution with respect to its input."""
         return self.conv_algorithm(algo).backward_data(dy, w, geom)
@@ -198,6 +208,11 @@ class Backend:
         dz = dy * (y > 0) if activation == "relu" else dy
         db = dz.reshape(-1, dz.shape[-1]).sum(axis=0) if bias else None
         return dz, db
+
+    def prepare_matmul(self):
+        """``run(a, b, b_key)``: ``matmul(a, b)`` for a right operand that changes only when
+        ``b_key`` does (weights in inference plans), so that backends may keep it prepared."""
+        return lambda a, b, b_key: self.matmul(a, b)
 
     def matmul(self, a, b, trans_a: bool = False, trans_b: bool = False):
         """``op(a) @ op(b)`` for 2D arrays, op = transpose where asked (dense layers)."""

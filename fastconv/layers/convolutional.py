@@ -77,13 +77,12 @@ class Conv2D(Layer):
         geom = conv_geometry(input_shape, self.kernel.shape, self.strides, self.padding,
                              self.dilation_rate)
         algo = algorithms.resolve(backend, geom, self.kernel.dtype, "forward")
-        kernel, bias, act = self.kernel, self.bias, self.activation
-
-        def step(a):
-            return backend.conv2d_forward(a, kernel.data, None if bias is None else bias.data,
-                                          geom, algo, act)
-
-        return step
+        run = backend.prepare_conv2d_forward(geom, algo, self.activation)
+        kernel, bias = self.kernel, self.bias
+        if bias is None:
+            return lambda a: run(a, kernel.data, None, (id(kernel.data), kernel.version))
+        return lambda a: run(a, kernel.data, bias.data, (id(kernel.data), kernel.version,
+                                                         id(bias.data), bias.version))
 
     def compute_output_shape(self, input_shape):
         n, h, w, _ = input_shape

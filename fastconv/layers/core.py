@@ -69,9 +69,10 @@ class Dense(Layer):
         if self.activation not in FUSED_ACTIVATIONS:
             return super().inference_step(input_shape, backend)
         kernel, bias, act = self.kernel, self.bias, self.activation
+        matmul = backend.prepare_matmul()
 
         def step(a):
-            y = backend.matmul(a.reshape(-1, a.shape[-1]), kernel.data)
+            y = matmul(a.reshape(-1, a.shape[-1]), kernel.data, (id(kernel.data), kernel.version))
             y = backend.bias_activation(y, None if bias is None else bias.data, act)
             return y.reshape(*a.shape[:-1], y.shape[-1])
 

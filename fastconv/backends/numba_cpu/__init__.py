@@ -62,6 +62,20 @@ class NumbaCpuBackend(Backend):
     def matmul(self, a, b, trans_a=False, trans_b=False):
         return gemm.matmul(a, b, trans_a, trans_b, self.num_threads())
 
+    def prepare_matmul(self):
+        cache = {}
+
+        def run(a, b, b_key):
+            if cache.get("key") != b_key:
+                cache["key"] = b_key
+                cache["packed"] = gemm.packed(b, False)
+            bp, k, n = cache["packed"]
+            if k == 0:
+                return np.zeros((a.shape[0], n), dtype=a.dtype)
+            return gemm.matmul_packed(a, bp, n, self.num_threads())
+
+        return run
+
     # -- pooling ------------------------------------------------------------------------------
     def max_pool2d_forward(self, x, geom, with_argmax=True):
         y = np.empty(geom.y_shape, dtype=x.dtype)

@@ -66,6 +66,38 @@ class Im2colConv(ConvAlgorithm):
                             _rows_per_task(m, self.backend.num_threads()), y.reshape(m, g.o))
         return y
 
+    def prepare_forward(self, g, activation):
+        """Inference: mode, geometry tuple and task size once; the packed kernel and the bias
+        once per ``weights_key``."""
+        k = g.kh * g.kw * g.c
+        m = g.n * g.oh * g.ow
+        rows_per = _rows_per_task(m, self.backend.num_threads())
+        act = ACTIVATION_CODES[activation]
+        if g.dw == 1:
+            mode, g_run, pad = conv_im2col.ROW_SEGMENTS, g.unpadded(), True
+        else:
+            mode = (conv_im2col.PACKED_ROWS if g.c < conv_im2col.PACK_BELOW_CHANNELS
+                    else conv_im2col.TAP_SEGMENTS)
+            g_run, pad = g, False
+        g_tuple = g_run.astuple()
+        cache = {}
+
+        def run(x, w, b, weights_key):
+            if cache.get("key") != weights_key:
+                cache["key"] = weights_key
+                cache["wp"] = _packed(_c(w).reshape(k, g.o), k, g.o, False)
+                cache["bias"] = _bias(b, g.o, w.dtype)
+            x = _c(x)
+            if pad:
+                x = _padded(x, g)
+            y = np.empty(g.y_shape, dtype=x.dtype)
+            bias, has_bias = cache["bias"]
+            conv_im2col.forward(g.flops, x, cache["wp"], bias, has_bias, act, g_tuple, mode,
+                                rows_per, y.reshape(m, g.o))
+            return y
+
+        return run
+
     def backward_data(self, dy, w, g):
         """Stride 1: the implicit-GEMM forward on dy with the flipped kernel (parallel over
         rows, no scatter); otherwise dy @ wm^T scattered back (col2im)."""

@@ -78,6 +78,24 @@ def rows_per_task(m: int, threads: int) -> int:
     return max(MR, -(-per // MR) * MR)
 
 
+def packed(b, trans_b: bool):
+    """op(b) packed in micro-kernel panels, with its (k, n)."""
+    k, n = (b.shape[1], b.shape[0]) if trans_b else b.shape
+    bp = np.empty(panel_size(k, n, b.dtype), dtype=b.dtype)
+    pack_panels(np.ascontiguousarray(b), k, n, trans_b, bp)
+    return bp, k, n
+
+
+def matmul_packed(a, bp, n: int, threads: int):
+    """``a @ B`` for B already packed (``packed``)."""
+    a = np.ascontiguousarray(a)
+    m, k = a.shape
+    c = np.empty((m, n), dtype=a.dtype)
+    if m and n:
+        _matmul_rows(m * n * max(k, 1), a, bp, n, c, rows_per_task(m, threads))
+    return c
+
+
 def matmul(a, b, trans_a: bool, trans_b: bool, threads: int):
     """``op(a) @ op(b)`` for 2D arrays of one float dtype."""
     if trans_a:
