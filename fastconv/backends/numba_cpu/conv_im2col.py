@@ -150,24 +150,34 @@ def forward(x, wp, b, has_bias, act, g, mode, rows_per, y2):
 
 
 @helper
+def add_run(dst, dst_off, src, src_off, count):
+    """dst[dst_off : dst_off + count] += src[src_off : src_off + count] (flat arrays)."""
+    for t in range(count):
+        dst[dst_off + t] += src[src_off + t]
+
+
+@helper
 def scatter_tile(tile, rows, col0, cols, g, q0, dx):
-    """col2im for one result tile: dx[pixel met by tap] += dcols[q0 + r, col0 + j]."""
+    """col2im for one result tile: dx[pixel met by tap] += dcols[q0 + r, col0 + j], one
+    contiguous run of channels at a time."""
     n, h, w, c, o, kh, kw, sh, sw, dh, dw, pt, pb, pl, pr, oh, ow = g
+    dflat = dx.reshape(-1)
+    tflat = tile.reshape(-1)
+    nr = tile.shape[1]
     for r in range(rows):
         img, y0, x0 = pixel_origin(g, q0 + r)
         col = col0
-        tap = col // c
-        k = col - tap * c
-        for j in range(cols):
+        while col < col0 + cols:
+            tap = col // c
+            k = col - tap * c
+            take = min(c - k, col0 + cols - col)
             i = tap // kw
             ih = y0 + i * dh
             iw = x0 + (tap - i * kw) * dw
             if 0 <= ih < h and 0 <= iw < w:
-                dx[img, ih, iw, k] += tile[r, j]
-            k += 1
-            if k == c:
-                k = 0
-                tap += 1
+                add_run(dflat, ((img * h + ih) * w + iw) * c + k, tflat, r * nr + col - col0,
+                        take)
+            col += take
 
 
 @sized_kernel(CONV_SERIAL_FLOPS)
