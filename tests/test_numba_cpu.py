@@ -213,7 +213,10 @@ def kernel_mode(request):
     ((1, 9, 9, 2), (3, 3, 2, 2), 1, "valid", 2),
     ((5, 5, 5, 3), (1, 1, 3, 6), 1, "valid", 1),
     ((2, 10, 10, 3), (3, 3, 3, 4), 1, 3, 1),
-], ids=["same", "strided-asymmetric", "dilated", "1x1", "pad-above-k-1"])
+    ((2, 6, 7, 32), (3, 2, 32, 5), (1, 2), "same", 1),
+    ((1, 7, 6, 64), (2, 3, 64, 3), 1, ((0, 2), (1, 0)), (2, 1)),
+], ids=["same", "strided-asymmetric", "dilated", "1x1", "pad-above-k-1", "channels-32",
+        "channels-64-dilated"])
 def test_parallel_and_serial_variants_match_numpy(kernel_mode, case):
     """Small shapes normally run serially; both variants must agree with the reference."""
     from fastconv.geometry import pool_geometry

@@ -127,7 +127,12 @@ class Im2colConv(ConvAlgorithm):
         partial = np.empty((self.backend.num_threads(), -(-g.o // MR) * MR, -(-k // nr) * nr),
                            dtype=x.dtype)
         dyt = _c(_c(dy).reshape(m, g.o).T)
-        conv_im2col.backward_weight(g.flops, _c(x), dyt, g.astuple(), WEIGHT_CHUNK, partial)
+        if g.c % nr == 0:  # every B panel is a run of channels of x: nothing to pack
+            conv_im2col.backward_weight_row_pointers(g.flops, _c(x), dyt, g.astuple(),
+                                                     WEIGHT_CHUNK, partial)
+        else:
+            conv_im2col.backward_weight(g.flops, _c(x), dyt, g.astuple(), WEIGHT_CHUNK,
+                                        partial)
         dwt = partial.sum(axis=0)[:g.o, :k]
         return _c(dwt.T).reshape(g.w_shape)
 

@@ -302,3 +302,47 @@ def backward_weight_single_channel(x, dyp, g, partial):
             for jp in range(opad // nr):
                 microkernel(oh, ow, ptrs, dyp.ctypes.data + (jp * m + img * oh * ow) * nr * item,
                             acc.ctypes.data + (r0 * opad + jp * nr) * item, opad, True, partial)
+
+
+@sized_kernel(CONV_SERIAL_FLOPS)
+def backward_weight_row_pointers(x, dyt, g, chunk, partial):
+    """backward_weight for C a multiple of NR: each B panel of cols is one tap's block of NR
+    channels, so the micro-kernel reads its rows straight from x (a table of row addresses per
+    chunk of pixels; zeros for padding) and nothing is packed."""
+    n, h, w, c, o, kh, kw, sh, sw, dh, dw, pt, pb, pl, pr, oh, ow = g
+    m = dyt.shape[1]
+    opad, kpad = partial.shape[1], partial.shape[2]
+    nr = tile_columns(partial)
+    blocks = c // nr
+    item = dyt.itemsize
+    zeros = np.zeros(max(chunk, nr), dtype=dyt.dtype)
+    partial[:] = 0
+    for t in prange((m + chunk - 1) // chunk):
+        q0 = t * chunk
+        count = min(chunk, m - q0)
+        acc = partial[numba.get_thread_id()].reshape(-1)
+        ptrs = np.empty(MR, dtype=np.int64)
+        rows = np.empty((kh * kw, count), dtype=np.int64)  # address of x at (pixel, tap)
+        for p in range(count):
+            img, y0, x0 = pixel_origin(g, q0 + p)
+            for i in range(kh):
+                ih = y0 + i * dh
+                for j in range(kw):
+                    iw = x0 + j * dw
+                    rows[i * kw + j, p] = (
+                        x.ctypes.data + (((img * h + ih) * w + iw) * c) * item
+                        if 0 <= ih < h and 0 <= iw < w else zeros.ctypes.data)
+        brows = np.empty(count, dtype=np.int64)
+        for tap in range(kh * kw):
+            for blk in range(blocks):
+                for p in range(count):
+                    base = rows[tap, p]
+                    brows[p] = base + blk * nr * item if base != zeros.ctypes.data else base
+                col = (tap * blocks + blk) * nr
+                for o0 in range(0, opad, MR):
+                    for r in range(MR):
+                        row = o0 + r
+                        ptrs[r] = (dyt.ctypes.data + (row * m + q0) * item if row < o
+                                   else zeros.ctypes.data)
+                    microkernel(1, count, ptrs, brows, acc.ctypes.data + (o0 * kpad + col) * item,
+                                kpad, True, partial)

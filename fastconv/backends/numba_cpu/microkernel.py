@@ -79,31 +79,38 @@ def make_microkernel(mr: int, nv: int, w32: int):
 
     @intrinsic
     def microkernel(typingctx, nseg, seglen, ptrs, bp, cp, ldc, accumulate, like):
-        """The MR x NR tile above; ``bp``, ``cp`` and the table's entries are addresses;
-        ``ldc`` is C's row stride in elements; with ``accumulate`` the tile is added to C,
-        else stored. Element type from the array ``like``."""
+        """The MR x NR tile above; ``cp`` and the table's entries are addresses; ``bp`` is the
+        address of B's packed panel, or an int64 array of B row addresses (row s*seglen + k
+        for segment s, step k: B need not be packed when its rows are NR contiguous values
+        somewhere); ``ldc`` is C's row stride in elements; with ``accumulate`` the tile is
+        added to C, else stored. Element type from the array ``like``."""
         if not isinstance(like, types.Array) or like.dtype not in (types.float32, types.float64):
             return None
         lanes = lanes_for(like.dtype)
         nr = nv * lanes
         sig = types.void(nseg, seglen, ptrs, bp, cp, ldc, accumulate, like)
+        b_rows = isinstance(bp, types.Array)
 
         def codegen(context, builder, signature, args):
-            return _emit(context, builder, signature, args, mr, nv, lanes, nr, like.dtype)
+            return _emit(context, builder, signature, args, mr, nv, lanes, nr, like.dtype,
+                         b_rows)
 
         return sig, codegen
 
     return microkernel
 
 
-def _emit(context, builder, signature, args, mr, nv, lanes, nr, dtype):
+def _emit(context, builder, signature, args, mr, nv, lanes, nr, dtype, b_rows):
     nseg_v, seglen_v, ptrs_v, bp_v, cp_v, ldc_v, accumulate_v, _ = args
     i64, i32 = ir.IntType(64), ir.IntType(32)
     real = context.get_value_type(dtype)
     vec = ir.VectorType(real, lanes)
     rptr, vptr = real.as_pointer(), vec.as_pointer()
     table = context.make_array(signature.args[2])(context, builder, ptrs_v).data
-    b_base = builder.inttoptr(bp_v, rptr)
+    if b_rows:
+        b_table = context.make_array(signature.args[3])(context, builder, bp_v).data
+    else:
+        b_base = builder.inttoptr(bp_v, rptr)
     c_base = builder.inttoptr(cp_v, rptr)
     zero = ir.Constant(vec, [ir.Constant(real, 0.0)] * lanes)
     acc = [[cgutils.alloca_once(builder, vec) for _ in range(nv)] for _ in range(mr)]
@@ -125,10 +132,15 @@ def _emit(context, builder, signature, args, mr, nv, lanes, nr, dtype):
             table, [builder.add(builder.mul(s, const(mr)), const(r))])), rptr)
             for r in range(mr)]
         length = _to_i64(builder, seglen_v)
-        b_seg = builder.gep(b_base, [builder.mul(builder.mul(s, length), const(nr))])
+        if not b_rows:
+            b_seg = builder.gep(b_base, [builder.mul(builder.mul(s, length), const(nr))])
         with cgutils.for_range(builder, length) as k_loop:
             k = k_loop.index
-            b_row = builder.gep(b_seg, [builder.mul(k, const(nr))])
+            if b_rows:
+                b_row = builder.inttoptr(builder.load(builder.gep(
+                    b_table, [builder.add(builder.mul(s, length), k)])), rptr)
+            else:
+                b_row = builder.gep(b_seg, [builder.mul(k, const(nr))])
             bs = [builder.load(builder.bitcast(builder.gep(b_row, [const(v * lanes)]), vptr),
                                align=dtype.bitwidth // 8) for v in range(nv)]
             for r in range(mr):
