@@ -149,7 +149,8 @@ class DirectConv(ConvAlgorithm):
 
     def backward_data(self, dy, w, g):
         dx = np.empty(g.x_shape, dtype=dy.dtype)
-        conv_direct.backward_data(g.flops, _c(dy), _c(w.transpose(0, 1, 3, 2)), g.astuple(), dx)
+        conv_direct.backward_data(g.flops, _c(dy), _c(w), _c(w.transpose(0, 1, 3, 2)),
+                                  g.astuple(), dx)
         return dx
 
     def backward_weight(self, x, dy, g):

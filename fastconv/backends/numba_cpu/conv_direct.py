@@ -61,8 +61,11 @@ def forward(x, w, b, has_bias, act, g, y):
 
 
 @helper
-def _backward_data_row(dy, wt, g, img, u, dxrow):
-    """One input-gradient row dx[img, u] (W x C); ``wt`` is the kernel as (KH, KW, O, C)."""
+def _backward_data_row(dy, w, wt, g, img, u, dxrow):
+    """One input-gradient row dx[img, u] (W x C). ``w`` is the HWIO kernel, ``wt`` the same as
+    (KH, KW, O, C): with few channels each dx value is a dot product along O (over ``w``),
+    otherwise dy values scale runs along C (over ``wt``); either way the inner loop is
+    contiguous."""
     n, h, wd, c, o, kh, kw, sh, sw, dh, dw, pt, pb, pl, pr, oh, ow = g
     for v in range(wd):
         acc = dxrow[v]
@@ -83,20 +86,28 @@ def _backward_data_row(dy, wt, g, img, u, dxrow):
                 if q >= ow:
                     continue
                 dyv = dy[img, p, q]
-                for m in range(o):
-                    dv = dyv[m]
-                    wv = wt[i, j, m]
+                if c < 8:
                     for k in range(c):
-                        acc[k] += dv * wv[k]
+                        wv = w[i, j, k]
+                        s = acc[k] * 0
+                        for m in range(o):
+                            s += dyv[m] * wv[m]
+                        acc[k] += s
+                else:
+                    for m in range(o):
+                        dv = dyv[m]
+                        wv = wt[i, j, m]
+                        for k in range(c):
+                            acc[k] += dv * wv[k]
 
 
 @sized_kernel(CONV_SERIAL_FLOPS)
-def backward_data(dy, wt, g, dx):
+def backward_data(dy, w, wt, g, dx):
     n, h = g[0], g[1]
     for t in prange(n * h):
         img = t // h
         u = t - img * h
-        _backward_data_row(dy, wt, g, img, u, dx[img, u])
+        _backward_data_row(dy, w, wt, g, img, u, dx[img, u])
 
 
 @helper
