@@ -36,3 +36,22 @@ def canonical(activation, where: str = "activation") -> str:
 def get(activation, where: str = "activation"):
     """The function for an activation name (None means linear)."""
     return _ACTIVATIONS[canonical(activation, where)]
+
+
+#: Activations as array functions for inference plans: (Function, keyword arguments); the
+#: fused ones (linear, relu) are applied by the epilogue instead.
+_ON_ARRAYS = {
+    "sigmoid": (F.Sigmoid, {}),
+    "tanh": (F.Tanh, {}),
+    "softmax": (F.Softmax, {"axis": -1}),
+}
+
+
+def on_array(activation: str, backend, a):
+    """``activation`` applied to a backend array (no graph)."""
+    if activation == "linear":
+        return a
+    if activation == "relu":
+        return backend.bias_activation(a.copy(), None, "relu")
+    fn, kwargs = _ON_ARRAYS[activation]
+    return fn.evaluate(backend, a, **kwargs)

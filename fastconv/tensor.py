@@ -223,6 +223,13 @@ class Function:
         self.__dict__.update(kept, released=True)
 
     @classmethod
+    def evaluate(cls, backend: Backend, *arrays, **kwargs):
+        """The forward pass on raw arrays, nothing recorded (inference plans)."""
+        fn = cls()
+        fn.backend = backend
+        return fn.forward(*arrays, **kwargs)
+
+    @classmethod
     def apply(cls, *inputs: Tensor, **kwargs) -> Tensor:
         fn = cls()
         backend = inputs[0]._backend

@@ -72,17 +72,21 @@ class Conv2D(Layer):
         return apply_activation(y, self.activation, fused)
 
     def inference_step(self, input_shape, backend):
-        if self.activation not in FUSED_ACTIVATIONS:
-            return super().inference_step(input_shape, backend)
         geom = conv_geometry(input_shape, self.kernel.shape, self.strides, self.padding,
                              self.dilation_rate)
         algo = algorithms.resolve(backend, geom, self.kernel.dtype, "forward")
-        run = backend.prepare_conv2d_forward(geom, algo, self.activation)
+        act = self.activation
+        fused = act in FUSED_ACTIVATIONS
+        run = backend.prepare_conv2d_forward(geom, algo, act if fused else "linear")
         kernel, bias = self.kernel, self.bias
-        if bias is None:
-            return lambda a: run(a, kernel.data, None, (id(kernel.data), kernel.version))
-        return lambda a: run(a, kernel.data, bias.data, (id(kernel.data), kernel.version,
-                                                         id(bias.data), bias.version))
+
+        def step(a):
+            key = (id(kernel.data), kernel.version) + (
+                () if bias is None else (id(bias.data), bias.version))
+            y = run(a, kernel.data, None if bias is None else bias.data, key)
+            return y if fused else activations.on_array(act, backend, y)
+
+        return step
 
     def compute_output_shape(self, input_shape):
         n, h, w, _ = input_shape

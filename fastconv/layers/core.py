@@ -66,15 +66,16 @@ class Dense(Layer):
         return (*tuple(input_shape)[:-1], self.units)
 
     def inference_step(self, input_shape, backend):
-        if self.activation not in FUSED_ACTIVATIONS:
-            return super().inference_step(input_shape, backend)
         kernel, bias, act = self.kernel, self.bias, self.activation
+        fused = act in FUSED_ACTIVATIONS
         matmul = backend.prepare_matmul()
 
         def step(a):
             y = matmul(a.reshape(-1, a.shape[-1]), kernel.data, (id(kernel.data), kernel.version))
-            y = backend.bias_activation(y, None if bias is None else bias.data, act)
-            return y.reshape(*a.shape[:-1], y.shape[-1])
+            y = backend.bias_activation(y, None if bias is None else bias.data,
+                                        act if fused else "linear")
+            y = y.reshape(*a.shape[:-1], y.shape[-1])
+            return y if fused else activations.on_array(act, backend, y)
 
         return step
 
@@ -179,6 +180,10 @@ class Activation(Layer):
 
     def call(self, x, training=False):
         return activations.get(self.activation)(x)
+
+    def inference_step(self, input_shape, backend):
+        act = self.activation
+        return lambda a: activations.on_array(act, backend, a)
 
     def get_config(self):
         return {**super().get_config(), "activation": self.activation}
