@@ -108,3 +108,22 @@ def check_same_outputs(expected: np.ndarray, actual: np.ndarray, what: str) -> N
                 else f"shapes {expected.shape} and {actual.shape}")
         raise AssertionError(f"{what} does not compute the lesson network as fastconv does "
                              f"(largest difference {diff}); its ratios would be meaningless")
+
+
+def torch_predictor(torch, torch_lesson, weights, device: str, batch: int):
+    """``predict()`` running the PyTorch copy on ``batch`` images on ``device`` (the session's
+    CPU model, or a fresh copy on a GPU), synchronised so that timings include the work."""
+    from . import references
+
+    model = torch_lesson if device == "cpu" else torch_model(
+        torch, weights, device=device).eval()
+    x = references.nchw(torch, images(batch), device)
+    sync = references.torch_sync(torch, device)
+
+    def predict():
+        with torch.inference_mode():
+            y = model(x)
+        sync()
+        return y
+
+    return predict

@@ -65,17 +65,7 @@ def test_infer_fastconv(measure, lesson_weights, fc_backend, model_algo, infer_b
 
 def test_infer_torch(measure, lesson_weights, torch_lesson, torch_dev, infer_batch):
     torch, device = torch_dev
-    model = torch_lesson if device == "cpu" else lesson.torch_model(
-        torch, lesson_weights, device=device).eval()
-    x = references.nchw(torch, lesson.images(infer_batch), device)
-    sync = references.torch_sync(torch, device)
-
-    def predict():
-        with torch.inference_mode():
-            y = model(x)
-        sync()
-        return y
-
+    predict = lesson.torch_predictor(torch, torch_lesson, lesson_weights, device, infer_batch)
     measure(predict, {**model_info("infer", infer_batch), "library": "torch",
                       "impl": f"torch-{device}", "device": device,
                       "threads": torch.get_num_threads()})

@@ -30,17 +30,7 @@ def test_batch_fastconv(measure, lesson_weights, fc_backend, model_algo, scaling
 
 def test_batch_torch(measure, torch_lesson, lesson_weights, torch_dev, scaling_batch):
     torch, device = torch_dev
-    model = torch_lesson if device == "cpu" else lesson.torch_model(
-        torch, lesson_weights, device=device).eval()
-    x = references.nchw(torch, lesson.images(scaling_batch), device)
-    sync = references.torch_sync(torch, device)
-
-    def predict():
-        with torch.inference_mode():
-            y = model(x)
-        sync()
-        return y
-
+    predict = lesson.torch_predictor(torch, torch_lesson, lesson_weights, device, scaling_batch)
     measure(predict, {**batch_info(scaling_batch), "library": "torch",
                       "impl": f"torch-{device}", "device": device,
                       "threads": torch.get_num_threads()})
