@@ -185,10 +185,6 @@ class ConvGeometry:
         return ConvGeometry(self.n, self.h + self.pt + self.pb, self.w + self.pl + self.pr,
                             self.c, self.o, self.kh, self.kw, self.sh, self.sw, self.dh, self.dw)
 
-    def with_batch(self, n: int) -> ConvGeometry:
-        return ConvGeometry(n, self.h, self.w, self.c, self.o, self.kh, self.kw, self.sh, self.sw,
-                            self.dh, self.dw, self.pt, self.pb, self.pl, self.pr)
-
     def backward_data_as_forward(self) -> tuple[ConvGeometry, int, int] | None:
         """The stride-1 convolution that computes this convolution's input gradient.
 
@@ -295,12 +291,7 @@ def pool_geometry(x_shape, pool_size=2, strides=None, padding="valid",
     return PoolGeometry(n, h, w, c, ph, pw, sh, sw, *pads)
 
 
-def ceil_div(a: int, b: int) -> int:
-    return -(-a // b)
-
-
 __all__ = [
     "ConvGeometry", "PoolGeometry", "conv_geometry", "pool_geometry", "normalize_tuple",
     "resolve_padding", "same_padding", "effective_kernel", "output_length", "output_length_for",
-    "ceil_div",
 ]

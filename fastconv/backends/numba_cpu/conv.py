@@ -39,6 +39,17 @@ def _padded(x, g):
     return out
 
 
+def _forward_layout(g):
+    """How the im2col forward reads patch rows: (mode, geometry the kernel runs on, whether x
+    is padded explicitly first). With horizontal dilation 1 each kernel row is one contiguous
+    run of KW*C values; otherwise one run per tap, or copied rows for few channels."""
+    if g.dw == 1:
+        return conv_im2col.ROW_SEGMENTS, g.unpadded(), True
+    mode = (conv_im2col.PACKED_ROWS if g.c < conv_im2col.PACK_BELOW_CHANNELS
+            else conv_im2col.TAP_SEGMENTS)
+    return mode, g, False
+
+
 def _packed(b, k, n, trans):
     bp = np.empty(panel_size(k, n, b.dtype), dtype=b.dtype)
     pack_panels(b, k, n, trans, bp)
@@ -49,18 +60,12 @@ class Im2colConv(ConvAlgorithm):
     name = "im2col"
 
     def forward(self, x, w, b, g, activation):
-        x = _c(x)
         k = g.kh * g.kw * g.c
-        bias, has_bias = _bias(b, g.o, x.dtype)
         m = g.n * g.oh * g.ow
+        mode, g_run, pad = _forward_layout(g)
+        x = _padded(_c(x), g) if pad else _c(x)
+        bias, has_bias = _bias(b, g.o, x.dtype)
         y = np.empty(g.y_shape, dtype=x.dtype)
-        if g.dw == 1:  # each kernel row is one contiguous run of KW*C values
-            mode = conv_im2col.ROW_SEGMENTS
-            x, g_run = _padded(x, g), g.unpadded()
-        else:
-            mode = (conv_im2col.PACKED_ROWS if g.c < conv_im2col.PACK_BELOW_CHANNELS
-                    else conv_im2col.TAP_SEGMENTS)
-            g_run = g
         conv_im2col.forward(g.flops, x, _packed(_c(w).reshape(k, g.o), k, g.o, False), bias,
                             has_bias, ACTIVATION_CODES[activation], g_run.astuple(), mode,
                             _rows_per_task(m, self.backend.num_threads()), y.reshape(m, g.o))
@@ -73,12 +78,7 @@ class Im2colConv(ConvAlgorithm):
         m = g.n * g.oh * g.ow
         rows_per = _rows_per_task(m, self.backend.num_threads())
         act = ACTIVATION_CODES[activation]
-        if g.dw == 1:
-            mode, g_run, pad = conv_im2col.ROW_SEGMENTS, g.unpadded(), True
-        else:
-            mode = (conv_im2col.PACKED_ROWS if g.c < conv_im2col.PACK_BELOW_CHANNELS
-                    else conv_im2col.TAP_SEGMENTS)
-            g_run, pad = g, False
+        mode, g_run, pad = _forward_layout(g)
         g_tuple = g_run.astuple()
         cache = {}
 

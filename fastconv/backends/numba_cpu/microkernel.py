@@ -55,8 +55,9 @@ def describe() -> str:
             f"({isa})")
 
 
-def _lanes(dtype) -> int:
-    return W32 if dtype == types.float32 else W32 // 2
+def _lanes(dtype, w32: int = W32) -> int:
+    """Vector lanes for a Numba float type: ``w32`` for float32, half for float64."""
+    return w32 if dtype == types.float32 else w32 // 2
 
 
 def tile_columns(like):
@@ -74,9 +75,6 @@ def make_microkernel(mr: int, nv: int, w32: int):
     (``w32 // 2`` float64 lanes) per row. fastconv uses one shape per machine (``MR``, ``NV``,
     ``W32``); tests build the others to check them on any CPU."""
 
-    def lanes_for(dtype):
-        return w32 if dtype == types.float32 else w32 // 2
-
     @intrinsic
     def microkernel(typingctx, nseg, seglen, ptrs, bp, cp, ldc, accumulate, like):
         """The MR x NR tile above; ``cp`` and the table's entries are addresses; ``bp`` is the
@@ -86,7 +84,7 @@ def make_microkernel(mr: int, nv: int, w32: int):
         added to C, else stored. Element type from the array ``like``."""
         if not isinstance(like, types.Array) or like.dtype not in (types.float32, types.float64):
             return None
-        lanes = lanes_for(like.dtype)
+        lanes = _lanes(like.dtype, w32)
         nr = nv * lanes
         sig = types.void(nseg, seglen, ptrs, bp, cp, ldc, accumulate, like)
         b_rows = isinstance(bp, types.Array)
