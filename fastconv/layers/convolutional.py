@@ -81,9 +81,10 @@ class Conv2D(Layer):
         kernel, bias = self.kernel, self.bias
 
         def step(a):
-            key = (id(kernel.data), kernel.version) + (
-                () if bias is None else (id(bias.data), bias.version))
-            y = run(a, kernel.data, None if bias is None else bias.data, key)
+            # each array read once, before its version: the key never names other values
+            w, b = kernel.data, None if bias is None else bias.data
+            key = (id(w), kernel.version) + (() if bias is None else (id(b), bias.version))
+            y = run(a, w, b, key)
             return y if fused else activations.on_array(act, backend, y)
 
         return step

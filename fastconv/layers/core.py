@@ -71,7 +71,8 @@ class Dense(Layer):
         matmul = backend.prepare_matmul()
 
         def step(a):
-            y = matmul(a.reshape(-1, a.shape[-1]), kernel.data, (id(kernel.data), kernel.version))
+            w = kernel.data  # read once, before its version: the key never names other values
+            y = matmul(a.reshape(-1, a.shape[-1]), w, (id(w), kernel.version))
             y = backend.bias_activation(y, None if bias is None else bias.data,
                                         act if fused else "linear")
             y = y.reshape(*a.shape[:-1], y.shape[-1])

@@ -13,6 +13,7 @@ import numpy as np
 
 from ... import random as fc_random
 from ..base import Backend
+from ..derived import DerivedCache
 from ..host_memory import keep_freed_memory
 from . import elementwise, gemm, microkernel, pool
 from .conv import DirectConv, Im2colConv, WinogradF2Conv, WinogradF4Conv
@@ -63,13 +64,10 @@ class NumbaCpuBackend(Backend):
         return gemm.matmul(a, b, trans_a, trans_b, self.num_threads())
 
     def prepare_matmul(self):
-        cache = {}
+        cache = DerivedCache()
 
-        def run(a, b, b_key):
-            if cache.get("key") != b_key:
-                cache["key"] = b_key
-                cache["packed"] = gemm.packed(b, False)
-            bp, k, n = cache["packed"]
+        def run(a, b, b_key):  # the entry keeps b, so that id(b) in the key stays b's
+            _, (bp, k, n) = cache.get(b_key, lambda: (b, gemm.packed(b, False)))
             if k == 0:
                 return np.zeros((a.shape[0], n), dtype=a.dtype)
             return gemm.matmul_packed(a, bp, n, self.num_threads())

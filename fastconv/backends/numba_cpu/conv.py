@@ -7,6 +7,7 @@ import numpy as np
 
 from ...winograd import F2x2_3x3, F4x4_3x3, tile_counts
 from ..base import ConvAlgorithm, WinogradAlgorithm
+from ..derived import DerivedCache
 from . import conv_direct, conv_im2col, conv_winograd
 from .elementwise import ACTIVATION_CODES
 from .microkernel import MR, NR32, NR64, pack_panels, panel_size
@@ -80,19 +81,18 @@ class Im2colConv(ConvAlgorithm):
         act = ACTIVATION_CODES[activation]
         mode, g_run, pad = _forward_layout(g)
         g_tuple = g_run.astuple()
-        cache = {}
+        cache = DerivedCache()
+
+        def prepared(w, b):  # w and b are kept so that their ids in the key stay theirs
+            return w, b, _packed(_c(w).reshape(k, g.o), k, g.o, False), _bias(b, g.o, w.dtype)
 
         def run(x, w, b, weights_key):
-            if cache.get("key") != weights_key:
-                cache["key"] = weights_key
-                cache["wp"] = _packed(_c(w).reshape(k, g.o), k, g.o, False)
-                cache["bias"] = _bias(b, g.o, w.dtype)
+            _, _, wp, (bias, has_bias) = cache.get(weights_key, lambda: prepared(w, b))
             x = _c(x)
             if pad:
                 x = _padded(x, g)
             y = np.empty(g.y_shape, dtype=x.dtype)
-            bias, has_bias = cache["bias"]
-            conv_im2col.forward(g.flops, x, cache["wp"], bias, has_bias, act, g_tuple, mode,
+            conv_im2col.forward(g.flops, x, wp, bias, has_bias, act, g_tuple, mode,
                                 rows_per, y.reshape(m, g.o))
             return y
 
