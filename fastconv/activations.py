@@ -41,9 +41,9 @@ def get(activation, where: str = "activation"):
 #: Activations as array functions for inference plans: (Function, keyword arguments); the
 #: fused ones (linear, relu) are applied by the epilogue instead.
 _ON_ARRAYS = {
-    "sigmoid": (F.Sigmoid, {}),
-    "tanh": (F.Tanh, {}),
-    "softmax": (F.Softmax, {"axis": -1}),
+    "sigmoid": (F.SigmoidOp, {}),
+    "tanh": (F.TanhOp, {}),
+    "softmax": (F.SoftmaxOp, {"axis": -1}),
 }
 
 

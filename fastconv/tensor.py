@@ -97,7 +97,7 @@ class Tensor:
         return f"Tensor(shape={self.shape}, dtype={self.dtype}{grad})"
 
     def __add__(self, other):
-        from .functional import add
+        from .ops.merge import add
 
         return add(self, other)
 

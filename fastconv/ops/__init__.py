@@ -1,0 +1,51 @@
+"""Differentiable ops, by family. Each primitive op keeps its forward and backward side by side in
+one :class:`~fastconv.tensor.Function` subclass named ``<Name>Op`` (``Conv2DOp``, ``AddOp``: the
+suffix tells an op from the layer of the same name); each is applied through a lower-case function
+(``conv2d``, ``add``) that validates and normalises its arguments. Composite ops (flatten, 1D
+pooling, global pooling) are built from primitives and define no backward of their own. The array
+work goes to the current backend's primitives or its array module (``backend.xp``), never to NumPy
+directly.
+
+Layouts: NHWC activations, HWIO convolution kernels, (in, out) dense kernels.
+
+``fastconv.functional`` re-exports the functions; this package is where they live.
+"""
+
+from ..tensor import is_grad_enabled
+from .activation import ReLUOp, SigmoidOp, SoftmaxOp, TanhOp, linear, relu, sigmoid, softmax, tanh
+from .arithmetic import ScaleOp, SumOp, mean, sum
+from .base import as_tensor
+from .conv import Conv2DOp, conv2d
+from .dense import DenseOp, dense
+from .losses import (
+    MeanSquaredErrorOp,
+    ProbabilityCrossEntropyOp,
+    SoftmaxCrossEntropyOp,
+    cross_entropy,
+    mean_squared_error,
+    softmax_cross_entropy,
+)
+from .merge import AddOp, ConcatenateOp, add, concatenate
+from .pool import (
+    AvgPool2DOp,
+    MaxPool2DOp,
+    avg_pool1d,
+    avg_pool2d,
+    global_avg_pool2d,
+    max_pool1d,
+    max_pool2d,
+)
+from .regularization import DropoutOp, dropout
+from .shape import ReshapeOp, flatten, reshape
+
+__all__ = [
+    # the functional API (what ``fastconv.functional`` exports)
+    "as_tensor", "conv2d", "dense", "max_pool2d", "avg_pool2d", "global_avg_pool2d",
+    "max_pool1d", "avg_pool1d", "relu", "sigmoid", "tanh", "softmax", "linear", "reshape",
+    "flatten", "dropout", "add", "concatenate", "sum", "mean", "softmax_cross_entropy",
+    "cross_entropy", "mean_squared_error", "is_grad_enabled",
+    # the Function classes, one per primitive op
+    "Conv2DOp", "DenseOp", "MaxPool2DOp", "AvgPool2DOp", "ReLUOp", "SigmoidOp", "TanhOp",
+    "SoftmaxOp", "ReshapeOp", "DropoutOp", "AddOp", "ConcatenateOp", "SumOp", "ScaleOp",
+    "SoftmaxCrossEntropyOp", "ProbabilityCrossEntropyOp", "MeanSquaredErrorOp",
+]

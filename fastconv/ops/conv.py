@@ -1,0 +1,57 @@
+"""Convolution ops."""
+
+from __future__ import annotations
+
+from ..backends import algorithms as algos
+from ..geometry import conv_geometry
+from ..tensor import Function, Tensor
+from .base import as_tensor, check_activation, same_dtype
+
+
+class Conv2DOp(Function):
+    """y = act(conv(x, w) + b). Backward: through the activation (from y), then the bias sum,
+    backward-data and backward-weight, each pass with its own algorithm."""
+
+    def forward(self, x, w, b=None, *, geom, algo, activation):
+        be = self.backend
+        self.geom, self.algo, self.activation = geom, algo, activation
+        chosen = algos.resolve(be, geom, x.dtype, "forward", algo)
+        y = be.conv2d_forward(x, w, b, geom, chosen, activation)
+        self.x, self.w = x, w
+        self.y = y if activation != "linear" else None
+        return y
+
+    def backward(self, dy):
+        be, g = self.backend, self.geom
+        need = self.needs_input_grad
+        dz, db = be.epilogue_backward(dy, self.y, self.activation, len(need) > 2 and need[2])
+        dx = dw = None
+        if need[0]:
+            dx = be.conv2d_backward_data(
+                dz, self.w, g, algos.resolve(be, g, dz.dtype, "backward_data", self.algo))
+        if need[1]:
+            dw = be.conv2d_backward_weight(
+                self.x, dz, g, algos.resolve(be, g, dz.dtype, "backward_weight", self.algo))
+        return dx, dw, db
+
+
+def conv2d(x, kernel, bias=None, strides=1, padding="valid", dilation=1, activation=None,
+           algo: str | None = None) -> Tensor:
+    """2D convolution (cross-correlation, as in Keras) of NHWC ``x`` with an HWIO ``kernel``.
+
+    ``padding``: ``'valid'``, ``'same'`` (TensorFlow's split), an int, ``(ph, pw)`` or
+    ``((top, bottom), (left, right))``. ``activation``: None/``'linear'`` or ``'relu'``, fused
+    into the kernel's epilogue. ``algo``: None (current setting), ``'auto'``, ``'direct'``,
+    ``'im2col'``, ``'winograd'`` or ``'winograd4'``.
+    """
+    x = as_tensor(x, "conv2d input")
+    kernel = as_tensor(kernel, "conv2d kernel")
+    bias = None if bias is None else as_tensor(bias, "conv2d bias")
+    same_dtype("conv2d", input=x, kernel=kernel, bias=bias)
+    geom = conv_geometry(x.shape, kernel.shape, strides, padding, dilation)
+    if bias is not None and bias.shape != (geom.o,):
+        raise ValueError(f"conv2d: bias must have shape ({geom.o},), got {bias.shape}")
+    activation = check_activation("conv2d", activation)
+    algo = algos.current_conv_algo() if algo is None else algo
+    args = (x, kernel) if bias is None else (x, kernel, bias)
+    return Conv2DOp.apply(*args, geom=geom, algo=algo, activation=activation)

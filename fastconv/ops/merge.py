@@ -1,0 +1,64 @@
+"""Ops that combine tensors: element-wise sum (residual connections) and concatenation."""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from ..tensor import Function, Tensor
+from .base import as_tensor, same_dtype, unbroadcast
+
+
+class AddOp(Function):
+    def forward(self, a, b):
+        self.shapes = (a.shape, b.shape)
+        return a + b
+
+    def backward(self, dy):
+        return unbroadcast(dy, self.shapes[0]), unbroadcast(dy, self.shapes[1])
+
+
+def add(a, b) -> Tensor:
+    """Element-wise sum with NumPy broadcasting (residual connections). A plain number takes
+    the other operand's dtype."""
+    if isinstance(a, Tensor) and isinstance(b, numbers.Real):
+        b = as_tensor(b, "add input", dtype=a.dtype)
+    elif isinstance(b, Tensor) and isinstance(a, numbers.Real):
+        a = as_tensor(a, "add input", dtype=b.dtype)
+    a, b = as_tensor(a, "add input"), as_tensor(b, "add input")
+    same_dtype("add", a=a, b=b)
+    try:
+        np.broadcast_shapes(a.shape, b.shape)
+    except ValueError:
+        raise ValueError(f"add: shapes {a.shape} and {b.shape} do not broadcast") from None
+    return AddOp.apply(a, b)
+
+
+class ConcatenateOp(Function):
+    def forward(self, *arrays, axis):
+        self.axis = axis
+        self.sizes = [a.shape[axis] for a in arrays]
+        return self.backend.xp.concatenate(arrays, axis=axis)
+
+    def backward(self, dy):
+        xp = self.backend.xp
+        cuts = np.cumsum(self.sizes)[:-1].tolist()
+        return tuple(xp.split(dy, cuts, axis=self.axis))
+
+
+def concatenate(tensors, axis: int = -1) -> Tensor:
+    tensors = [as_tensor(t, "concatenate input") for t in tensors]
+    if not tensors:
+        raise ValueError("concatenate needs at least one tensor")
+    ndim = tensors[0].ndim
+    if not -ndim <= axis < ndim:
+        raise ValueError(f"concatenate: axis {axis} is out of range for {ndim}D tensors")
+    ax = axis % ndim
+    for t in tensors[1:]:
+        if t.ndim != ndim or any(s != r for i, (s, r) in enumerate(zip(t.shape, tensors[0].shape))
+                                 if i != ax):
+            raise ValueError(
+                f"concatenate: shapes {[t.shape for t in tensors]} differ outside axis {axis}")
+    same_dtype("concatenate", **{f"input {i}": t for i, t in enumerate(tensors)})
+    return ConcatenateOp.apply(*tensors, axis=ax)
