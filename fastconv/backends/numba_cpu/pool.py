@@ -1,10 +1,10 @@
 """Max and average pooling over NHWC, vectorised along channels.
 
 Max pooling records the window tap ``i * PW + j`` of each maximum (the first on ties; padding
-never wins; NaN propagates, as in PyTorch) for its backward pass. Average pooling divides by
-the number of in-bounds elements of each window (Keras's 'same' padding). Forward kernels are
-parallel over output rows; backward kernels over images, so that overlapping windows of one
-image are summed by one thread.
+never wins, so a window of -inf records its first in-bounds tap; NaN propagates, as in
+PyTorch) for its backward pass. Average pooling divides by the number of in-bounds elements of
+each window (Keras's 'same' padding). Forward kernels are parallel over output rows; backward
+kernels over images, so that overlapping windows of one image are summed by one thread.
 ``g`` is ``PoolGeometry.astuple()``: (n, h, w, c, ph, pw, sh, sw, pt, pb, pl, pr, oh, ow).
 """
 
@@ -19,11 +19,13 @@ from .jit import helper, sized_kernel
 @njit(cache=True, nogil=True, error_model="numpy")
 def _max_row(x, g, img, p, yrow, argrow, with_argmax):
     n, h, w, c, ph, pw, sh, sw, pt, pb, pl, pr, oh, ow = g
+    # a window holding only -inf keeps its first in-bounds tap, never a padding tap
+    first_i = max(pt - p * sh, 0)
     for q in range(ow):
         best = yrow[q]
         best[:] = -np.inf
         if with_argmax:
-            argrow[q, :] = 0
+            argrow[q, :] = first_i * pw + max(pl - q * sw, 0)
         for i in range(ph):
             ih = p * sh - pt + i
             if ih < 0 or ih >= h:

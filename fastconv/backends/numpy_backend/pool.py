@@ -14,7 +14,11 @@ def _pads(g):
 def max_pool2d_forward(x, g):
     xpad = pad_nhwc(x, _pads(g), value=-np.inf)
     y = np.full(g.y_shape, -np.inf, dtype=x.dtype)
-    argmax = np.zeros(g.y_shape, dtype=np.int32)
+    # a window holding only -inf keeps its first in-bounds tap, never a padding tap
+    first_i = np.maximum(g.pt - np.arange(g.oh) * g.sh, 0)
+    first_j = np.maximum(g.pl - np.arange(g.ow) * g.sw, 0)
+    argmax = np.empty(g.y_shape, dtype=np.int32)
+    argmax[...] = (first_i[:, None] * g.pw + first_j[None, :])[None, :, :, None]
     for i in range(g.ph):
         for j in range(g.pw):
             window = tap(xpad, i, j, g.oh, g.ow, g.sh, g.sw)
