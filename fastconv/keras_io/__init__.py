@@ -1,0 +1,236 @@
+"""Keras files: ``.keras`` archives, legacy ``.h5`` models, ``.weights.h5`` and legacy weights.
+
+* ``load_model(path)`` rebuilds a Keras 3 ``.keras`` archive or a legacy full-model ``.h5``
+  file as a fastconv model (architecture from the JSON config, then the weights);
+* ``load_weights(model, path)`` reads a Keras 3 ``.weights.h5`` file or a legacy HDF5 weights
+  file (the layout keras.applications downloads) into a built fastconv model;
+* ``save_model(model, path)`` writes a Keras 3 ``.keras`` archive that Keras itself loads, and
+  ``save_weights(model, path)`` a Keras 3 ``.weights.h5`` file.
+
+h5py is an optional dependency (``pip install 'fastconv[keras]'``). Nothing in a file is ever
+executed: configs are JSON, read through an allow-list of layer classes, and arrays are plain
+HDF5 datasets whose sizes are checked against the file's before they are read.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import zipfile
+
+from ..saving import InvalidModelFileError
+from ._h5 import HDF5_SIGNATURE, H5Reader, is_hdf5
+from .graph import keras_model_config, model_from_keras_config
+from .layers import KERAS_CLASSES, supported_classes
+from .weights import h5_layout, load_keras3, load_legacy, write_keras3
+
+__all__ = ["load_model", "load_weights", "save_model", "save_weights", "is_keras_file",
+           "model_from_keras_config", "keras_model_config", "supported_classes",
+           "KERAS_CLASSES"]
+
+_ZIP_MAGIC = b"PK\x03\x04"
+_ARCHIVE_CONFIG = "config.json"
+_ARCHIVE_WEIGHTS = "model.weights.h5"
+_ARCHIVE_METADATA = "metadata.json"
+#: The largest config.json read from an archive (Keras's configs are tens of kilobytes).
+_MAX_CONFIG_BYTES = 64 * 2**20
+#: Deflate expands at most ~1032-fold; a member claiming more than that is corrupt.
+_MAX_DEFLATE_RATIO = 1032
+
+
+def _head(path: str) -> bytes:
+    with open(path, "rb") as fh:
+        return fh.read(8)
+
+
+def _label(filepath) -> str:
+    path = os.fspath(filepath)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no such file: {path!r}")
+    return path
+
+
+def is_keras_file(filepath) -> bool:
+    """True for files this module reads: HDF5 files, and ZIP archives holding Keras's
+    ``config.json`` (fastconv's own ZIP files hold ``fastconv.json`` instead)."""
+    path = os.fspath(filepath)
+    name = path.lower()
+    if name.endswith((".keras", ".h5", ".hdf5")):
+        return True
+    try:
+        head = _head(path)
+    except OSError:
+        return False
+    if is_hdf5(head):
+        return True
+    if head.startswith(_ZIP_MAGIC):
+        try:
+            with zipfile.ZipFile(path) as zf:
+                names = set(zf.namelist())
+        except (zipfile.BadZipFile, OSError):
+            return False
+        return _ARCHIVE_CONFIG in names and "fastconv.json" not in names
+    return False
+
+
+# -- .keras archives ----------------------------------------------------------------------------
+
+class _KerasArchive:
+    def __init__(self, path: str):
+        self.path = path
+        try:
+            self.zf = zipfile.ZipFile(path)
+        except (zipfile.BadZipFile, OSError) as exc:
+            raise self.error(f"it is not a Keras archive, or it is truncated or corrupted "
+                             f"({exc})") from None
+        self.size = os.path.getsize(path)
+
+    def error(self, why: str) -> InvalidModelFileError:
+        return InvalidModelFileError(f"cannot load {self.path!r}: {why}")
+
+    def read(self, member: str, limit: int) -> bytes:
+        try:
+            info = self.zf.getinfo(member)
+        except KeyError:
+            raise self.error(f"it has no {member}: not a Keras 3 archive") from None
+        bound = info.compress_size * (1 if info.compress_type == zipfile.ZIP_STORED
+                                      else _MAX_DEFLATE_RATIO)
+        if info.file_size > min(limit, bound, self.size * _MAX_DEFLATE_RATIO):
+            raise self.error(f"its {member} claims {info.file_size} bytes, more than the archive "
+                             f"can hold: the file is corrupted")
+        try:
+            return self.zf.read(member)
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as exc:
+            raise self.error(f"its {member} is corrupted ({exc})") from None
+
+    def config(self) -> dict:
+        raw = self.read(_ARCHIVE_CONFIG, _MAX_CONFIG_BYTES)
+        try:
+            config = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise self.error(f"its {_ARCHIVE_CONFIG} is not valid JSON ({exc})") from None
+        if not isinstance(config, dict):
+            raise self.error(f"its {_ARCHIVE_CONFIG} is not a model description")
+        return config
+
+    def weights(self) -> bytes:
+        data = self.read(_ARCHIVE_WEIGHTS, self.size)
+        if not is_hdf5(data[:8]):
+            raise self.error(f"its {_ARCHIVE_WEIGHTS} is not an HDF5 file")
+        return data
+
+    def close(self):
+        self.zf.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _build(model) -> None:
+    if not model.built:
+        try:
+            model.build()
+        except (TypeError, ValueError):
+            pass
+
+
+def load_model(filepath, compile: bool = True):  # noqa: A002 - Keras's argument name
+    """A fastconv model from a Keras 3 ``.keras`` archive or a legacy full-model ``.h5`` file.
+
+    The model comes back uncompiled (as ``compile=False`` in Keras); compile it to train.
+    """
+    path = _label(filepath)
+    head = _head(path)
+    if head.startswith(_ZIP_MAGIC):
+        with _KerasArchive(path) as archive:
+            model = model_from_keras_config(archive.config(), path)
+            _build(model)
+            load_keras3(model, archive.weights(), f"{path}/{_ARCHIVE_WEIGHTS}")
+        return model
+    if not is_hdf5(head):
+        raise InvalidModelFileError(f"cannot load {path!r}: it is neither a Keras archive "
+                                    f"(.keras) nor an HDF5 file (.h5)")
+    layout = h5_layout(path, path)
+    if layout != "legacy-model":
+        raise InvalidModelFileError(
+            f"cannot load {path!r} as a model: it is a weights-only file ({layout}); build the "
+            f"architecture, then call model.load_weights({path!r})")
+    with H5Reader(path, path) as reader:
+        text = reader.text_attr(reader.file, "model_config")
+        try:
+            config = json.loads(text)
+        except ValueError as exc:
+            raise reader.error(f"its model_config is not valid JSON ({exc})") from None
+    model = model_from_keras_config(config, path)
+    _build(model)
+    load_legacy(model, path, path, root="model_weights")
+    return model
+
+
+def load_weights(model, filepath) -> None:
+    """Load a Keras weights file (Keras 3 ``.weights.h5``, legacy HDF5 weights, or the
+    weights of a ``.keras`` / legacy ``.h5`` model) into the built ``model``."""
+    path = _label(filepath)
+    if not model.built:
+        raise ValueError(f"load_weights: model '{model.name}' is not built yet; build it (or "
+                         f"give it an input shape) first")
+    head = _head(path)
+    if head.startswith(_ZIP_MAGIC):
+        with _KerasArchive(path) as archive:
+            load_keras3(model, archive.weights(), f"{path}/{_ARCHIVE_WEIGHTS}")
+        return
+    if not is_hdf5(head):
+        raise InvalidModelFileError(f"cannot load {path!r}: it is not an HDF5 file (its first "
+                                    f"bytes are {head!r}, not {HDF5_SIGNATURE!r})")
+    layout = h5_layout(path, path)
+    if layout == "keras3-weights":
+        load_keras3(model, path, path)
+    else:
+        load_legacy(model, path, path, root="model_weights" if layout == "legacy-model" else "")
+
+
+# -- writing ------------------------------------------------------------------------------------
+
+def _h5_bytes(model) -> bytes:
+    buf = io.BytesIO()
+    write_keras3(model, buf)
+    return buf.getvalue()
+
+
+def save_model(model, filepath) -> None:
+    """Write a Keras 3 ``.keras`` archive (architecture and weights; no optimizer state)."""
+    from .._version import __version__
+    from ..saving import _atomic_write
+
+    if not model.built:
+        raise ValueError(f"save: model '{model.name}' is not built yet (its input shape is "
+                         f"unknown); build it, or train it, before saving")
+    config = keras_model_config(model)
+    weights = _h5_bytes(model)
+    metadata = {"keras_version": "3.15.1", "date_saved": "", "fastconv_version": __version__}
+
+    def write(fh):
+        with zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_STORED) as zf:
+            zf.writestr(_ARCHIVE_METADATA, json.dumps(metadata))
+            zf.writestr(_ARCHIVE_CONFIG, json.dumps(config))
+            zf.writestr(_ARCHIVE_WEIGHTS, weights)
+
+    _atomic_write(_path(filepath), write)
+
+
+def save_weights(model, filepath) -> None:
+    """Write ``model``'s weights as a Keras 3 ``.weights.h5`` file."""
+    from ..saving import _atomic_write
+
+    data = _h5_bytes(model)
+    _atomic_write(_path(filepath), lambda fh: fh.write(data))
+
+
+def _path(filepath):
+    from pathlib import Path
+
+    return Path(os.fspath(filepath))
