@@ -13,6 +13,7 @@ import pytest
 import fastconv
 from fastconv import backends
 from fastconv.backends import algorithms
+from fastconv.backends.autotune import TUNE_AFTER_CALLS
 from fastconv.backends.base import PRIMITIVES, Backend
 from fastconv.geometry import conv_geometry
 from fastconv.utils import set_random_seed
@@ -288,11 +289,12 @@ def test_auto_picks_a_supported_algorithm(backend, autotune, monkeypatch, tmp_pa
         for w_shape, strides in (((3, 3, 2, 3), 1), ((5, 5, 2, 3), 1), ((3, 3, 2, 3), 2)):
             geom = conv_geometry((1, 8, 8, 2), w_shape, strides, "same")
             for conv_pass in ("forward", "backward_data", "backward_weight"):
-                chosen = algorithms.resolve(backend, geom, "float32", conv_pass, "auto")
-                assert chosen in algorithms.supported_algorithms(backend, geom)
-                assert chosen in backend.conv_algorithms
-        if autotune == "1" and backend.autotune:
-            assert (tmp_path / "autotune.json").is_file()
+                for _ in range(TUNE_AFTER_CALLS):  # a shape is tuned on its third use
+                    chosen = algorithms.resolve(backend, geom, "float32", conv_pass, "auto")
+                    assert chosen in algorithms.supported_algorithms(backend, geom)
+                    assert chosen in backend.conv_algorithms
+        if autotune == "1" and backend.autotune:  # measured (kept only on a quiet machine)
+            assert all(row["seconds"] for row in algorithms.choices())
         assert algorithms.choices()
     finally:
         algorithms.clear_memory()

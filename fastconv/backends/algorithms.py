@@ -4,29 +4,23 @@
 and ``use_conv_algo`` change it. Forcing an algorithm on a convolution it cannot do is an error
 that names what the algorithm supports.
 
-``auto`` picks per (backend, pass, geometry, dtype, threads). With autotuning on (the default,
-``FASTCONV_AUTOTUNE=1``) it times every supported algorithm once on random data, as cuDNN's
-benchmark mode does, and caches the winner in memory and in ``<cache>/autotune.json``; with it
-off it asks the backend's heuristic. Every choice is logged on the ``fastconv.algorithms`` logger
-(DEBUG) and kept for :func:`choices` (``fastconv info --explain`` prints them).
+``auto`` picks per (backend, pass, geometry, dtype, threads): the backend's heuristic, replaced
+by a measured choice with autotuning on (the default, ``FASTCONV_AUTOTUNE=1``; see
+``fastconv.backends.autotune`` for how measurements are protected and cached). Every choice is
+logged on the ``fastconv.algorithms`` logger (DEBUG) and kept for :func:`choices` (``fastconv info
+--explain`` prints them).
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
-import json
-import logging
-import os
-import tempfile
-import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from .. import config
 from ..geometry import ConvGeometry
-
-log = logging.getLogger("fastconv.algorithms")
+from . import autotune
 
 
 @dataclass(frozen=True)
@@ -113,127 +107,43 @@ def resolve(backend, geom: ConvGeometry, dtype, conv_pass: str,
 
 # -- auto ---------------------------------------------------------------------------------------
 
-_memory: dict[str, str] = {}
-_disk_loaded = {"done": False}
-_explained: dict[tuple, dict] = {}
+#: Winograd is not timed below this many input channels: its tile transforms then dominate
+#: a GEMM stage of almost nothing (and compiling it would only slow the first run).
+WINOGRAD_MIN_CHANNELS = 4
 
 
-def _key(backend, geom: ConvGeometry, dtype: str, conv_pass: str) -> str:
-    g = asdict(geom)
-    shape = ",".join(f"{k}={v}" for k, v in g.items())
-    return f"{backend.name}|{conv_pass}|{dtype}|threads={backend.num_threads()}|{shape}"
+def tuning_candidates(backend, geom: ConvGeometry, conv_pass: str) -> tuple[str, ...]:
+    """The algorithms autotuning times for one pass: those that can run it and may win."""
+    candidates = supported_algorithms(backend, geom)
+    plausible = tuple(
+        a for a in candidates
+        if not (a.startswith("winograd")
+                # Winograd's backward-weight is im2col's: timing it twice would only add noise
+                and (conv_pass == "backward_weight" or geom.c < WINOGRAD_MIN_CHANNELS)))
+    return plausible or candidates
 
 
-def _cache_file():
-    return config.cache_dir() / "autotune.json"
-
-
-def _load_disk() -> None:
-    if _disk_loaded["done"]:
-        return
-    _disk_loaded["done"] = True
-    try:
-        with open(_cache_file(), encoding="utf-8") as fh:
-            data = json.load(fh)
-    except (OSError, ValueError):
-        return  # no cache yet, or an unreadable one: it is rebuilt as shapes are measured
-    if isinstance(data, dict):
-        for key, value in data.items():
-            if isinstance(key, str) and value in ALGORITHMS:
-                _memory.setdefault(key, value)
-
-
-def _save_disk() -> None:
-    path = _cache_file()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".autotune-", suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(_memory, fh, indent=0, sort_keys=True)
-        os.replace(tmp, path)
-    except OSError as exc:  # a read-only home must not stop training
-        log.debug("could not write the autotune cache %s: %s", path, exc)
-
-
-def _measure(backend, algo: str, geom: ConvGeometry, dtype: str, conv_pass: str,
-             repeats: int = 3) -> float:
-    xp = backend.xp
-    rng = xp.random.default_rng(0) if hasattr(xp.random, "default_rng") else xp.random
-    x = backend.asarray(rng.standard_normal(geom.x_shape), dtype=dtype)
-    w = backend.asarray(rng.standard_normal(geom.w_shape), dtype=dtype)
-    dy = backend.asarray(rng.standard_normal(geom.y_shape), dtype=dtype)
-    if conv_pass == "forward":
-        def run():
-            return backend.conv2d_forward(x, w, None, geom, algo)
-    elif conv_pass == "backward_data":
-        def run():
-            return backend.conv2d_backward_data(dy, w, geom, algo)
-    else:
-        def run():
-            return backend.conv2d_backward_weight(x, dy, geom, algo)
-    backend.synchronize(run())  # compiles / warms up
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        backend.synchronize(run())
-        best = min(best, time.perf_counter() - start)
-    return best
-
-
-_fast: dict[tuple, str] = {}
+def heuristic(backend, geom: ConvGeometry, conv_pass: str) -> str:
+    """The backend's choice without measuring."""
+    return backend.heuristic_conv_algorithm(geom, conv_pass, supported_algorithms(backend, geom))
 
 
 def _choose(backend, geom: ConvGeometry, dtype: str, conv_pass: str) -> str:
-    fast_key = (backend.name, conv_pass, geom, dtype, backend.num_threads())
-    chosen = _fast.get(fast_key)
-    if chosen is None:
-        chosen = _fast[fast_key] = _choose_slow(backend, geom, dtype, conv_pass)
-    return chosen
-
-
-def _choose_slow(backend, geom: ConvGeometry, dtype: str, conv_pass: str) -> str:
-    candidates = supported_algorithms(backend, geom)
-    if conv_pass == "backward_weight":
-        # Winograd's backward-weight is im2col's: timing it twice would only add noise.
-        candidates = tuple(a for a in candidates if not a.startswith("winograd")) or candidates
-    key = _key(backend, geom, dtype, conv_pass)
-    chosen = _memory.get(key)
-    how = "cached"
-    timings = {}
-    if chosen is None and config.env_autotune() and backend.autotune:
-        _load_disk()
-        chosen = _memory.get(key)
-        if chosen is None and len(candidates) > 1:
-            timings = {a: _measure(backend, a, geom, dtype, conv_pass) for a in candidates}
-            chosen = min(timings, key=timings.get)
-            _memory[key] = chosen
-            _save_disk()
-            how = "measured"
-    if chosen is None or chosen not in candidates:
-        chosen = backend.heuristic_conv_algorithm(geom, conv_pass, candidates)
-        how = "heuristic"
-        _memory[key] = chosen
-    record_key = (backend.name, conv_pass, geom, dtype)
-    if record_key not in _explained or timings:
-        _explained[record_key] = {"algorithm": chosen, "how": how,
-                                  "seconds": {a: round(t, 6) for a, t in timings.items()}}
-        log.debug("%s %s %s %s: %s (%s) %s", backend.name, conv_pass, dtype, describe(geom),
-                  chosen, how, timings or "")
-    return chosen
+    chosen = autotune._fast.get((backend.name, conv_pass, geom, dtype, backend.num_threads()))
+    if chosen is not None:
+        return chosen
+    guess = heuristic(backend, geom, conv_pass)
+    candidates = tuning_candidates(backend, geom, conv_pass)
+    if guess not in candidates:
+        candidates = (guess, *candidates)
+    return autotune.choose(backend, geom, dtype, conv_pass, candidates, guess)
 
 
 def choices() -> list[dict]:
     """Every ``auto`` choice made in this process, for ``fastconv info --explain``."""
-    rows = []
-    for (backend, conv_pass, geom, dtype), info in _explained.items():
-        rows.append({"backend": backend, "pass": conv_pass, "dtype": dtype, "geometry": geom,
-                     **info})
-    return rows
+    return autotune.choices()
 
 
 def clear_memory() -> None:
     """Forget in-memory choices (the disk cache is kept); used by tests and benchmarks."""
-    _memory.clear()
-    _fast.clear()
-    _explained.clear()
-    _disk_loaded["done"] = False
+    autotune.clear_memory()

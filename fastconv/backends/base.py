@@ -32,6 +32,11 @@ PRIMITIVES = (
     "matmul",
     "random_uniform",
     "adam_update",
+    "batch_norm_statistics",
+    "batch_norm_forward",
+    "batch_norm_backward",
+    "lrn_forward",
+    "lrn_backward",
 )
 
 #: Activations that can be fused into a convolution's or dense layer's epilogue.
@@ -133,6 +138,11 @@ class Backend:
     def set_num_threads(self, n: int) -> None:
         """Use ``n`` threads in the backend's kernels (where it has a choice)."""
 
+    def device_string(self) -> str:
+        """The device in autotuning cache keys besides the host CPU: '' for CPU backends; a GPU
+        backend gives its device name and compute capability."""
+        return ""
+
     # -- convolution ------------------------------------------------------------------------
     #: algorithm name -> ConvAlgorithm subclass; filled by each backend.
     conv_algorithm_classes: dict[str, type[ConvAlgorithm]] = {}
@@ -217,6 +227,40 @@ class Backend:
     def matmul(self, a, b, trans_a: bool = False, trans_b: bool = False):
         """``op(a) @ op(b)`` for 2D arrays, op = transpose where asked (dense layers)."""
         return (a.T if trans_a else a) @ (b.T if trans_b else b)
+
+    # -- normalisation (implemented by each backend) ----------------------------------------
+    # Arrays are (rows, channels), C-contiguous: NHWC activations viewed with the channel axis
+    # last. Per-channel vectors have shape (channels,) and the dtype of x.
+
+    def batch_norm_statistics(self, x):
+        """-> (mean, var) of each channel over the rows; ``var`` is the biased variance
+        ``mean((x - mean)^2)`` (Keras's), accumulated in float64."""
+        raise NotImplementedError
+
+    def batch_norm_forward(self, x, gamma, beta, mean, var, eps: float):
+        """Batch normalisation with given statistics (Ioffe & Szegedy 2015):
+        ``y = (x - mean) * gamma / sqrt(var + eps) + beta``."""
+        raise NotImplementedError
+
+    def batch_norm_backward(self, dy, x, gamma, mean, var, eps: float, training: bool):
+        """-> (dx, dgamma, dbeta) of :meth:`batch_norm_forward`. With ``xhat = (x - mean) *
+        inv``, ``inv = 1 / sqrt(var + eps)`` and N rows: ``dbeta = sum(dy)``,
+        ``dgamma = sum(dy * xhat)``; ``dx = gamma * inv * dy`` when mean and var are constants
+        (inference), and ``dx = gamma * inv / N * (N dy - dbeta - xhat * dgamma)`` when they
+        are the batch's own statistics (``training``)."""
+        raise NotImplementedError
+
+    def lrn_forward(self, x, radius: int, bias: float, alpha: float, beta: float):
+        """Local response normalisation across channels (Krizhevsky et al. 2012; TensorFlow's
+        ``local_response_normalization``) -> (y, scale):
+        ``scale[c] = bias + alpha * sum(x[c']^2 for |c' - c| <= radius)``,
+        ``y = x * scale^-beta``."""
+        raise NotImplementedError
+
+    def lrn_backward(self, dy, x, y, scale, radius: int, alpha: float, beta: float):
+        """dx of :meth:`lrn_forward`: with ``t = dy * y / scale``,
+        ``dx[c] = dy[c] * scale[c]^-beta - 2 alpha beta x[c] sum(t[c'] for |c' - c| <= radius)``."""
+        raise NotImplementedError
 
     def random_uniform(self, shape, dtype):
         """Uniform [0, 1) samples from the seeded stream (``fastconv.utils.set_random_seed``)."""
