@@ -114,20 +114,10 @@ def explain(path: str, batch_size: int) -> int:
 
 
 def lesson_model():
-    """The lesson's network (../shared/lesson/lesson_keras.py)."""
-    from fastconv.layers import Conv2D, Dense, Flatten, MaxPooling2D
-    from fastconv.models import Sequential
+    """The lesson's network (../shared/lesson/lesson_keras.py), from fastconv.applications."""
+    from fastconv.applications import lesson_model as build
 
-    model = Sequential()
-    model.add(Conv2D(32, (3, 3), activation="relu", input_shape=(28, 28, 1)))
-    model.add(MaxPooling2D((2, 2)))
-    model.add(Conv2D(64, (3, 3), activation="relu"))
-    model.add(MaxPooling2D((2, 2)))
-    model.add(Conv2D(64, (3, 3), activation="relu"))
-    model.add(Flatten())
-    model.add(Dense(64, activation="relu"))
-    model.add(Dense(10, activation="softmax"))
-    return model
+    return build()
 
 
 def cmd_train_mnist(args) -> int:
