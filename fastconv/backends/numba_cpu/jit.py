@@ -5,6 +5,7 @@
   flags: sums vectorise, while NaN and infinity keep their IEEE meaning (no ``nnan``/``ninf``),
   so a NaN in the data still shows as NaN in the loss.
 * ``error_model='numpy'``: no ZeroDivisionError checks inside loops.
+* kernels called through ``SizedKernel`` run with denormals flushed to zero (``fpenv``).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from __future__ import annotations
 import types
 
 from numba import njit
+
+from . import fpenv
 
 FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
 
@@ -53,7 +56,11 @@ class SizedKernel:
     def __call__(self, size: int, *args):
         mode = SizedKernel.mode
         parallel = size >= self.threshold if mode == "auto" else mode == "parallel"
-        return (self.parallel if parallel else self.serial)(*args)
+        old = fpenv.enter(parallel)  # flush denormals to zero inside the kernel only
+        try:
+            return (self.parallel if parallel else self.serial)(*args)
+        finally:
+            fpenv.leave(old)
 
 
 #: Work below which conv kernels run serially (FLOPs): about what one thread does in the time
