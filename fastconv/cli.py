@@ -1,4 +1,4 @@
-"""The ``fastconv`` command: ``info``, ``train-mnist`` and ``bench``."""
+"""The ``fastconv`` command: ``info``, ``train-mnist``, ``autotune`` and ``bench``."""
 
 from __future__ import annotations
 
@@ -65,7 +65,8 @@ def cmd_info(args) -> int:
         print(f"  {name:11s} {'available' if reason is None else 'unavailable: ' + reason}")
     print(f"convolution algorithm: {fastconv.current_conv_algo()} (choices: "
           f"{', '.join(algorithms.CHOICES)})")
-    how = "measures each algorithm once per shape" if config.env_autotune() else "heuristic"
+    how = ("heuristic, then measured on a shape's third use" if config.env_autotune()
+           else "heuristic")
     print(f"auto: {how} (FASTCONV_AUTOTUNE), cache {config.cache_dir() / 'autotune.json'}")
     for name, spec in algorithms.ALGORITHMS.items():
         print(f"  {name:10s} {spec.scope}")
@@ -198,6 +199,76 @@ def cmd_bench(args) -> int:
     return code
 
 
+def _shape_text(g) -> str:
+    try:
+        return (f"n{g['n']} {g['h']}x{g['w']}x{g['c']} k{g['kh']}x{g['kw']}->{g['o']} "
+                f"s{g['sh']}x{g['sw']} d{g['dh']}x{g['dw']} "
+                f"p{g['pt']},{g['pb']},{g['pl']},{g['pr']}")
+    except (KeyError, TypeError):
+        return "?"
+
+
+def cmd_autotune(args) -> int:
+    """Show, clear or re-measure the autotuning cache (``<cache>/autotune.json``)."""
+    import fastconv
+    from fastconv.backends import algorithms, autotune
+
+    path = autotune.cache_file()
+    if args.clear:
+        removed = path.exists()
+        autotune.update_entries(clear=True)
+        autotune.clear_memory()
+        print(f"cleared {path}" if removed else f"nothing to clear: {path} does not exist")
+        return 0
+    if args.retune:
+        names = sorted({e.get("backend") for e in autotune.read_entries().values()
+                        if isinstance(e.get("backend"), str)})
+        for name in names:
+            if name not in fastconv.backend_names() or fastconv.available_backends()[name]:
+                print(f"{name}: backend not available here, its entries are kept")
+                continue
+            backend = fastconv.get_backend(name)
+            results = autotune.retune(
+                backend, lambda g, p, b=backend: algorithms.tuning_candidates(b, g, p),
+                lambda g, p, b=backend: algorithms.heuristic(b, g, p))
+            entries = autotune.read_entries()
+            for key, m in results:
+                verdict = (f"not kept: measured under load ({m.load.describe()})" if m.busy
+                           else f"{m.choice} ({m.how})")
+                e = entries.get(key, {})
+                print(f"{name} {e.get('pass', '?')} {_shape_text(e.get('geometry'))} "
+                      f"{e.get('dtype', '?')}: {verdict}")
+            if not results:
+                print(f"{name}: no entries of this machine, version and thread count")
+        if not names:
+            print(f"nothing to re-measure: {path} holds no entries")
+        return 0
+    entries = autotune.read_entries()
+    print(f"autotuning cache {path} (schema {autotune.SCHEMA}): {len(entries)} entries")
+    print(f"this machine: {autotune.machine_signature()}")
+    mine = autotune.machine_signature()
+    rows = [("machine", "backend", "threads", "pass", "shape", "dtype", "choice", "time",
+             "how measured")]
+    for key, e in sorted(entries.items()):
+        shape = _shape_text(e.get("geometry"))
+        seconds = e.get("seconds")
+        load = e.get("others_load")
+        how = f"{e.get('how', '?')}, {e.get('rounds', '?')} rounds"
+        if isinstance(load, (int, float)):
+            how += f", others {load:.0%} CPU"
+        rows.append(("this" if key.startswith(mine + "|") else "other",
+                     f"{e.get('backend', '?')}{' ' + e['device'] if e.get('device') else ''}",
+                     str(e.get("threads", "?")), str(e.get("pass", "?")), shape,
+                     str(e.get("dtype", "?")), str(e.get("choice", "?")),
+                     f"{seconds * 1e3:.3f} ms" if isinstance(seconds, (int, float)) else "?",
+                     how))
+    if len(rows) > 1:
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        for r in rows:
+            print("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fastconv", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -220,6 +291,15 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=None)
     train.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2))
     train.set_defaults(func=cmd_train_mnist)
+
+    tune = sub.add_parser("autotune", help="show, clear or re-measure the autotuning cache")
+    action = tune.add_mutually_exclusive_group()
+    action.add_argument("--show", action="store_true",
+                        help="list the cached choices (the default)")
+    action.add_argument("--clear", action="store_true", help="delete every cached choice")
+    action.add_argument("--retune", action="store_true",
+                        help="measure the cached shapes of this machine again")
+    tune.set_defaults(func=cmd_autotune)
 
     bench = sub.add_parser("bench", help="run the benchmark suite and write a report")
     bench.add_argument("--quick", action="store_true", help="a short run (a few minutes)")
