@@ -92,9 +92,24 @@ def _weight_entries(variables, offset: int = 0) -> tuple[list[dict], list[np.nda
     return entries, arrays
 
 
+def _keras_target(filepath, where: str) -> bool:
+    """True when ``filepath`` names a Keras file: ``.keras`` for models, ``.h5`` for weights."""
+    name = os.fspath(filepath).lower()
+    if where == "save" and name.endswith((".h5", ".hdf5")):
+        raise ValueError(f"save: fastconv does not write legacy HDF5 model files "
+                         f"({os.fspath(filepath)!r}); save to a .keras file (Keras 3) or a .fcm "
+                         f"file (fastconv's own format)")
+    return name.endswith(".keras") if where == "save" else name.endswith((".h5", ".hdf5"))
+
+
 def save_model(model, filepath) -> None:
     from .losses import serialize as serialize_loss
     from .optimizers import serialize as serialize_optimizer
+
+    if _keras_target(filepath, "save"):  # a Keras 3 archive (fastconv.keras_io)
+        from . import keras_io
+
+        return keras_io.save_model(model, filepath)
 
     if not model.built:
         raise ValueError(f"save: model '{model.name}' is not built yet (its input shape is "
@@ -120,6 +135,10 @@ def save_model(model, filepath) -> None:
 
 
 def save_weights(model, filepath) -> None:
+    if _keras_target(filepath, "save_weights"):  # a Keras 3 .weights.h5 file
+        from . import keras_io
+
+        return keras_io.save_weights(model, filepath)
     entries, arrays = _weight_entries(model.weights)
     manifest = {"format": "fastconv-weights", "format_version": FORMAT_VERSION,
                 "fastconv_version": __version__, "weights": entries}
@@ -217,7 +236,12 @@ def _assign_weights(model, pairs, archive: _Archive) -> None:
 
 def load_model(filepath, compile: bool = True):  # noqa: A002 - Keras's argument name
     """Rebuild a model saved with ``model.save``: architecture, weights and, with
-    ``compile=True``, optimizer, loss, metrics and optimizer state."""
+    ``compile=True``, optimizer, loss, metrics and optimizer state. Keras files (``.keras``,
+    ``.h5``) are read by ``fastconv.keras_io``."""
+    from . import keras_io
+
+    if keras_io.is_keras_file(filepath):
+        return keras_io.load_model(filepath, compile=compile)
     from .models.sequential import Sequential
 
     with _Archive(filepath, ("fastconv-model",)) as archive:
@@ -249,7 +273,12 @@ def load_model(filepath, compile: bool = True):  # noqa: A002 - Keras's argument
 
 
 def load_weights(model, filepath) -> None:
-    """Load weights saved by ``save_weights`` (or a full model file) into ``model``."""
+    """Load weights saved by ``save_weights`` (or a full model file) into ``model``; Keras
+    weight files (``.weights.h5``, legacy ``.h5``) are read by ``fastconv.keras_io``."""
+    from . import keras_io
+
+    if keras_io.is_keras_file(filepath):
+        return keras_io.load_weights(model, filepath)
     with _Archive(filepath, ("fastconv-weights", "fastconv-model")) as archive:
         if not model.built:
             raise ValueError(f"load_weights: model '{model.name}' is not built yet; build it "
