@@ -53,15 +53,15 @@ def _label(filepath) -> str:
 
 def is_keras_file(filepath) -> bool:
     """True for files this module reads: HDF5 files, and ZIP archives holding Keras's
-    ``config.json`` (fastconv's own ZIP files hold ``fastconv.json`` instead)."""
+    ``config.json`` (fastconv's own ZIP files hold ``fastconv.json`` instead). A file that does
+    not exist, or is neither, counts as a Keras file when its extension says so (``.keras``,
+    ``.h5``, ``.hdf5``), so that the error comes from this module's reader."""
     path = os.fspath(filepath)
-    name = path.lower()
-    if name.endswith((".keras", ".h5", ".hdf5")):
-        return True
+    by_name = path.lower().endswith((".keras", ".h5", ".hdf5"))
     try:
         head = _head(path)
     except OSError:
-        return False
+        return by_name
     if is_hdf5(head):
         return True
     if head.startswith(_ZIP_MAGIC):
@@ -69,9 +69,11 @@ def is_keras_file(filepath) -> bool:
             with zipfile.ZipFile(path) as zf:
                 names = set(zf.namelist())
         except (zipfile.BadZipFile, OSError):
+            return by_name
+        if "fastconv.json" in names:
             return False
-        return _ARCHIVE_CONFIG in names and "fastconv.json" not in names
-    return False
+        return by_name or _ARCHIVE_CONFIG in names
+    return by_name
 
 
 # -- .keras archives ----------------------------------------------------------------------------
