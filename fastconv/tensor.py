@@ -96,12 +96,45 @@ class Tensor:
         grad = ", requires_grad=True" if self.requires_grad else ""
         return f"Tensor(shape={self.shape}, dtype={self.dtype}{grad})"
 
+    # -- arithmetic: differentiable ops with NumPy broadcasting (fastconv.ops.arithmetic) ----
+    #: NumPy defers to the reflected operators below (``array * tensor`` is a Tensor)
+    __array_ufunc__ = None
+
     def __add__(self, other):
-        from .ops.merge import add
+        return _ops().add(self, other)
 
-        return add(self, other)
+    def __radd__(self, other):
+        return _ops().add(other, self)
 
-    __radd__ = __add__
+    def __sub__(self, other):
+        return _ops().subtract(self, other)
+
+    def __rsub__(self, other):
+        return _ops().subtract(other, self)
+
+    def __mul__(self, other):
+        return _ops().multiply(self, other)
+
+    def __rmul__(self, other):
+        return _ops().multiply(other, self)
+
+    def __truediv__(self, other):
+        return _ops().divide(self, other)
+
+    def __rtruediv__(self, other):
+        return _ops().divide(other, self)
+
+    def __matmul__(self, other):
+        return _ops().matmul(self, other)
+
+    def __rmatmul__(self, other):
+        return _ops().matmul(other, self)
+
+    def __neg__(self):
+        return _ops().negative(self)
+
+    def __pos__(self):
+        return self
 
     # -- autograd ----------------------------------------------------------------------------
     def backward(self, grad=None) -> None:
@@ -136,6 +169,13 @@ class Tensor:
                     key = id(parent)
                     grads[key] = pg if key not in grads else grads[key] + pg
             node.release()
+
+
+def _ops():
+    """The ops package (imported on first use: it imports this module)."""
+    from . import ops
+
+    return ops
 
 
 def _not_scalar(t: Tensor):

@@ -216,3 +216,68 @@ def correlate1d_valid(d, g):
     d, g = _f64(d), _f64(g)
     return np.array([sum(d[i + u] * g[u] for u in range(len(g)))
                      for i in range(len(d) - len(g) + 1)])
+
+
+# -- layers added with the normalisation family -------------------------------------------------
+
+
+def conv1d_forward(x, w, b=None, stride=1, padding=(0, 0), dilation=1):
+    """(N, steps, C) x (k, C, O) -> (N, out, O): ``y[t] = sum_u x[t*s + u*d - before] w[u]``;
+    ``padding`` is ``(before, after)`` (zeros)."""
+    x, w = _f64(x), _f64(w)
+    n, steps, _ = x.shape
+    k, _, o = w.shape
+    before, after = padding
+    out = (steps + before + after - (k - 1) * dilation - 1) // stride + 1
+    y = np.zeros((n, out, o))
+    for t in range(out):
+        for u in range(k):
+            i = t * stride + u * dilation - before
+            if 0 <= i < steps:
+                y[:, t, :] += x[:, i, :] @ w[u]
+    return y if b is None else y + _f64(b)
+
+
+def zero_pad2d(x, top, bottom, left, right):
+    x = _f64(x)
+    n, h, w, c = x.shape
+    y = np.zeros((n, h + top + bottom, w + left + right, c))
+    for i in range(h):
+        for j in range(w):
+            y[:, top + i, left + j, :] = x[:, i, j, :]
+    return y
+
+
+def batch_norm_statistics(x, axis=-1):
+    """Per-channel mean and biased variance over every axis but ``axis``, by explicit sums."""
+    x = np.moveaxis(_f64(x), axis, -1).reshape(-1, np.shape(x)[axis])
+    rows, channels = x.shape
+    mean, var = np.zeros(channels), np.zeros(channels)
+    for c in range(channels):
+        mean[c] = math.fsum(x[:, c]) / rows
+        var[c] = math.fsum((v - mean[c]) ** 2 for v in x[:, c]) / rows
+    return mean, var
+
+
+def batch_norm(x, mean, var, gamma, beta, eps, axis=-1):
+    """``(x - mean) / sqrt(var + eps) * gamma + beta`` channel by channel."""
+    x = _f64(x)
+    moved = np.moveaxis(x, axis, -1)
+    y = np.empty_like(moved)
+    for c in range(moved.shape[-1]):
+        y[..., c] = (moved[..., c] - mean[c]) / math.sqrt(var[c] + eps) * gamma[c] + beta[c]
+    return np.moveaxis(y, -1, axis)
+
+
+def local_response_normalization(x, depth_radius, bias, alpha, beta):
+    """TensorFlow's LRN over the last axis, channel by channel with an explicit window."""
+    x = _f64(x)
+    channels = x.shape[-1]
+    y = np.empty_like(x)
+    for c in range(channels):
+        lo, hi = max(0, c - depth_radius), min(channels, c + depth_radius + 1)
+        sqr_sum = np.zeros(x.shape[:-1])
+        for j in range(lo, hi):
+            sqr_sum += x[..., j] ** 2
+        y[..., c] = x[..., c] / (bias + alpha * sqr_sum) ** beta
+    return y

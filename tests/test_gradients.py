@@ -402,6 +402,175 @@ def composite_network(rng):
     return fn, [x, w, b, w2], forward
 
 
+
+# -- arithmetic operators ---------------------------------------------------------------------
+
+
+@case
+def subtract_broadcast(rng):
+    a, b = rng.standard_normal((2, 3, 4)), rng.standard_normal((3, 1))
+    return F.subtract, [a, b], lambda: a - b
+
+
+@case
+def multiply_broadcast(rng):
+    a, b = rng.standard_normal((2, 1, 4)), rng.standard_normal((3, 1))
+    return F.multiply, [a, b], lambda: a * b
+
+
+@case
+def divide_broadcast(rng):
+    a, b = rng.standard_normal((2, 3, 4)), away_from_zero(rng, (4,), 0.5)
+    return F.divide, [a, b], lambda: a / b
+
+
+@case
+def divide_by_broadcast_numerator(rng):
+    a, b = rng.standard_normal((1, 4)), away_from_zero(rng, (3, 4), 0.5)
+    return F.divide, [a, b], lambda: a / b
+
+
+@case
+def negative(rng):
+    x = rng.standard_normal((3, 4))
+    return F.negative, [x], lambda: -x
+
+
+@case
+def matmul_2d(rng):
+    a, b = rng.standard_normal((3, 4)), rng.standard_normal((4, 5))
+    return F.matmul, [a, b], lambda: a @ b
+
+
+@case
+def matmul_batched_broadcast(rng):
+    a, b = rng.standard_normal((2, 1, 3, 4)), rng.standard_normal((3, 4, 2))
+    return F.matmul, [a, b], lambda: a @ b
+
+
+@case
+def multiply_operators_with_numbers(rng):
+    """Every Tensor operator, reflected ones with plain numbers and NumPy arrays included."""
+    a, b = rng.standard_normal((2, 3)), away_from_zero(rng, (2, 3), 0.5)
+    c = rng.standard_normal((3, 2))
+    k = rng.standard_normal(3)
+
+    def fn(a_, b_, c_):
+        return (2.0 - a_ * b_ + k * a_) / b_ @ c_ - 1.5 / b_ @ c_ + (-a_) @ (0.5 * c_) + 3.0
+
+    def forward():
+        return (2.0 - a * b + k * a) / b @ c - 1.5 / b @ c + (-a) @ (0.5 * c) + 3.0
+    return fn, [a, b, c], forward
+
+
+# -- ops of the new layers ---------------------------------------------------------------------
+
+
+@case
+def conv1d_valid_bias(rng):
+    x, w, b = rng.standard_normal((2, 9, 3)), rng.standard_normal((3, 3, 4)), \
+        rng.standard_normal(4)
+    return (lambda x_, w_, b_: F.conv1d(x_, w_, b_), [x, w, b],
+            lambda: naive.conv1d_forward(x, w, b))
+
+
+@case
+def conv1d_same_stride2(rng):
+    x, w = rng.standard_normal((2, 8, 2)), rng.standard_normal((4, 2, 3))
+    pads = naive.same_padding(8, 4, 2)
+    return (lambda x_, w_: F.conv1d(x_, w_, strides=2, padding="same"), [x, w],
+            lambda: naive.conv1d_forward(x, w, None, 2, pads))
+
+
+@case
+def conv1d_causal_dilation2(rng):
+    x, w, b = rng.standard_normal((1, 7, 2)), rng.standard_normal((3, 2, 2)), \
+        rng.standard_normal(2)
+    return (lambda x_, w_, b_: F.conv1d(x_, w_, b_, padding="causal", dilation=2), [x, w, b],
+            lambda: naive.conv1d_forward(x, w, b, 1, (4, 0), 2))
+
+
+@case
+def zero_pad2d_int(rng):
+    x = rng.standard_normal((2, 3, 4, 2))
+    return lambda x_: F.zero_pad2d(x_, 1), [x], lambda: naive.zero_pad2d(x, 1, 1, 1, 1)
+
+
+@case
+def zero_pad2d_asymmetric(rng):
+    x = rng.standard_normal((1, 3, 2, 3))
+    return (lambda x_: F.zero_pad2d(x_, ((0, 2), (3, 1))), [x],
+            lambda: naive.zero_pad2d(x, 0, 2, 3, 1))
+
+
+@case
+def global_max_pool2d(rng):
+    x = distinct(rng, (2, 4, 3, 5))
+    return F.global_max_pool2d, [x], lambda: x.max(axis=(1, 2))
+
+
+def _bn_case(rng, shape, axis, training, affine=True):
+    x = rng.standard_normal(shape) * 2 + 0.5
+    c = shape[axis]
+    g, b = rng.standard_normal(c), rng.standard_normal(c)
+    mean, var = rng.standard_normal(c), rng.uniform(0.5, 2.0, c)
+    if training:
+        mean, var = naive.batch_norm_statistics(x, axis)
+    ones, zeros = np.ones(c), np.zeros(c)
+
+    def forward():
+        return naive.batch_norm(x, mean, var, g if affine else ones, b if affine else zeros,
+                                1e-3, axis)
+    if training:
+        if affine:
+            return (lambda x_, g_, b_: F.batch_norm_training(x_, g_, b_, axis=axis)[0],
+                    [x, g, b], forward)
+        return lambda x_: F.batch_norm_training(x_, axis=axis)[0], [x], forward
+    if affine:
+        return (lambda x_, g_, b_: F.batch_norm(x_, mean, var, g_, b_, axis=axis), [x, g, b],
+                forward)
+    return lambda x_: F.batch_norm(x_, mean, var, axis=axis), [x], forward
+
+
+@case
+def batch_norm_nhwc(rng):
+    return _bn_case(rng, (2, 3, 4, 5), -1, training=False)
+
+
+@case
+def batch_norm_axis1_no_affine(rng):
+    return _bn_case(rng, (3, 4, 2), 1, training=False, affine=False)
+
+
+@case
+def batch_norm_training_nhwc(rng):
+    return _bn_case(rng, (2, 3, 4, 5), -1, training=True)
+
+
+@case
+def batch_norm_training_dense(rng):
+    return _bn_case(rng, (6, 3), 1, training=True)
+
+
+@case
+def batch_norm_training_axis1_no_affine(rng):
+    return _bn_case(rng, (3, 4, 2, 2), 1, training=True, affine=False)
+
+
+@case
+def local_response_normalization_defaults(rng):
+    x = rng.standard_normal((2, 3, 2, 13))
+    return (F.local_response_normalization, [x],
+            lambda: naive.local_response_normalization(x, 5, 1.0, 1.0, 0.5))
+
+
+@case
+def local_response_normalization_alexnet(rng):
+    x = rng.standard_normal((2, 2, 3, 7)) * 2
+    return (lambda x_: F.local_response_normalization(x_, 2, 2.0, 1e-1, 0.75), [x],
+            lambda: naive.local_response_normalization(x, 2, 2.0, 1e-1, 0.75))
+
+
 IDS = sorted(CASES)
 
 #: Names in fastconv.functional.__all__ that are not differentiable ops.

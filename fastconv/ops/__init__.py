@@ -13,9 +13,24 @@ Layouts: NHWC activations, HWIO convolution kernels, (in, out) dense kernels.
 
 from ..tensor import is_grad_enabled
 from .activation import ReLUOp, SigmoidOp, SoftmaxOp, TanhOp, linear, relu, sigmoid, softmax, tanh
-from .arithmetic import ScaleOp, SumOp, mean, sum
+from .arithmetic import (
+    DivideOp,
+    MatMulOp,
+    MultiplyOp,
+    NegativeOp,
+    ScaleOp,
+    SubtractOp,
+    SumOp,
+    divide,
+    matmul,
+    mean,
+    multiply,
+    negative,
+    subtract,
+    sum,
+)
 from .base import as_tensor
-from .conv import Conv2DOp, conv2d
+from .conv import Conv2DOp, conv1d, conv2d
 from .dense import DenseOp, dense
 from .losses import (
     MeanSquaredErrorOp,
@@ -26,26 +41,41 @@ from .losses import (
     softmax_cross_entropy,
 )
 from .merge import AddOp, ConcatenateOp, add, concatenate
+from .normalization import (
+    BatchNormOp,
+    LocalResponseNormOp,
+    batch_norm,
+    batch_norm_training,
+    fold_batch_norm,
+    local_response_normalization,
+)
 from .pool import (
     AvgPool2DOp,
     MaxPool2DOp,
     avg_pool1d,
     avg_pool2d,
     global_avg_pool2d,
+    global_max_pool2d,
     max_pool1d,
     max_pool2d,
 )
 from .regularization import DropoutOp, dropout
-from .shape import ReshapeOp, flatten, reshape
+from .shape import ReshapeOp, ZeroPad2DOp, flatten, reshape, zero_pad2d
 
 __all__ = [
     # the functional API (what ``fastconv.functional`` exports)
-    "as_tensor", "conv2d", "dense", "max_pool2d", "avg_pool2d", "global_avg_pool2d",
-    "max_pool1d", "avg_pool1d", "relu", "sigmoid", "tanh", "softmax", "linear", "reshape",
-    "flatten", "dropout", "add", "concatenate", "sum", "mean", "softmax_cross_entropy",
+    "as_tensor", "conv2d", "conv1d", "dense", "max_pool2d", "avg_pool2d", "global_avg_pool2d",
+    "global_max_pool2d", "max_pool1d", "avg_pool1d", "relu", "sigmoid", "tanh", "softmax",
+    "linear", "reshape", "flatten", "zero_pad2d", "dropout", "add", "subtract", "multiply",
+    "divide", "negative", "matmul", "concatenate", "sum", "mean", "batch_norm",
+    "batch_norm_training", "local_response_normalization", "softmax_cross_entropy",
     "cross_entropy", "mean_squared_error", "is_grad_enabled",
+    # not an op: arithmetic on arrays for inference plans
+    "fold_batch_norm",
     # the Function classes, one per primitive op
     "Conv2DOp", "DenseOp", "MaxPool2DOp", "AvgPool2DOp", "ReLUOp", "SigmoidOp", "TanhOp",
-    "SoftmaxOp", "ReshapeOp", "DropoutOp", "AddOp", "ConcatenateOp", "SumOp", "ScaleOp",
-    "SoftmaxCrossEntropyOp", "ProbabilityCrossEntropyOp", "MeanSquaredErrorOp",
+    "SoftmaxOp", "ReshapeOp", "ZeroPad2DOp", "DropoutOp", "AddOp", "SubtractOp", "MultiplyOp",
+    "DivideOp", "NegativeOp", "MatMulOp", "ConcatenateOp", "SumOp", "ScaleOp", "BatchNormOp",
+    "LocalResponseNormOp", "SoftmaxCrossEntropyOp", "ProbabilityCrossEntropyOp",
+    "MeanSquaredErrorOp",
 ]

@@ -3,6 +3,8 @@ and the reduction of broadcast gradients."""
 
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 
 from ..backends import FUSED_ACTIVATIONS, get_backend
@@ -55,3 +57,19 @@ def unbroadcast(g, shape):
     axes = tuple(range(extra)) + tuple(
         i + extra for i, s in enumerate(shape) if s == 1 and g.shape[i + extra] != 1)
     return g.sum(axis=axes, keepdims=True).reshape(shape)
+
+
+def broadcast_operands(op: str, a, b) -> tuple[Tensor, Tensor]:
+    """The two operands of an element-wise op as Tensors of one dtype whose shapes broadcast
+    (NumPy's rules). A plain number takes the other operand's dtype."""
+    if isinstance(a, Tensor) and isinstance(b, numbers.Real):
+        b = as_tensor(b, f"{op} input", dtype=a.dtype)
+    elif isinstance(b, Tensor) and isinstance(a, numbers.Real):
+        a = as_tensor(a, f"{op} input", dtype=b.dtype)
+    a, b = as_tensor(a, f"{op} input"), as_tensor(b, f"{op} input")
+    same_dtype(op, a=a, b=b)
+    try:
+        np.broadcast_shapes(a.shape, b.shape)
+    except ValueError:
+        raise ValueError(f"{op}: shapes {a.shape} and {b.shape} do not broadcast") from None
+    return a, b

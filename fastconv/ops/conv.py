@@ -1,11 +1,12 @@
-"""Convolution ops."""
+"""Convolution ops: conv2d (a primitive with its three passes) and conv1d built on it."""
 
 from __future__ import annotations
 
 from ..backends import algorithms as algos
-from ..geometry import conv_geometry
+from ..geometry import conv_geometry, normalize_tuple
 from ..tensor import Function, Tensor
 from .base import as_tensor, check_activation, same_dtype
+from .shape import reshape
 
 
 class Conv2DOp(Function):
@@ -55,3 +56,37 @@ def conv2d(x, kernel, bias=None, strides=1, padding="valid", dilation=1, activat
     algo = algos.current_conv_algo() if algo is None else algo
     args = (x, kernel) if bias is None else (x, kernel, bias)
     return Conv2DOp.apply(*args, geom=geom, algo=algo, activation=activation)
+
+
+def conv1d_padding(padding, kernel_size: int, dilation: int, name: str = "padding"):
+    """Conv1D's ``padding`` as conv2d padding over a (1, steps) image: ``'valid'`` and
+    ``'same'`` as they are; ``'causal'`` puts all ``dilation * (kernel_size - 1)`` zeros before
+    the first step, so that output t sees inputs up to t only (WaveNet; Keras's ``causal``)."""
+    mode = padding.lower() if isinstance(padding, str) else None
+    if mode in ("valid", "same"):
+        return mode
+    if mode == "causal":
+        return ((0, 0), (dilation * (kernel_size - 1), 0))
+    raise ValueError(f"{name} must be 'valid', 'same' or 'causal', got {padding!r}")
+
+
+def conv1d(x, kernel, bias=None, strides=1, padding="valid", dilation=1, activation=None,
+           algo: str | None = None) -> Tensor:
+    """1D convolution of ``x`` (batch, steps, channels) with a ``(k, in, out)`` kernel (Keras's
+    layouts), as :func:`conv2d` over a (batch, 1, steps, channels) image with a (1, k, in, out)
+    kernel, so that every algorithm of every backend serves it. ``padding``: ``'valid'``,
+    ``'same'`` or ``'causal'``."""
+    x = as_tensor(x, "conv1d input")
+    kernel = as_tensor(kernel, "conv1d kernel")
+    if x.ndim != 3:
+        raise ValueError(f"conv1d expects a 3D (batch, steps, channels) input, got shape "
+                         f"{x.shape}")
+    if kernel.ndim != 3:
+        raise ValueError(f"conv1d: kernel must be 3D (k, in, out), got shape {kernel.shape}")
+    (s,) = normalize_tuple(strides, 1, "conv1d: strides")
+    (d,) = normalize_tuple(dilation, 1, "conv1d: dilation")
+    pads = conv1d_padding(padding, kernel.shape[0], d, "conv1d: padding")
+    n, steps, c = x.shape
+    y = conv2d(reshape(x, (n, 1, steps, c)), reshape(kernel, (1, *kernel.shape)), bias,
+               (1, s), pads, (1, d), activation, algo)
+    return reshape(y, (n, y.shape[2], y.shape[3]))

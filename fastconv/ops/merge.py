@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 
 from ..tensor import Function, Tensor
-from .base import as_tensor, same_dtype, unbroadcast
+from .base import as_tensor, broadcast_operands, same_dtype, unbroadcast
 
 
 class AddOp(Function):
@@ -22,17 +20,7 @@ class AddOp(Function):
 def add(a, b) -> Tensor:
     """Element-wise sum with NumPy broadcasting (residual connections). A plain number takes
     the other operand's dtype."""
-    if isinstance(a, Tensor) and isinstance(b, numbers.Real):
-        b = as_tensor(b, "add input", dtype=a.dtype)
-    elif isinstance(b, Tensor) and isinstance(a, numbers.Real):
-        a = as_tensor(a, "add input", dtype=b.dtype)
-    a, b = as_tensor(a, "add input"), as_tensor(b, "add input")
-    same_dtype("add", a=a, b=b)
-    try:
-        np.broadcast_shapes(a.shape, b.shape)
-    except ValueError:
-        raise ValueError(f"add: shapes {a.shape} and {b.shape} do not broadcast") from None
-    return AddOp.apply(a, b)
+    return AddOp.apply(*broadcast_operands("add", a, b))
 
 
 class ConcatenateOp(Function):

@@ -50,6 +50,15 @@ def global_avg_pool2d(x) -> Tensor:
     return reshape(avg_pool2d(x, (h, w)), (n, c))
 
 
+def global_max_pool2d(x) -> Tensor:
+    """Maximum over H and W: (N, H, W, C) -> (N, C)."""
+    x = as_tensor(x, "global_max_pool2d input")
+    if x.ndim != 4:
+        raise ValueError(f"global_max_pool2d expects a 4D NHWC input, got shape {x.shape}")
+    n, h, w, c = x.shape
+    return reshape(max_pool2d(x, (h, w)), (n, c))
+
+
 def _pool1d(pool2d, op, x, pool_size, strides, padding):
     x = as_tensor(x, f"{op} input")
     if x.ndim != 3:

@@ -1,9 +1,10 @@
-"""Shape ops."""
+"""Shape ops: reshape, flatten, zero padding."""
 
 from __future__ import annotations
 
 import numpy as np
 
+from ..geometry import resolve_padding
 from ..tensor import Function, Tensor
 from .base import as_tensor
 
@@ -31,3 +32,38 @@ def flatten(x) -> Tensor:
     """(N, ...) -> (N, prod(...))."""
     x = as_tensor(x, "flatten input")
     return reshape(x, (x.shape[0], -1))
+
+
+class ZeroPad2DOp(Function):
+    """Zeros around the H and W axes of NHWC ``x``. Backward: the gradient's inner window."""
+
+    def forward(self, x, *, pads):
+        top, bottom, left, right = pads
+        n, h, w, c = x.shape
+        y = self.backend.xp.zeros((n, h + top + bottom, w + left + right, c), dtype=x.dtype)
+        y[:, top:top + h, left:left + w, :] = x
+        self.window = (top, h, left, w)
+        return y
+
+    def backward(self, dy):
+        top, h, left, w = self.window
+        return (self.backend.xp.ascontiguousarray(dy[:, top:top + h, left:left + w, :]),)
+
+
+def zero_pad_pads(padding, name: str = "padding") -> tuple[int, int, int, int]:
+    """ZeroPadding2D's ``padding`` (an int, ``(h, w)`` or ``((top, bottom), (left, right))``)
+    as ``(top, bottom, left, right)``."""
+    if isinstance(padding, str):
+        raise ValueError(f"{name} must be an int, (h, w) or ((top, bottom), (left, right)); "
+                         f"got {padding!r}")
+    pads = resolve_padding(padding, (1, 1), (1, 1), (1, 1), (None, None), name)
+    return tuple(int(p) for p in pads)
+
+
+def zero_pad2d(x, padding=1) -> Tensor:
+    """Zero padding of NHWC ``x`` along H and W: ``padding`` is an int, ``(h, w)`` (symmetric)
+    or ``((top, bottom), (left, right))``."""
+    x = as_tensor(x, "zero_pad2d input")
+    if x.ndim != 4:
+        raise ValueError(f"zero_pad2d expects a 4D NHWC input, got shape {x.shape}")
+    return ZeroPad2DOp.apply(x, pads=zero_pad_pads(padding, "zero_pad2d: padding"))

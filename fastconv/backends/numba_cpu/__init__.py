@@ -16,6 +16,7 @@ from ..base import Backend
 from ..derived import DerivedCache
 from ..host_memory import keep_freed_memory
 from . import elementwise, gemm, microkernel, pool
+from . import normalization as norm
 from .conv import DirectConv, Im2colConv, WinogradF2Conv, WinogradF4Conv
 
 _CHUNK = 1 << 14  # elements per parallel task in element-wise kernels
@@ -134,8 +135,78 @@ class NumbaCpuBackend(Backend):
                               m.reshape(-1), v.reshape(-1), real(lr_t), real(beta_1), real(beta_2),
                               real(epsilon), _CHUNK)
 
+    # -- normalisation -----------------------------------------------------------------------
+    def _partials(self, ch: int):
+        return (np.empty((self.num_threads(), ch)), np.empty((self.num_threads(), ch)))
+
+    def batch_norm_statistics(self, x):
+        rows, ch = x.shape
+        x = np.ascontiguousarray(x)
+        p1, p2 = self._partials(ch)
+        rows_per = _rows_per(ch)
+        norm.centered_sums(x.size, x, np.zeros(ch), p1, p2, rows_per)
+        mean = p1.sum(axis=0) / rows
+        # second pass about the mean; s1 (about 0) corrects its rounding
+        norm.centered_sums(x.size, x, mean, p1, p2, rows_per)
+        s1 = p1.sum(axis=0)
+        var = (p2.sum(axis=0) - s1 * s1 / rows) / rows
+        return mean.astype(x.dtype), var.astype(x.dtype)
+
+    def batch_norm_forward(self, x, gamma, beta, mean, var, eps):
+        dt = x.dtype
+        scale = (gamma / np.sqrt(var.astype(np.float64) + eps)).astype(dt)
+        x = np.ascontiguousarray(x)
+        y = np.empty_like(x)
+        norm.affine_centered(x.size, x, _vec(mean, dt), scale, _vec(beta, dt), y,
+                             _rows_per(x.shape[1]))
+        return y
+
+    def batch_norm_backward(self, dy, x, gamma, mean, var, eps, training):
+        rows, ch = x.shape
+        dt = x.dtype
+        dy, x, mean = np.ascontiguousarray(dy), np.ascontiguousarray(x), _vec(mean, dt)
+        p_dy, p_dyx = self._partials(ch)
+        rows_per = _rows_per(ch)
+        norm.grad_sums(dy.size, dy, x, mean, p_dy, p_dyx, rows_per)
+        s_dy, s_dyx = p_dy.sum(axis=0), p_dyx.sum(axis=0)
+        inv = 1.0 / np.sqrt(var.astype(np.float64) + eps)
+        a = gamma * inv
+        if training:
+            b, c = -a * inv * inv * s_dyx / rows, -a * s_dy / rows
+        else:
+            b = c = np.zeros(ch)
+        dx = np.empty_like(dy)
+        norm.bn_dx(dy.size, dy, x, mean, a.astype(dt), b.astype(dt), c.astype(dt), dx, rows_per)
+        return dx, (s_dyx * inv).astype(dt), s_dy.astype(dt)
+
+    def lrn_forward(self, x, radius, bias, alpha, beta):
+        x = np.ascontiguousarray(x)
+        y, scale = np.empty_like(x), np.empty_like(x)
+        norm.lrn_forward(x.size * (2 * radius + 1), x, int(radius), float(bias), float(alpha),
+                         float(beta), y, scale, _rows_per(x.shape[1]))
+        return y, scale
+
+    def lrn_backward(self, dy, x, y, scale, radius, alpha, beta):
+        dy = np.ascontiguousarray(dy)
+        dx = np.empty_like(dy)
+        scratch = np.empty((self.num_threads(), dy.shape[1]))
+        norm.lrn_backward(dy.size * (2 * radius + 1), dy, np.ascontiguousarray(x),
+                          np.ascontiguousarray(y), np.ascontiguousarray(scale), int(radius),
+                          float(alpha), float(beta), dx, scratch, _rows_per(dy.shape[1]))
+        return dx
+
     def random_uniform(self, shape, dtype):
         return fc_random.host_rng().random(shape, dtype=np.dtype(dtype))
+
+
+def _rows_per(ch: int) -> int:
+    """Rows per parallel task in (rows, channels) kernels."""
+    return max(1, _CHUNK // max(ch, 1))
+
+
+def _vec(a, dtype):
+    """A contiguous per-channel vector of ``dtype``."""
+    return np.ascontiguousarray(a, dtype=dtype)
 
 
 def create_backend() -> NumbaCpuBackend:

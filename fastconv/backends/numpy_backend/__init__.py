@@ -10,6 +10,7 @@ import numpy as np
 from ... import random as fc_random
 from ..base import Backend
 from ..host_memory import keep_freed_memory
+from . import normalization as norm
 from .conv import DirectConv, Im2colConv, WinogradF2Conv, WinogradF4Conv
 from .pool import avg_pool2d_backward, avg_pool2d_forward, max_pool2d_backward, max_pool2d_forward
 
@@ -45,6 +46,21 @@ class NumpyBackend(Backend):
 
     def avg_pool2d_backward(self, dy, geom):
         return avg_pool2d_backward(dy, geom)
+
+    def batch_norm_statistics(self, x):
+        return norm.batch_norm_statistics(x)
+
+    def batch_norm_forward(self, x, gamma, beta, mean, var, eps):
+        return norm.batch_norm_forward(x, gamma, beta, mean, var, eps)
+
+    def batch_norm_backward(self, dy, x, gamma, mean, var, eps, training):
+        return norm.batch_norm_backward(dy, x, gamma, mean, var, eps, training)
+
+    def lrn_forward(self, x, radius, bias, alpha, beta):
+        return norm.lrn_forward(x, radius, bias, alpha, beta)
+
+    def lrn_backward(self, dy, x, y, scale, radius, alpha, beta):
+        return norm.lrn_backward(dy, x, y, scale, radius, alpha, beta)
 
     def random_uniform(self, shape, dtype):
         return fc_random.host_rng().random(shape, dtype=np.dtype(dtype))

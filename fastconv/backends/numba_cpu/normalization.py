@@ -1,0 +1,146 @@
+"""Batch normalisation and local response normalisation over NHWC activations viewed as
+(rows, channels), channels contiguous. Formulas: ``fastconv.backends.base.Backend``
+(``batch_norm_*``, ``lrn_*``); the NumPy backend holds the reference implementation.
+
+Each parallel task takes a contiguous block of rows and runs a serial helper whose inner loop
+runs along the channels (vectorised by LLVM). Per-channel sums go into one float64 row of
+``partial`` per thread (``numba.get_thread_id()``), which the caller adds up: no atomics, and
+float32 data keeps float64 sums.
+"""
+
+from __future__ import annotations
+
+import numba
+from numba import prange
+
+from .jit import helper, sized_kernel
+
+
+@helper
+def _centered_sums(x, center, s1, s2):
+    """s1[k] += sum(x[:, k] - center[k]); s2[k] += sum((x[:, k] - center[k])^2)."""
+    rows, ch = x.shape
+    for r in range(rows):
+        for k in range(ch):
+            d = x[r, k] - center[k]
+            s1[k] += d
+            s2[k] += d * d
+
+
+@sized_kernel(1 << 16)
+def centered_sums(x, center, partial1, partial2, rows_per):
+    """Per-thread partial sums of ``x - center`` and its square, per channel (float64)."""
+    rows = x.shape[0]
+    partial1[:] = 0
+    partial2[:] = 0
+    for t in prange((rows + rows_per - 1) // rows_per):
+        lo, hi = t * rows_per, min((t + 1) * rows_per, rows)
+        tid = numba.get_thread_id()
+        _centered_sums(x[lo:hi], center, partial1[tid], partial2[tid])
+
+
+@helper
+def _affine_centered(x, mean, scale, shift, y):
+    """y[r, k] = (x[r, k] - mean[k]) * scale[k] + shift[k]."""
+    rows, ch = x.shape
+    for r in range(rows):
+        for k in range(ch):
+            y[r, k] = (x[r, k] - mean[k]) * scale[k] + shift[k]
+
+
+@sized_kernel(1 << 16)
+def affine_centered(x, mean, scale, shift, y, rows_per):
+    """Batch norm's forward: y = (x - mean) * scale + shift per channel, with
+    scale = gamma / sqrt(var + eps) and shift = beta."""
+    rows = x.shape[0]
+    for t in prange((rows + rows_per - 1) // rows_per):
+        lo, hi = t * rows_per, min((t + 1) * rows_per, rows)
+        _affine_centered(x[lo:hi], mean, scale, shift, y[lo:hi])
+
+
+@helper
+def _grad_sums(dy, x, mean, s_dy, s_dyx):
+    rows, ch = dy.shape
+    for r in range(rows):
+        for k in range(ch):
+            g = dy[r, k]
+            s_dy[k] += g
+            s_dyx[k] += g * (x[r, k] - mean[k])
+
+
+@sized_kernel(1 << 16)
+def grad_sums(dy, x, mean, partial_dy, partial_dyx, rows_per):
+    """Per-thread partial sums of dy and dy * (x - mean), per channel (float64)."""
+    rows = dy.shape[0]
+    partial_dy[:] = 0
+    partial_dyx[:] = 0
+    for t in prange((rows + rows_per - 1) // rows_per):
+        lo, hi = t * rows_per, min((t + 1) * rows_per, rows)
+        tid = numba.get_thread_id()
+        _grad_sums(dy[lo:hi], x[lo:hi], mean, partial_dy[tid], partial_dyx[tid])
+
+
+@helper
+def _bn_dx(dy, x, mean, a, b, c, dx):
+    rows, ch = dy.shape
+    for r in range(rows):
+        for k in range(ch):
+            dx[r, k] = a[k] * dy[r, k] + b[k] * (x[r, k] - mean[k]) + c[k]
+
+
+@sized_kernel(1 << 16)
+def bn_dx(dy, x, mean, a, b, c, dx, rows_per):
+    """Batch norm's dx = a * dy + b * (x - mean) + c per channel: the training formula
+    ``gamma * inv / N * (N dy - sum(dy) - xhat * sum(dy * xhat))`` regrouped into
+    a = gamma * inv, b = -gamma * inv^3 * sum(dy * (x - mean)) / N, c = -gamma * inv * sum(dy)
+    / N; inference has b = c = 0."""
+    rows = dy.shape[0]
+    for t in prange((rows + rows_per - 1) // rows_per):
+        lo, hi = t * rows_per, min((t + 1) * rows_per, rows)
+        _bn_dx(dy[lo:hi], x[lo:hi], mean, a, b, c, dx[lo:hi])
+
+
+@helper
+def _lrn_forward(x, radius, bias, alpha, beta, y, scale):
+    rows, ch = x.shape
+    for r in range(rows):
+        for k in range(ch):
+            s = 0.0  # float64 sum for float32 data too
+            for j in range(max(0, k - radius), min(ch, k + radius + 1)):
+                s += x[r, j] * x[r, j]
+            sc = bias + alpha * s
+            scale[r, k] = sc
+            y[r, k] = x[r, k] * sc ** -beta
+
+
+@sized_kernel(1 << 14)
+def lrn_forward(x, radius, bias, alpha, beta, y, scale, rows_per):
+    """scale[c] = bias + alpha * sum(x[c']^2, |c' - c| <= radius); y = x * scale^-beta."""
+    rows = x.shape[0]
+    for t in prange((rows + rows_per - 1) // rows_per):
+        lo, hi = t * rows_per, min((t + 1) * rows_per, rows)
+        _lrn_forward(x[lo:hi], radius, bias, alpha, beta, y[lo:hi], scale[lo:hi])
+
+
+@helper
+def _lrn_backward(dy, x, y, scale, radius, alpha, beta, dx, t):
+    rows, ch = dy.shape
+    for r in range(rows):
+        for k in range(ch):
+            t[k] = dy[r, k] * y[r, k] / scale[r, k]
+        for k in range(ch):
+            s = 0.0
+            for j in range(max(0, k - radius), min(ch, k + radius + 1)):
+                s += t[j]
+            dx[r, k] = dy[r, k] * scale[r, k] ** -beta - 2 * alpha * beta * x[r, k] * s
+
+
+@sized_kernel(1 << 14)
+def lrn_backward(dy, x, y, scale, radius, alpha, beta, dx, scratch, rows_per):
+    """dx[c] = dy[c] * scale[c]^-beta - 2 alpha beta x[c] * sum(t[c'], |c' - c| <= radius) with
+    t = dy * y / scale; ``scratch`` holds one (channels,) float64 row per thread."""
+    rows = dy.shape[0]
+    for t in prange((rows + rows_per - 1) // rows_per):
+        lo, hi = t * rows_per, min((t + 1) * rows_per, rows)
+        _lrn_backward(dy[lo:hi], x[lo:hi], y[lo:hi], scale[lo:hi], radius, alpha, beta,
+                      dx[lo:hi], scratch[numba.get_thread_id()])
