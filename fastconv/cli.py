@@ -215,8 +215,7 @@ def cmd_autotune(args) -> int:
 
     path = autotune.cache_file()
     if args.clear:
-        removed = path.exists()
-        autotune.update_entries(clear=True)
+        removed = autotune.clear_file()
         autotune.clear_memory()
         print(f"cleared {path}" if removed else f"nothing to clear: {path} does not exist")
         return 0
@@ -245,7 +244,7 @@ def cmd_autotune(args) -> int:
         return 0
     entries = autotune.read_entries()
     print(f"autotuning cache {path} (schema {autotune.SCHEMA}): {len(entries)} entries")
-    print(f"this machine: {autotune.machine_signature()}")
+    print(f"machine here: {autotune.machine_signature()}")
     mine = autotune.machine_signature()
     rows = [("machine", "backend", "threads", "pass", "shape", "dtype", "choice", "time",
              "how measured")]

@@ -358,6 +358,17 @@ def update_entries(updates: dict[str, dict] | None = None, remove=(), clear: boo
         return False
 
 
+def clear_file(path=None) -> bool:
+    """Delete the cache file under the lock; True if there was one."""
+    path = cache_file() if path is None else path
+    with _locked(path):
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            return False
+    return True
+
+
 def make_entry(backend, geom: ConvGeometry, dtype: str, conv_pass: str,
                m: Measurement) -> dict:
     return {"machine": machine_signature(), "backend": backend.name,
@@ -459,8 +470,8 @@ def _first_use(backend, geom, dtype, conv_pass, candidates, heuristic, fast_key)
             return _State(entry["choice"], "cached", entry=entry,
                           timings=dict(entry.get("timings") or {}))
         log.debug("cached entry for %s %s %s ignored: %s", conv_pass, dtype, geom, problem)
-        # run the heuristic's choice now, and tune on the next use (repairing the entry)
-        return _State(heuristic, f"heuristic (cached entry unusable: {problem})", next_check=1)
+        # as if there were none: the heuristic's choice, then tuning replaces the entry
+        return _State(heuristic, f"heuristic (cached entry unusable: {problem})")
     return _State(heuristic, "heuristic (not tuned yet)")
 
 
