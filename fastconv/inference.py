@@ -6,6 +6,11 @@ algorithm choices. What remains per call is one backend primitive per layer on r
 Tensors, no graph), reading each layer's current weights, so training between two predictions
 needs no new plan. Layers without a specialised step run their ordinary ``call`` on Tensors.
 
+A Sequential model's plan is a chain: each step takes the previous step's array. A functional
+model's plan is a graph: each step reads its input slots (one array, or a list for merge layers)
+and writes its output slots, and a slot is released after its last reader, so memory stays that
+of the live activations. A nested model runs as one step with its own plan.
+
 On backends that set ``inference_chunk_bytes`` (the CPU ones), a large batch goes through the
 network a chunk of images at a time, the chunk sized so that its largest activation stays in
 cache: the images are independent, and memory traffic, not arithmetic, bounds the early layers
@@ -19,18 +24,80 @@ from .backends import get_backend
 from .tensor import Tensor, no_grad
 
 
-class InferencePlan:
-    """Runs ``model``'s layers on backend arrays of shape ``batch_shape``."""
+def _is_shape_list(shape) -> bool:
+    return isinstance(shape, list) and all(isinstance(s, (tuple, list)) for s in shape)
 
-    def __init__(self, model, batch_shape: tuple, backend=None):
+
+def _with_batch(shape, batch):
+    return (batch, *tuple(shape)[1:])
+
+
+def graph_shapes(model, input_shapes: list) -> dict:
+    """Shape of every tensor of a functional model's graph (keyed by id) for these input
+    shapes (batch axis included)."""
+    shapes = {id(t): tuple(s) for t, s in zip(model.inputs, input_shapes)}
+    batch = input_shapes[0][0] if input_shapes else None
+    for node in model.graph_nodes:
+        ins = [shapes[id(t)] for t in node.input_tensors]
+        out = node.layer.compute_output_shape(ins if node.multi else ins[0])
+        outs = out if _is_shape_list(out) else [out]
+        for t, s in zip(node.outputs, outs):
+            shapes[id(t)] = _with_batch(s, batch)
+    return shapes
+
+
+class InferencePlan:
+    """Runs ``model``'s layers on backend arrays of shape ``batch_shape`` (a list of shapes for
+    a model with several inputs)."""
+
+    def __init__(self, model, batch_shape, backend=None):
         self.backend = backend if backend is not None else get_backend()
-        self.batch_shape = tuple(batch_shape)
         self.steps = []
-        shape = self.batch_shape
-        for layer in model.layers:
-            self.steps.append(layer.inference_step(shape, self.backend))
-            shape = (shape[0], *layer.compute_output_shape(shape)[1:])
-        self.output_shape = shape
+        nodes = getattr(model, "graph_nodes", None)
+        if nodes is None:  # a chain (Sequential): each step feeds the next
+            self.batch_shape = shape = tuple(batch_shape)
+            for layer in model.layers:
+                self.steps.append(layer.inference_step(shape, self.backend))
+                shape = (shape[0], *layer.compute_output_shape(shape)[1:])
+            self.output_shape = shape
+            self.run = self.__call__
+            return
+        self._graph_plan(model, nodes, batch_shape)
+        self.run = self._run_graph
+
+    def _graph_plan(self, model, nodes, batch_shape) -> None:
+        several = _is_shape_list(batch_shape)
+        shapes_in = [tuple(s) for s in batch_shape] if several else [tuple(batch_shape)]
+        self.batch_shape = shapes_in if several else shapes_in[0]
+        shapes = graph_shapes(model, shapes_in)
+        slot = {id(t): i for i, t in enumerate(model.inputs)}
+        self.n_inputs = len(slot)
+        readers: dict[int, int] = {}  # slot -> index of the last step that reads it
+        graph = []
+        for node in nodes:
+            ins = [slot[id(t)] for t in node.input_tensors]
+            in_shapes = [shapes[id(t)] for t in node.input_tensors]
+            fn = node.layer.inference_step(in_shapes if node.multi else in_shapes[0],
+                                           self.backend)
+            outs = []
+            for t in node.outputs:
+                slot[id(t)] = len(slot)
+                outs.append(slot[id(t)])
+            for i in ins:
+                readers[i] = len(graph)
+            graph.append((fn, ins, node.multi, outs))
+        self.output_slots = [slot[id(t)] for t in model.outputs]
+        kept = set(self.output_slots)
+        releases = [[] for _ in graph]
+        for i, last in readers.items():
+            if i not in kept:
+                releases[last].append(i)
+        self.steps = [(fn, ins if multi else ins[0], multi, outs,
+                       tuple(releases[k])) for k, (fn, ins, multi, outs) in enumerate(graph)]
+        self.n_slots = len(slot)
+        out_shapes = [shapes[id(t)] for t in model.outputs]
+        self.single_output = len(out_shapes) == 1
+        self.output_shape = out_shapes[0] if self.single_output else out_shapes
 
     def __call__(self, x):
         with no_grad():
@@ -38,32 +105,80 @@ class InferencePlan:
                 x = step(x)
         return x
 
+    def _run_graph(self, x):
+        """``x``: one array, or a list with one array per input; returns one array, or a list
+        with one per output."""
+        values = [None] * self.n_slots
+        if self.n_inputs == 1:
+            values[0] = x
+        else:
+            values[:self.n_inputs] = x
+        with no_grad():
+            for fn, ins, multi, outs, release in self.steps:
+                y = fn([values[i] for i in ins] if multi else values[ins])
+                if len(outs) == 1:
+                    values[outs[0]] = y
+                else:
+                    for o, v in zip(outs, y):
+                        values[o] = v
+                for i in release:
+                    values[i] = None
+        if self.single_output:
+            return values[self.output_slots[0]]
+        return [values[i] for i in self.output_slots]
 
-def chunk_size(model, item_shape: tuple, backend) -> int:
-    """Images per chunk: the largest per-image activation times the chunk fits the budget."""
+
+def chunk_size(model, item_shape, backend) -> int:
+    """Images per chunk: the largest per-image activation times the chunk fits the budget
+    (``item_shape``: one input's shape without the batch axis, or a list of them)."""
     budget = backend.inference_chunk_bytes
     if not budget:
         return 0
     itemsize = 8 if model.dtype == "float64" else 4
-    largest, shape = 1, (1, *item_shape)
-    for layer in model.layers:
-        shape = (1, *layer.compute_output_shape(shape)[1:])
-        size = 1
-        for d in shape[1:]:
-            size *= d
-        largest = max(largest, size)
+    largest = 1
+    nodes = getattr(model, "graph_nodes", None)
+    if nodes is None:
+        shape = (1, *item_shape)
+        for layer in model.layers:
+            shape = (1, *layer.compute_output_shape(shape)[1:])
+            largest = max(largest, _size(shape))
+    else:
+        items = item_shape if isinstance(item_shape, list) else [item_shape]
+        for shape in graph_shapes(model, [(1, *s) for s in items]).values():
+            largest = max(largest, _size(shape))
     return max(1, budget // (largest * itemsize))
 
 
+def _size(shape) -> int:
+    size = 1
+    for d in shape[1:]:
+        size *= d if d is not None else 1
+    return size
+
+
 def generic_step(layer, backend):
-    """A layer's ordinary ``call`` on a Tensor, for layers without a specialised step."""
+    """A layer's ordinary ``call`` on a Tensor (a list of Tensors for merge layers), for layers
+    without a specialised step."""
+    if getattr(layer, "multi_input", False):
+        def multi_step(arrays):
+            return _data(layer.call([Tensor(a, backend=backend) for a in arrays],
+                                    training=False))
+
+        return multi_step
+
     def step(a):
         return layer.call(Tensor(a, backend=backend), training=False).data
 
     return step
 
 
-def plan_key(model, batch_shape: tuple, backend) -> tuple:
+def _data(out):
+    return [t.data for t in out] if isinstance(out, (list, tuple)) else out.data
+
+
+def plan_key(model, batch_shape, backend) -> tuple:
     """What a plan depends on besides the weights' values."""
+    if _is_shape_list(batch_shape):
+        batch_shape = tuple(tuple(s) for s in batch_shape)
     return (tuple(batch_shape), backend.name, algos.current_conv_algo(), backend.num_threads(),
             model.dtype)

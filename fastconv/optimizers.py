@@ -50,22 +50,36 @@ class Optimizer:
     def get_config(self) -> dict:
         return {"learning_rate": self.learning_rate}
 
-    def get_state(self) -> dict:
-        """Iterations and slot arrays (host copies), keyed ``<variable>/<slot>``."""
+    def get_state(self, variables=None) -> dict:
+        """Iterations and slot arrays (backend arrays), keyed ``<path>/<slot>``: ``variables``
+        maps each weight's path to the weight (``model.weight_paths()``), so the state follows
+        the weights by name, whatever their order or trainable flag. Without it, the keys are
+        the variables' own names. Weights the optimizer never updated have no state."""
+        if variables is None:
+            named = [(var.name, var) for var, _ in self._slots.values()]
+        else:
+            named = [(path, var) for path, var in variables.items() if id(var) in self._slots
+                     and self._slots[id(var)][0] is var]
         arrays = {}
-        for var, slots in self._slots.values():
-            for slot, value in slots.items():
-                arrays[f"{var.name}/{slot}"] = value
+        for path, var in named:
+            for slot, value in self._slots[id(var)][1].items():
+                arrays[f"{path}/{slot}"] = value
         return {"iterations": self.iterations, "arrays": arrays}
 
     def set_state(self, state: dict, variables) -> None:
-        by_name = {v.name: v for v in variables}
-        self.iterations = int(state["iterations"])
+        """Restore ``get_state``'s output; ``variables`` maps paths to weights (or is a list of
+        weights, looked up by their names)."""
+        by_name = dict(variables) if isinstance(variables, dict) else {
+            v.name: v for v in variables}
+        updates = []
         for key, value in state["arrays"].items():
-            var_name, slot = key.rsplit("/", 1)
-            var = by_name.get(var_name)
+            path, _, slot = key.rpartition("/")
+            var = by_name.get(path)
             if var is None or slot not in self.slot_names or tuple(value.shape) != var.shape:
                 raise ValueError(f"optimizer state {key!r} does not match the model")
+            updates.append((var, slot, value))
+        self.iterations = int(state["iterations"])
+        for var, slot, value in updates:
             self.slots(var)[slot] = var._backend.asarray(value, dtype=var.dtype)
 
 

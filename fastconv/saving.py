@@ -120,10 +120,8 @@ def save_model(model, filepath) -> None:
                 "model": {"class_name": type(model).__name__, "config": model.get_config()},
                 "compile": None, "weights": entries, "optimizer": None}
     if model.compiled:
-        manifest["compile"] = {"optimizer": serialize_optimizer(model.optimizer),
-                               "loss": serialize_loss(model.loss),
-                               "metrics": [m.name for m in model._metrics]}
-        state = model.optimizer.get_state()
+        manifest["compile"] = model.compile_config(serialize_optimizer, serialize_loss)
+        state = model.optimizer.get_state(model.weight_paths())
         opt_entries = []
         for key, value in state["arrays"].items():
             host = np.asarray(value) if isinstance(value, np.ndarray) else value.get()
@@ -242,14 +240,16 @@ def load_model(filepath, compile: bool = True):  # noqa: A002 - Keras's argument
 
     if keras_io.is_keras_file(filepath):
         return keras_io.load_model(filepath, compile=compile)
+    from .models.functional import Functional
     from .models.sequential import Sequential
 
+    classes = {"Sequential": Sequential, "Functional": Functional}
     with _Archive(filepath, ("fastconv-model",)) as archive:
         spec = archive.manifest.get("model")
-        if not isinstance(spec, dict) or spec.get("class_name") != "Sequential":
+        if not isinstance(spec, dict) or spec.get("class_name") not in classes:
             raise archive.error(f"unsupported model description {str(spec)[:80]!r}")
         try:
-            model = Sequential.from_config(spec["config"])
+            model = classes[spec["class_name"]].from_config(spec["config"])
             model.build()
         except (KeyError, TypeError, ValueError) as exc:
             raise archive.error(f"its architecture cannot be rebuilt ({exc})") from None
@@ -258,7 +258,8 @@ def load_model(filepath, compile: bool = True):  # noqa: A002 - Keras's argument
         if compile and settings:
             try:
                 model.compile(optimizer=settings["optimizer"], loss=settings["loss"],
-                              metrics=settings["metrics"])
+                              metrics=settings["metrics"],
+                              loss_weights=settings.get("loss_weights"))
             except (KeyError, TypeError, ValueError) as exc:
                 raise archive.error(f"its compile settings are invalid ({exc})") from None
             opt = archive.manifest.get("optimizer")
@@ -266,7 +267,7 @@ def load_model(filepath, compile: bool = True):  # noqa: A002 - Keras's argument
                 arrays = {e["name"]: archive.read_array(e) for e in opt.get("arrays", [])}
                 try:
                     model.optimizer.set_state({"iterations": opt["iterations"],
-                                               "arrays": arrays}, model.trainable_weights)
+                                               "arrays": arrays}, model.weight_paths())
                 except (KeyError, TypeError, ValueError) as exc:
                     raise archive.error(f"its optimizer state does not fit ({exc})") from None
     return model

@@ -140,10 +140,11 @@ def test_dropout_training_vs_inference(backend):
 
 
 def test_input_layer(backend):
-    inp = Input((28, 28, 1))
-    assert isinstance(inp, L.InputLayer)
-    assert inp.batch_input_shape == (None, 28, 28, 1)
-    assert inp.count_params() == 0
+    inp = Input((28, 28, 1))  # a symbolic tensor, made by an InputLayer
+    assert inp.shape == (None, 28, 28, 1)
+    assert isinstance(inp._keras_history.layer, L.InputLayer)
+    assert inp._keras_history.layer.batch_input_shape == (None, 28, 28, 1)
+    assert inp._keras_history.layer.count_params() == 0
     model = Sequential([inp, Conv2D(2, 3)])
     assert model.input_shape == (None, 28, 28, 1)
     assert model.output_shape == (None, 26, 26, 2)
@@ -283,7 +284,7 @@ def test_set_weights_copies(backend, rng):
     lambda: Reshape((2, -1)),
     lambda: Dropout(0.25),
     lambda: Activation("softmax"),
-    lambda: Input((4, 4, 1), batch_size=8, name="inp"),
+    lambda: L.InputLayer((4, 4, 1), batch_size=8, name="inp"),
 ])
 def test_config_round_trip(make):
     layer = make()

@@ -265,7 +265,7 @@ def test_manifest_not_json(saved):
     ({"format": None}, "found None"),
     ({"format_version": 99}, "format version 99 is not supported"),
     ({"format_version": "1"}, "format version '1' is not supported"),
-    ({"model": {"class_name": "Functional", "config": {}}}, "unsupported model description"),
+    ({"model": {"class_name": "Subclassed", "config": {}}}, "unsupported model description"),
     ({"model": {"class_name": "Sequential", "config": {"name": "s", "layers": [
         {"class_name": "Conv3D", "config": {}}]}}}, "architecture cannot be rebuilt.*Conv3D"),
     ({"weights": None}, "lists no weights"),

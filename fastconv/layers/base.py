@@ -3,12 +3,21 @@
 
 Layers depend only on ops (``fastconv.functional``). Shapes exclude nothing: they are full
 shapes with ``None`` for the batch axis, as in Keras.
+
+Calling a layer on real Tensors computes. Calling it on symbolic tensors (``KerasTensor``, what
+``Input(shape)`` returns) builds the layer for their shapes, records a ``Node`` (the layer, its
+input tensors, its outputs) in ``layer._inbound_nodes`` and returns symbolic outputs: this is
+how functional models (``fastconv.models.Model(inputs, outputs)``) are described. Layers with
+several inputs (merge layers) set ``multi_input = True`` and then receive a list of tensors in
+``__call__`` and ``call``, and a list of shapes in ``build``, ``compute_output_shape`` and
+``check_input_shape``.
 """
 
 from __future__ import annotations
 
 import re
 from collections import defaultdict
+from typing import NamedTuple
 
 import numpy as np
 
@@ -64,11 +73,92 @@ def _shape_tuple(shape, where: str) -> tuple:
     return tuple(None if d is None else int(d) for d in dims)
 
 
+class KerasHistory(NamedTuple):
+    """Where a symbolic tensor comes from: ``layer._inbound_nodes[node_index]``'s output number
+    ``tensor_index``."""
+
+    layer: object
+    node_index: int
+    tensor_index: int
+
+
+class KerasTensor:
+    """A symbolic tensor: a shape (``None`` for the batch axis and unknown sizes), a dtype and
+    the layer call that produced it. Layers called on it record the graph of a functional
+    model instead of computing."""
+
+    __slots__ = ("shape", "dtype", "name", "_keras_history")
+
+    def __init__(self, shape, dtype="float32", history: KerasHistory | None = None,
+                 name: str | None = None):
+        self.shape = tuple(shape)
+        self.dtype = dtype
+        self._keras_history = history
+        self.name = name
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def __repr__(self) -> str:
+        return f"<KerasTensor shape={self.shape}, dtype={self.dtype}, name={self.name}>"
+
+    def __bool__(self) -> bool:
+        return True
+
+    def __array__(self, *args, **kwargs):
+        raise TypeError("a KerasTensor is symbolic (it has no values): call layers on it to "
+                        "build a model, then fit or predict that model")
+
+
+class Node:
+    """One call of ``layer`` in a graph: its input tensors (a list, given to the layer as a list
+    when ``multi`` is set) and its output tensors."""
+
+    __slots__ = ("layer", "input_tensors", "outputs", "multi")
+
+    def __init__(self, layer, input_tensors: list, multi: bool):
+        self.layer = layer
+        self.input_tensors = list(input_tensors)
+        self.multi = multi
+        self.outputs: list[KerasTensor] = []
+
+    @property
+    def is_input(self) -> bool:
+        return not self.input_tensors
+
+    @property
+    def parent_nodes(self) -> list:
+        return [t._keras_history.layer._inbound_nodes[t._keras_history.node_index]
+                for t in self.input_tensors]
+
+    def __repr__(self) -> str:
+        return f"<Node layer='{self.layer.name}' inputs={len(self.input_tensors)}>"
+
+
+def is_symbolic(x) -> bool:
+    """A KerasTensor, or a list or tuple holding one."""
+    if isinstance(x, KerasTensor):
+        return True
+    return isinstance(x, (list, tuple)) and any(isinstance(t, KerasTensor) for t in x)
+
+
+def _is_shape_list(shape) -> bool:
+    """Several shapes (a list of tuples) rather than one shape (a tuple of ints)."""
+    return isinstance(shape, list) and all(isinstance(s, (tuple, list)) for s in shape)
+
+
+def _batchless(shape) -> tuple:
+    return (None, *tuple(shape)[1:])
+
+
 class Layer:
     """Base class of every layer."""
 
     #: rank the input must have (including the batch axis), or None for any rank >= 2
     input_ndim: int | None = None
+    #: True for layers called on a list of tensors (merge layers: Add, Concatenate ...)
+    multi_input: bool = False
 
     def __init__(self, name: str | None = None, trainable: bool = True, input_shape=None,
                  batch_input_shape=None, batch_size=None, dtype="float32", **kwargs):
@@ -83,6 +173,7 @@ class Layer:
         self.built = False
         self.input_shape = None
         self.output_shape = None
+        self._inbound_nodes: list[Node] = []
         try:
             self.dtype = np.dtype(dtype).name
         except TypeError:
@@ -167,8 +258,23 @@ class Layer:
         return generic_step(self, backend)
 
     def check_input_shape(self, shape) -> None:
-        """Raise a ValueError naming this layer when ``shape`` cannot be its input."""
-        shape = tuple(shape)
+        """Raise a ValueError naming this layer when ``shape`` cannot be its input (a list of
+        shapes for multi-input layers)."""
+        if self.multi_input:
+            if not _is_shape_list(shape) or not shape:
+                raise ValueError(f"Layer '{self.name}' ({type(self).__name__}) takes a list of "
+                                 f"inputs, got a single input of shape {tuple(shape)}")
+            expected = self.input_shape if _is_shape_list(self.input_shape) else None
+            if expected is not None and len(expected) != len(shape):
+                raise ValueError(
+                    f"Layer '{self.name}' ({type(self).__name__}) was built for {len(expected)} "
+                    f"inputs, got {len(shape)}: {[tuple(s) for s in shape]}")
+            for i, one in enumerate(shape):
+                self._check_one_shape(tuple(one), None if expected is None else expected[i])
+            return
+        self._check_one_shape(tuple(shape), self.input_shape)
+
+    def _check_one_shape(self, shape: tuple, expected) -> None:
         if self.input_ndim is not None and len(shape) != self.input_ndim:
             raise ValueError(
                 f"Input of layer '{self.name}' ({type(self).__name__}) is incompatible: expected "
@@ -177,8 +283,7 @@ class Layer:
             raise ValueError(
                 f"Input of layer '{self.name}' ({type(self).__name__}) needs at least 2 axes "
                 f"(batch, features), got shape {shape}")
-        if self.input_shape is not None:
-            expected = self.input_shape
+        if expected is not None:
             if len(expected) != len(shape) or any(
                     e is not None and s is not None and e != s
                     for e, s in zip(expected[1:], shape[1:])):
@@ -186,9 +291,13 @@ class Layer:
                     f"Input of layer '{self.name}' ({type(self).__name__}) is incompatible: "
                     f"expected shape {expected}, found shape {shape}")
 
-    def ensure_built(self, input_shape) -> tuple:
-        """Build for ``input_shape`` if needed and return the output shape."""
-        input_shape = (None, *tuple(input_shape)[1:])
+    def ensure_built(self, input_shape):
+        """Build for ``input_shape`` if needed and return the output shape (for multi-input
+        layers, ``input_shape`` is a list of shapes)."""
+        if self.multi_input and _is_shape_list(input_shape):
+            input_shape = [_batchless(s) for s in input_shape]
+        else:
+            input_shape = _batchless(input_shape)
         if not self.built:
             self.check_input_shape(input_shape)
             self.build(input_shape)
@@ -200,12 +309,61 @@ class Layer:
             self.check_input_shape(input_shape)
         return self.compute_output_shape(input_shape)
 
-    def __call__(self, x, training: bool = False) -> Tensor:
+    def __call__(self, x, training: bool = False):
+        if is_symbolic(x):
+            return self._symbolic_call(x)
+        if self.multi_input:
+            if not isinstance(x, (list, tuple)):
+                raise TypeError(f"layer '{self.name}' ({type(self).__name__}) takes a list of "
+                                f"tensors, got {type(x).__name__}")
+            xs = [self._as_input(t) for t in x]
+            self.ensure_built([t.shape for t in xs])
+            return self.call(xs, training=training)
+        x = self._as_input(x)
+        self.ensure_built(x.shape)
+        return self.call(x, training=training)
+
+    def _as_input(self, x) -> Tensor:
         x = F.as_tensor(x, f"input of layer '{self.name}'")
         if x.dtype != self.dtype:
             x = Tensor(x._backend.asarray(x.data, dtype=self.dtype), backend=x._backend)
-        self.ensure_built(x.shape)
-        return self.call(x, training=training)
+        return x
+
+    def _symbolic_call(self, x):
+        """Record a node of the graph and return its symbolic output(s)."""
+        cls = type(self).__name__
+        if isinstance(x, (list, tuple)):
+            if not all(isinstance(t, KerasTensor) for t in x):
+                kinds = ", ".join(type(t).__name__ for t in x)
+                raise TypeError(f"layer '{self.name}' ({cls}) was called on a mix of symbolic "
+                                f"and other inputs ({kinds}): pass only tensors from Input() "
+                                f"or from layers called on them")
+            if not self.multi_input and len(x) != 1:
+                raise TypeError(f"layer '{self.name}' ({cls}) takes one input, got a list of "
+                                f"{len(x)}")
+            inputs, multi = list(x), self.multi_input
+        else:
+            if self.multi_input:
+                raise TypeError(f"layer '{self.name}' ({cls}) takes a list of inputs, got one "
+                                f"tensor of shape {x.shape}")
+            inputs, multi = [x], False
+        shapes = [t.shape for t in inputs] if multi else inputs[0].shape
+        try:
+            out_shape = self.ensure_built(shapes)
+        except (ValueError, TypeError) as exc:
+            if f"'{self.name}'" in str(exc):
+                raise
+            shown = ", ".join(str(t.shape) for t in inputs)
+            raise type(exc)(f"layer '{self.name}' ({cls}) cannot take inputs of shapes "
+                            f"{shown}: {exc}") from exc
+        node = Node(self, inputs, multi)
+        index = len(self._inbound_nodes)
+        self._inbound_nodes.append(node)
+        several = _is_shape_list(out_shape)
+        shapes_out = out_shape if several else [out_shape]
+        node.outputs = [KerasTensor(shape, self.dtype, KerasHistory(self, index, i),
+                                    name=self.name) for i, shape in enumerate(shapes_out)]
+        return list(node.outputs) if several else node.outputs[0]
 
     # -- config ------------------------------------------------------------------------------
     def get_config(self) -> dict:
@@ -227,14 +385,29 @@ class Layer:
 
 @register
 class InputLayer(Layer):
-    """Declares the model's input shape (``Input(shape=...)`` makes one)."""
+    """The start of a model's graph; ``Input(shape=...)`` makes one and returns its symbolic
+    output tensor (``layer.output``)."""
 
     def __init__(self, shape=None, batch_size=None, name=None, dtype="float32", **kwargs):
         if shape is None and "batch_input_shape" not in kwargs and "input_shape" not in kwargs:
             raise ValueError("InputLayer needs shape=(...) without the batch axis")
         if shape is not None:
             kwargs.setdefault("input_shape", shape)
-        super().__init__(name=name, batch_size=batch_size, dtype=dtype, **kwargs)
+        super().__init__(name=name, batch_size=batch_size,
+                         dtype=dtype, **kwargs)
+
+    @property
+    def output(self) -> KerasTensor:
+        """The symbolic tensor this input feeds (made on first use, then always the same)."""
+        if not self._inbound_nodes:
+            shape = self.batch_input_shape
+            self.built = True
+            self.input_shape = self.output_shape = _batchless(shape)
+            node = Node(self, [], False)
+            node.outputs = [KerasTensor(shape, self.dtype, KerasHistory(self, 0, 0),
+                                        name=self.name)]
+            self._inbound_nodes.append(node)
+        return self._inbound_nodes[0].outputs[0]
 
     def call(self, x, training=False):
         return x
@@ -247,6 +420,7 @@ def _identity(a):
     return a
 
 
-def Input(shape, batch_size=None, name=None, dtype="float32") -> InputLayer:  # noqa: N802
-    """The input of a Sequential model: ``Sequential([Input((28, 28, 1)), ...])``."""
-    return InputLayer(shape=shape, batch_size=batch_size, name=name, dtype=dtype)
+def Input(shape, batch_size=None, name=None, dtype="float32") -> KerasTensor:  # noqa: N802
+    """A symbolic input tensor of ``shape`` (without the batch axis), for
+    ``Model(inputs, outputs)``; ``Sequential([Input((28, 28, 1)), ...])`` takes it too."""
+    return InputLayer(shape=shape, batch_size=batch_size, name=name, dtype=dtype).output

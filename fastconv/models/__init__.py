@@ -1,7 +1,9 @@
-"""Models: Sequential, and loading saved models."""
+"""Models: Model (``Model(inputs, outputs)`` builds a functional model), Sequential, and
+loading saved models."""
 
 from ..saving import load_model
+from .functional import Functional
 from .model import Model, NonFiniteLossError
 from .sequential import Sequential
 
-__all__ = ["Model", "Sequential", "load_model", "NonFiniteLossError"]
+__all__ = ["Model", "Functional", "Sequential", "load_model", "NonFiniteLossError"]

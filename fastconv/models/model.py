@@ -1,8 +1,19 @@
-"""Model: compile / fit / evaluate / predict / save, Keras's contract, on any layer stack.
+"""Model: compile / fit / evaluate / predict / save, Keras's contract, on any layer graph.
 
-Subclasses provide ``layers``, ``build(input_shape)``, ``call(x, training)`` and the config.
-Host data (NumPy arrays) is validated once, cut into batches on the host and sent to the backend
-batch by batch.
+Subclasses provide ``layers``, ``build(input_shape)``, ``call(x, training)`` and the config:
+``Sequential`` (a chain) and ``Functional`` (a graph; ``Model(inputs, outputs)`` makes one).
+A model is a layer too, so models nest: ``Sequential([base, Flatten(), Dense(10)])``.
+
+Data: one array per input and per output. A model with several inputs or outputs takes a list
+(or a dict by input/output layer name) and returns a list, as Keras. Host data (NumPy arrays) is
+validated once, cut into batches on the host and sent to the backend batch by batch.
+
+Freezing: ``model.trainable = False`` (or ``layer.trainable = False``) sets the flag on every
+layer beneath it and on their weights, as Keras; ``trainable_weights`` follows at once. fastconv
+reads ``trainable_weights`` at every training step, so a layer frozen after ``compile`` is
+frozen from the next ``fit`` / ``train_on_batch`` step on, without recompiling (Keras asks for a
+recompile). The optimizer keeps the state of weights it updated before, keyed by weight path,
+so a model frozen after training saves and loads.
 """
 
 from __future__ import annotations
@@ -12,6 +23,7 @@ import numbers
 
 import numpy as np
 
+from .. import functional as F
 from .. import losses as losses_mod
 from .. import metrics as metrics_mod
 from .. import optimizers as optimizers_mod
@@ -19,6 +31,7 @@ from .. import random as fc_random
 from ..backends import get_backend
 from ..callbacks import Callback, History
 from ..inference import InferencePlan, chunk_size, plan_key
+from ..layers.base import Layer
 from ..progbar import Progbar, write_line
 from ..tensor import Tensor, enable_grad, no_grad
 
@@ -65,15 +78,56 @@ def _host_array(a, name: str) -> np.ndarray:
     return a
 
 
-class Model:
-    """Training and inference on top of a layer stack (see Sequential)."""
+def _describe(data) -> str:
+    if isinstance(data, (list, tuple)):
+        return f"a {type(data).__name__} of {len(data)}"
+    shape = getattr(data, "shape", None)
+    return f"{type(data).__name__} of shape {tuple(shape)}" if shape is not None else \
+        type(data).__name__
 
-    def __init__(self, name: str | None = None):
+
+def _per_output(value, names: list[str], what: str) -> list:
+    """One entry per output from a single value (shared), a list, or a dict by output name."""
+    if isinstance(value, dict) and not (what == "loss" and "name" in value
+                                        and "name" not in names):  # a loss's saved config
+        unknown = sorted(set(value) - set(names))
+        if unknown:
+            raise ValueError(f"compile: {what} names unknown output(s) {unknown}; the model's "
+                             f"outputs are {names}")
+        return [value.get(n) for n in names]
+    if isinstance(value, (list, tuple)) and len(names) > 1:
+        if len(value) != len(names):
+            raise ValueError(f"compile: the model has {len(names)} outputs ({', '.join(names)}), "
+                             f"but {what} lists {len(value)} entries")
+        return list(value)
+    return [value] * len(names)
+
+
+class Model(Layer):
+    """Training and inference on top of a layer graph (see Sequential and Functional).
+
+    ``Model(inputs=..., outputs=..., name=...)`` makes a functional model."""
+
+    def __new__(cls, *args, **kwargs):
+        if cls is Model and (args or "inputs" in kwargs or "outputs" in kwargs):
+            from .functional import Functional
+
+            return object.__new__(Functional)
+        return object.__new__(cls)
+
+    def __init__(self, name: str | None = None, trainable: bool = True):
+        # A model is a layer (models nest) that owns no weights of its own: Layer.__init__'s
+        # attributes that Sequential and Functional compute are properties here.
         self.name = name
+        self._trainable = bool(trainable)
+        self._inbound_nodes = []
         self.optimizer = None
         self.loss = None
+        self._losses: list = []
+        self._loss_weights: list[float] = []
         self.metrics_names: list[str] = []
         self._metrics: list[metrics_mod.Metric] = []
+        self._metric_specs: list[tuple[int, metrics_mod.Metric, str]] = []
         self.compiled = False
         self.stop_training = False
         self.history: History | None = None
@@ -85,27 +139,122 @@ class Model:
     def layers(self) -> list:
         raise NotImplementedError
 
-    def call(self, x: Tensor, training: bool = False) -> Tensor:
+    def call(self, x, training: bool = False):
         raise NotImplementedError
 
     def build(self, input_shape=None) -> None:
         raise NotImplementedError
 
-    def __call__(self, x, training: bool = False) -> Tensor:
-        return self.call(x, training=training)
+    @property
+    def input_names(self) -> list[str]:
+        """Names of the input layers, in the order fit/predict take the arrays."""
+        return ["input_layer"]
+
+    @property
+    def output_names(self) -> list[str]:
+        """Names of the layers that make the outputs, in the order predict returns them."""
+        return [self.layers[-1].name] if self.layers else ["output"]
+
+    def _input_shapes(self) -> list:
+        """The expected shape (batch axis None) of each input, None where not known yet."""
+        return [self.input_shape]
+
+    def _prepare_inputs(self, shapes: list) -> None:
+        """Build for these input shapes where the model does not know its own yet."""
+
+    # -- as a layer --------------------------------------------------------------------------
+    @property
+    def batch_input_shape(self):
+        shapes = self._input_shapes()
+        return shapes[0] if len(shapes) == 1 else None
+
+    def check_input_shape(self, shape) -> None:
+        expected = self._input_shapes()
+        shapes = shape if self.multi_input else [shape]
+        if len(shapes) != len(expected):
+            raise ValueError(f"model '{self.name}' takes {len(expected)} inputs, got "
+                             f"{len(shapes)}")
+        for one, want, name in zip(shapes, expected, self.input_names):
+            one = tuple(one)
+            if want is None:
+                continue
+            if len(one) != len(want) or any(w is not None and o is not None and w != o
+                                            for w, o in zip(want[1:], one[1:])):
+                raise ValueError(f"Input '{name}' of model '{self.name}' is incompatible: "
+                                 f"expected shape {tuple(want)}, found shape {one}")
+
+    def ensure_built(self, input_shape):
+        if self.multi_input:
+            shapes = [(None, *tuple(s)[1:]) for s in input_shape]
+        else:
+            shapes = [(None, *tuple(input_shape)[1:])]
+        self.check_input_shape(shapes if self.multi_input else shapes[0])
+        if not self.built:
+            self.build(shapes if self.multi_input else shapes[0])
+        return self.compute_output_shape(shapes if self.multi_input else shapes[0])
+
+    def inference_step(self, input_shape, backend):
+        """A nested model runs as one step: its own plan for ``input_shape``."""
+        plan = InferencePlan(self, input_shape, backend)
+        return plan.run
+
+    def get_layer(self, name: str | None = None, index: int | None = None):
+        """A layer by name, or by position in ``model.layers``."""
+        if (name is None) == (index is None):
+            raise ValueError("get_layer: give either name=... or index=..., not both or neither")
+        layers = self.layers
+        if index is not None:
+            if not isinstance(index, numbers.Integral) or isinstance(index, bool):
+                raise TypeError(f"get_layer: index must be an int, got {index!r}")
+            if not -len(layers) <= index < len(layers):
+                raise ValueError(f"get_layer: model '{self.name}' has {len(layers)} layers, "
+                                 f"index {index} is out of range")
+            return layers[index]
+        for layer in layers:
+            if layer.name == name:
+                return layer
+        raise ValueError(f"get_layer: no layer named {name!r} in model '{self.name}'; its layers "
+                         f"are: {', '.join(la.name for la in layers)}")
 
     # -- weights -----------------------------------------------------------------------------
+    @property
+    def trainable(self) -> bool:
+        return self._trainable
+
+    @trainable.setter
+    def trainable(self, value: bool) -> None:
+        """Freeze (False) or unfreeze every layer beneath the model, recursively (Keras)."""
+        self._trainable = bool(value)
+        for layer in self.layers:
+            layer.trainable = self._trainable
+
     @property
     def weights(self):
         return [w for layer in self.layers for w in layer.weights]
 
     @property
     def trainable_weights(self):
+        if not self._trainable:
+            return []
         return [w for layer in self.layers for w in layer.trainable_weights]
 
     @property
     def non_trainable_weights(self):
+        if not self._trainable:
+            return self.weights
         return [w for layer in self.layers for w in layer.non_trainable_weights]
+
+    def weight_paths(self) -> dict:
+        """Every weight by its path: ``layer/weight``, with the names of nested models before
+        it (``base/conv2d/kernel``). Optimizer state is saved under these paths."""
+        paths = {}
+        for layer in self.layers:
+            if isinstance(layer, Model):
+                paths.update({f"{layer.name}/{k}": v for k, v in layer.weight_paths().items()})
+            else:
+                for w in layer.weights:
+                    paths[w.name] = w
+        return paths
 
     def get_weights(self) -> list[np.ndarray]:
         return [w for layer in self.layers for w in layer.get_weights()]
@@ -126,18 +275,65 @@ class Model:
         return sum(layer.count_params() for layer in self.layers)
 
     # -- compile -----------------------------------------------------------------------------
-    def compile(self, optimizer="rmsprop", loss=None, metrics=None, **kwargs) -> None:
-        """Set the optimizer, loss and metrics (Keras names or objects)."""
+    def compile(self, optimizer="rmsprop", loss=None, metrics=None, loss_weights=None,
+                **kwargs) -> None:
+        """Set the optimizer, loss and metrics (Keras names or objects). With several outputs,
+        ``loss`` is one loss for every output or one per output (a list, or a dict by output
+        name), and the training loss is their (weighted) sum, as Keras; ``metrics`` is then a
+        list with one entry (a metric or a list of them) per output, or a dict by output name."""
         if kwargs:
             raise TypeError(f"compile: unsupported argument(s): {', '.join(sorted(kwargs))}")
         if loss is None:
             raise ValueError("compile: a loss is required, e.g. loss='categorical_crossentropy'")
+        names = self.output_names
         self.optimizer = optimizers_mod.get(optimizer)
-        self.loss = losses_mod.get(loss)
-        metrics = list(metrics or [])
-        self._metrics = [metrics_mod.get(m, self.loss) for m in metrics]
-        self.metrics_names = ["loss"] + [m.name for m in self._metrics]
+        losses = _per_output(loss, names, "loss")
+        for name, one in zip(names, losses):
+            if one is None:
+                raise ValueError(f"compile: no loss for output '{name}'")
+        self._losses = [losses_mod.get(one) for one in losses]
+        self.loss = self._losses[0] if len(names) == 1 else loss
+        weights = [1.0] * len(names) if loss_weights is None else _per_output(
+            loss_weights, names, "loss_weights")
+        for name, w in zip(names, weights):
+            if not isinstance(w, numbers.Real) or isinstance(w, bool) or not math.isfinite(w):
+                raise ValueError(f"compile: the loss weight of output '{name}' must be a "
+                                 f"number, got {w!r}")
+        self._loss_weights = [float(w) for w in weights]
+        specs = []
+        if len(names) == 1:
+            for m in list(metrics or []):
+                metric = metrics_mod.get(m, self._losses[0])
+                specs.append((0, metric, metric.name))
+        elif metrics:
+            if isinstance(metrics, (list, tuple)) and len(metrics) != len(names):
+                raise ValueError(f"compile: for a model with {len(names)} outputs, metrics must "
+                                 f"have one entry per output ({', '.join(names)}) or be a dict "
+                                 f"by output name, got {list(metrics)!r}")
+            for i, entry in enumerate(_per_output(metrics, names, "metrics")):
+                entries = [] if entry is None else (
+                    list(entry) if isinstance(entry, (list, tuple)) else [entry])
+                for m in entries:
+                    metric = metrics_mod.get(m, self._losses[i])
+                    specs.append((i, metric, f"{names[i]}_{metric.name}"))
+        self._metric_specs = specs
+        self._metrics = [m for _, m, _ in specs]
+        self.metrics_names = ["loss"] + ([f"{n}_loss" for n in names] if len(names) > 1
+                                         else []) + [log for _, _, log in specs]
         self.compiled = True
+
+    def compile_config(self, serialize_optimizer, serialize_loss) -> dict:
+        """The compile settings as saved in model files (``compile(**config)`` restores them)."""
+        config = {"optimizer": serialize_optimizer(self.optimizer)}
+        if len(self._losses) == 1:
+            config["loss"] = serialize_loss(self._losses[0])
+            config["metrics"] = [m.name for m in self._metrics]
+            return config
+        config["loss"] = [serialize_loss(loss) for loss in self._losses]
+        config["metrics"] = [[m.name for i, m, _ in self._metric_specs if i == k]
+                             for k in range(len(self._losses))]
+        config["loss_weights"] = list(self._loss_weights)
+        return config
 
     def _require_compiled(self, where: str) -> None:
         if not self.compiled:
@@ -145,77 +341,131 @@ class Model:
                                f"model.compile(optimizer='adam', loss='categorical_crossentropy')")
 
     # -- data --------------------------------------------------------------------------------
-    def _check_x(self, x, where: str) -> np.ndarray:
-        x = _host_array(x, f"{where}: x")
-        expected = self.input_shape
-        if not self.built or expected is None or tuple(expected[1:]) != x.shape[1:]:
-            self.build((None, *x.shape[1:]))
-            expected = self.input_shape
-        if len(expected) != x.ndim or any(
-                e is not None and e != s for e, s in zip(expected[1:], x.shape[1:])):
-            first = self.layers[0].name if self.layers else self.name
-            raise ValueError(
-                f"{where}: x has shape {x.shape}, but the model's input (layer '{first}') "
-                f"expects {expected}")
-        return x
+    def _arrays(self, data, names: list[str], where: str, what: str) -> list[np.ndarray]:
+        """One host array per input (``what='x'``) or output (``'y'``)."""
+        kind = "input" if what.startswith("x") else "output"
+        n = len(names)
+        if isinstance(data, dict):
+            if set(data) != set(names):
+                raise ValueError(f"{where}: {what} is a dict with keys {sorted(data)}, but the "
+                                 f"model's {kind}s are named {names}")
+            items = [data[k] for k in names]
+        elif n == 1:
+            if (isinstance(data, (list, tuple)) and len(data) == 1
+                    and isinstance(data[0], (np.ndarray, Tensor))):
+                data = data[0]
+            items = [data]
+        else:
+            if not isinstance(data, (list, tuple)) or len(data) != n:
+                raise ValueError(f"{where}: the model has {n} {kind}s ({', '.join(names)}): pass "
+                                 f"{what} as a list of {n} arrays or a dict by name, got "
+                                 f"{_describe(data)}")
+            items = list(data)
+        if n == 1:
+            return [_host_array(items[0], f"{where}: {what}")]
+        return [_host_array(a, f"{where}: {what}[{i}] ('{name}')")
+                for i, (a, name) in enumerate(zip(items, names))]
 
-    def _check_xy(self, x, y, where: str) -> tuple[np.ndarray, np.ndarray]:
-        x = self._check_x(x, where)
-        y = _host_array(y, f"{where}: y")
-        if len(x) != len(y):
-            raise ValueError(f"{where}: x and y hold different numbers of samples: {len(x)} and "
-                             f"{len(y)}")
-        if len(x) == 0:
+    def _check_x(self, x, where: str) -> list[np.ndarray]:
+        xs = self._arrays(x, self.input_names, where, "x")
+        self._prepare_inputs([(None, *a.shape[1:]) for a in xs])
+        for i, (a, expected, name) in enumerate(zip(xs, self._input_shapes(), self.input_names)):
+            if expected is None:
+                continue
+            if len(expected) != a.ndim or any(
+                    e is not None and e != s for e, s in zip(expected[1:], a.shape[1:])):
+                what = "x" if len(xs) == 1 else f"x[{i}]"
+                raise ValueError(
+                    f"{where}: {what} has shape {a.shape}, but the model's input (layer "
+                    f"'{name}') expects {tuple(expected)}")
+        if len({len(a) for a in xs}) > 1:
+            raise ValueError(f"{where}: the inputs hold different numbers of samples: "
+                             f"{[len(a) for a in xs]}")
+        return xs
+
+    def _check_xy(self, x, y, where: str) -> tuple[list, list]:
+        xs = self._check_x(x, where)
+        ys = self._arrays(y, self.output_names, where, "y")
+        for y_ in ys:
+            if len(xs[0]) != len(y_):
+                raise ValueError(f"{where}: x and y hold different numbers of samples: "
+                                 f"{len(xs[0])} and {len(y_)}")
+        if len(xs[0]) == 0:
             raise ValueError(f"{where}: x and y are empty")
-        return x, y
+        return xs, ys
 
     def _to_backend(self, xb: np.ndarray) -> Tensor:
         backend = get_backend()
         return Tensor(backend.asarray(xb, dtype=self.dtype), backend=backend)
 
+    def _forward(self, xs: list[np.ndarray], training: bool) -> list[Tensor]:
+        inputs = [self._to_backend(a) for a in xs]
+        out = self.call(inputs if self.multi_input else inputs[0], training=training)
+        return list(out) if isinstance(out, (list, tuple)) else [out]
+
+    def _total_loss(self, ys, preds) -> tuple[Tensor, list]:
+        """The loss to minimise and, with several outputs, each output's loss Tensor."""
+        if len(preds) == 1:
+            return self._losses[0](ys[0], preds[0]), []
+        parts = [loss(y, p) for loss, y, p in zip(self._losses, ys, preds)]
+        total = None
+        for part, w in zip(parts, self._loss_weights):
+            term = part if w == 1.0 else F.ScaleOp.apply(part, factor=w)
+            total = term if total is None else F.add(total, term)
+        return total, parts
+
     # -- one step ----------------------------------------------------------------------------
-    def _train_step(self, xb, yb) -> tuple[float, np.ndarray]:
+    def _train_step(self, xs, ys) -> tuple[list[float], list[Tensor]]:
         variables = self.trainable_weights
         for v in variables:
             v.grad = None
         with enable_grad():
-            y_pred = self.call(self._to_backend(xb), training=True)
-            loss = self.loss(yb, y_pred)
-        loss_value = loss.item()
-        if math.isfinite(loss_value):
+            preds = self._forward(xs, training=True)
+            loss, parts = self._total_loss(ys, preds)
+        values = [loss.item()] + [p.item() for p in parts]
+        if math.isfinite(values[0]):
             loss.backward()
             with no_grad():
                 self.optimizer.apply(variables)
-        return loss_value, y_pred
+        return values, preds
 
-    def _test_step(self, xb, yb) -> tuple[float, Tensor]:
+    def _test_step(self, xs, ys) -> tuple[list[float], list[Tensor]]:
         with no_grad():
-            y_pred = self.call(self._to_backend(xb), training=False)
-            loss = self.loss(yb, y_pred)
-        return loss.item(), y_pred
+            preds = self._forward(xs, training=False)
+            loss, parts = self._total_loss(ys, preds)
+        return [loss.item()] + [p.item() for p in parts], preds
 
     def train_on_batch(self, x, y) -> float | list[float]:
         self._require_compiled("train_on_batch")
-        x, y = self._check_xy(x, y, "train_on_batch")
-        loss, y_pred = self._train_step(x, y)
-        return self._batch_result(loss, y, y_pred)
+        xs, ys = self._check_xy(x, y, "train_on_batch")
+        losses, preds = self._train_step(xs, ys)
+        return self._batch_result(losses, ys, preds)
 
     def test_on_batch(self, x, y) -> float | list[float]:
         self._require_compiled("test_on_batch")
-        x, y = self._check_xy(x, y, "test_on_batch")
-        loss, y_pred = self._test_step(x, y)
-        return self._batch_result(loss, y, y_pred)
+        xs, ys = self._check_xy(x, y, "test_on_batch")
+        losses, preds = self._test_step(xs, ys)
+        return self._batch_result(losses, ys, preds)
 
-    def _batch_result(self, loss, y, y_pred):
-        if not self._metrics:
-            return loss
-        out = [loss]
-        host = y_pred.numpy()
-        for m in self._metrics:
+    def _batch_result(self, losses, ys, preds):
+        if not self._metric_specs and len(losses) == 1:
+            return losses[0]
+        out = list(losses)
+        hosts = {}
+        for i, m, _ in self._metric_specs:
+            if i not in hosts:
+                hosts[i] = preds[i].numpy()
             m.reset()
-            m.update(y, host)
+            m.update(ys[i], hosts[i])
             out.append(m.result())
         return out
+
+    def _update_metrics(self, ys, preds) -> None:
+        hosts = {}
+        for i, m, _ in self._metric_specs:
+            if i not in hosts:
+                hosts[i] = preds[i].numpy()
+            m.update(ys[i], hosts[i])
 
     # -- fit ---------------------------------------------------------------------------------
     def fit(self, x=None, y=None, batch_size=32, epochs=1, verbose="auto", callbacks=None,
@@ -227,19 +477,20 @@ class Model:
         batch_size = _positive_int(batch_size, "fit: batch_size")
         epochs = _positive_int(epochs, "fit: epochs", allow_zero=True)
         initial_epoch = _positive_int(initial_epoch, "fit: initial_epoch", allow_zero=True)
-        x, y = self._check_xy(x, y, "fit")
+        xs, ys = self._check_xy(x, y, "fit")
         if not isinstance(validation_split, numbers.Real) or not 0 <= validation_split < 1:
             raise ValueError(f"fit: validation_split must be in [0, 1), got {validation_split!r}")
         if validation_data is not None and validation_split:
             raise ValueError("fit: pass validation_data or validation_split, not both")
+        n = len(xs[0])
         if validation_split:
-            cut = int(len(x) * (1 - validation_split))
-            if cut == 0 or cut == len(x):
+            cut = int(n * (1 - validation_split))
+            if cut == 0 or cut == n:
                 raise ValueError(f"fit: validation_split={validation_split} leaves no training "
-                                 f"or no validation samples out of {len(x)}")
-            validation_data = (x[cut:], y[cut:])
-            x, y = x[:cut], y[:cut]
-        if validation_data is not None:
+                                 f"or no validation samples out of {n}")
+            validation_data = ([a[cut:] for a in xs], [a[cut:] for a in ys])
+            xs, ys = [a[:cut] for a in xs], [a[:cut] for a in ys]
+        elif validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
                 raise ValueError("fit: validation_data must be a tuple (x_val, y_val)")
             validation_data = self._check_xy(*validation_data, "fit: validation_data")
@@ -248,7 +499,7 @@ class Model:
 
         history = History()
         cbs = [*self._check_callbacks(callbacks), history]
-        steps = math.ceil(len(x) / batch_size)
+        steps = math.ceil(len(xs[0]) / batch_size)
         params = {"verbose": verbose, "epochs": epochs, "steps": steps}
         for cb in cbs:
             cb.set_model(self)
@@ -262,7 +513,7 @@ class Model:
                 cb.on_epoch_begin(epoch)
             if verbose:
                 write_line(f"Epoch {epoch + 1}/{epochs}")
-            logs = self._run_epoch(x, y, batch_size, shuffle, verbose, cbs, epoch, history,
+            logs = self._run_epoch(xs, ys, batch_size, shuffle, verbose, cbs, epoch, history,
                                    validation_data, val_batch)
             for cb in cbs:
                 cb.on_epoch_end(epoch, logs)
@@ -281,13 +532,13 @@ class Model:
                                 f"got {type(cb).__name__}")
         return callbacks
 
-    def _run_epoch(self, x, y, batch_size, shuffle, verbose, cbs, epoch, history,
+    def _run_epoch(self, xs, ys, batch_size, shuffle, verbose, cbs, epoch, history,
                    validation_data, val_batch) -> dict:
-        n = len(x)
+        n = len(xs[0])
         order = fc_random.host_rng().permutation(n) if shuffle else None
         steps = math.ceil(n / batch_size)
         bar = Progbar(steps, verbose=verbose)
-        loss_sum, seen = 0.0, 0
+        sums, seen = [0.0] * (1 + len(self._losses) if len(self._losses) > 1 else 1), 0
         for m in self._metrics:
             m.reset()
         for step in range(steps):
@@ -295,72 +546,78 @@ class Model:
                 cb.on_train_batch_begin(step)
             idx = (order[step * batch_size:(step + 1) * batch_size] if order is not None
                    else slice(step * batch_size, (step + 1) * batch_size))
-            xb, yb = x[idx], y[idx]
-            loss, y_pred = self._train_step(xb, yb)
+            xb, yb = [a[idx] for a in xs], [a[idx] for a in ys]
+            losses, preds = self._train_step(xb, yb)
+            loss = losses[0]
             if not math.isfinite(loss):
-                bar.finish(self._epoch_values(loss_sum, seen))
+                bar.finish(self._epoch_values(sums, seen))
                 message = (f"the loss became {loss} at epoch {epoch + 1}, batch {step + 1}: "
                            f"training stopped (try a smaller learning rate, or check the data "
                            f"for NaN or infinite values)")
                 raise NonFiniteLossError(message, history)
-            loss_sum += loss * len(xb)
-            seen += len(xb)
-            if self._metrics:
-                host_pred = y_pred.numpy()
-                for m in self._metrics:
-                    m.update(yb, host_pred)
-            logs = self._epoch_values(loss_sum, seen)
+            count = len(xb[0])
+            sums = [t + v * count for t, v in zip(sums, losses)]
+            seen += count
+            self._update_metrics(yb, preds)
+            logs = self._epoch_values(sums, seen)
             for cb in cbs:
                 cb.on_train_batch_end(step, logs)
             bar.update(step + 1, logs)
-        logs = self._epoch_values(loss_sum, seen)
+        logs = self._epoch_values(sums, seen)
         if validation_data is not None:
             val = self._evaluate_arrays(*validation_data, val_batch, verbose=0)
             logs.update({f"val_{k}": v for k, v in val.items()})
         bar.finish(logs)
         return logs
 
-    def _epoch_values(self, loss_sum: float, seen: int) -> dict:
-        """Keras 3 logs order: metrics and loss, alphabetically."""
-        values = {m.name: m.result() for m in self._metrics}
-        values["loss"] = loss_sum / max(seen, 1)
+    def _epoch_values(self, sums: list[float], seen: int) -> dict:
+        """Keras 3 logs order: metrics and losses (with several outputs, each output's loss as
+        ``<output>_loss`` too), alphabetically."""
+        values = {log: m.result() for _, m, log in self._metric_specs}
+        values["loss"] = sums[0] / max(seen, 1)
+        if len(sums) > 1:
+            for name, total in zip(self.output_names, sums[1:]):
+                values[f"{name}_loss"] = total / max(seen, 1)
         return dict(sorted(values.items()))
 
     # -- evaluate / predict ------------------------------------------------------------------
-    def _evaluate_arrays(self, x, y, batch_size, verbose) -> dict:
-        steps = math.ceil(len(x) / batch_size)
+    def _evaluate_arrays(self, xs, ys, batch_size, verbose) -> dict:
+        n = len(xs[0])
+        steps = math.ceil(n / batch_size)
         bar = Progbar(steps, verbose=verbose)
         for m in self._metrics:
             m.reset()
-        loss_sum = 0.0
+        sums = None
         for step in range(steps):
             sl = slice(step * batch_size, (step + 1) * batch_size)
-            loss, y_pred = self._test_step(x[sl], y[sl])
-            loss_sum += loss * len(x[sl])
-            if self._metrics:
-                host_pred = y_pred.numpy()
-                for m in self._metrics:
-                    m.update(y[sl], host_pred)
-            bar.update(step + 1, self._epoch_values(loss_sum, (step + 1) * batch_size))
-        logs = self._epoch_values(loss_sum, len(x))
+            yb = [a[sl] for a in ys]
+            losses, preds = self._test_step([a[sl] for a in xs], yb)
+            count = len(yb[0])
+            sums = [v * count for v in losses] if sums is None else [
+                t + v * count for t, v in zip(sums, losses)]
+            self._update_metrics(yb, preds)
+            bar.update(step + 1, self._epoch_values(sums, min(n, (step + 1) * batch_size)))
+        logs = self._epoch_values(sums, n)
         bar.finish(logs)
         return logs
 
     def evaluate(self, x=None, y=None, batch_size=32, verbose="auto", return_dict=False):
         """Loss and metrics over (x, y): ``[loss, *metrics]`` (or the loss alone without
-        metrics), or a dict with ``return_dict=True``."""
+        metrics; with several outputs ``[loss, *output losses, *metrics]``, the order of
+        ``metrics_names``), or a dict with ``return_dict=True``."""
         self._require_compiled("evaluate")
         verbose = _verbose(verbose, "evaluate")
         batch_size = _positive_int(batch_size, "evaluate: batch_size")
-        x, y = self._check_xy(x, y, "evaluate")
-        logs = self._evaluate_arrays(x, y, batch_size, verbose)
+        xs, ys = self._check_xy(x, y, "evaluate")
+        logs = self._evaluate_arrays(xs, ys, batch_size, verbose)
         if return_dict:
             return logs
-        ordered = [logs["loss"]] + [logs[m.name] for m in self._metrics]
+        ordered = [logs[name] for name in self.metrics_names]
         return ordered[0] if len(ordered) == 1 else ordered
 
     def inference_plan(self, batch_shape) -> InferencePlan:
-        """The plan ``predict`` runs for inputs of ``batch_shape`` (made once, then reused)."""
+        """The plan ``predict`` runs for inputs of ``batch_shape`` (a list of shapes for a model
+        with several inputs), made once, then reused."""
         backend = get_backend()
         key = plan_key(self, batch_shape, backend)
         plan = self._plans.get(key)
@@ -372,47 +629,70 @@ class Model:
         self._plans.clear()
         self._chunks.clear()
 
-    def _predict_batch(self, xb: np.ndarray) -> np.ndarray:
+    def _predict_batch(self, xs: list[np.ndarray]) -> list[np.ndarray]:
+        """Host outputs (one array per model output) for host inputs ``xs``."""
         backend = get_backend()
-        key = (xb.shape[1:], backend.name, backend.inference_chunk_bytes)
-        chunk = self._chunks.get(key)
-        if chunk is None:
-            chunk = self._chunks[key] = chunk_size(self, xb.shape[1:], backend)
-        if not chunk or len(xb) <= chunk:
-            plan = self.inference_plan(xb.shape)
-            return backend.to_host(plan(backend.asarray(xb, dtype=self.dtype)))
-        out = None
-        for start in range(0, len(xb), chunk):
-            part = xb[start:start + chunk]
-            y = backend.to_host(self.inference_plan(part.shape)(
-                backend.asarray(part, dtype=self.dtype)))
-            if out is None:
-                out = np.empty((len(xb), *y.shape[1:]), dtype=y.dtype)
-            out[start:start + len(part)] = y
-        return out
+        if len(xs) == 1:  # the single-input path, kept short: batch-1 latency matters
+            xb = xs[0]
+            key = (xb.shape[1:], backend.name, backend.inference_chunk_bytes)
+            chunk = self._chunks.get(key)
+            if chunk is None:
+                chunk = self._chunks[key] = chunk_size(self, xb.shape[1:], backend)
+            if not chunk or len(xb) <= chunk:
+                out = self.inference_plan(xb.shape).run(backend.asarray(xb, dtype=self.dtype))
+                return [backend.to_host(out)] if not isinstance(out, list) else [
+                    backend.to_host(o) for o in out]
+        else:
+            item = tuple(a.shape[1:] for a in xs)
+            key = (item, backend.name, backend.inference_chunk_bytes)
+            chunk = self._chunks.get(key)
+            if chunk is None:
+                chunk = self._chunks[key] = chunk_size(self, list(item), backend)
+        n = len(xs[0])
+        step = chunk or n
+        outs = None
+        for start in range(0, n, step):
+            parts = [a[start:start + step] for a in xs]
+            arrays = [backend.asarray(p, dtype=self.dtype) for p in parts]
+            shapes = parts[0].shape if len(parts) == 1 else [p.shape for p in parts]
+            ys = self.inference_plan(shapes).run(arrays[0] if len(arrays) == 1 else arrays)
+            ys = [backend.to_host(y) for y in (ys if isinstance(ys, list) else [ys])]
+            if outs is None:
+                outs = [np.empty((n, *y.shape[1:]), dtype=y.dtype) for y in ys]
+            for o, y in zip(outs, ys):
+                o[start:start + len(parts[0])] = y
+        return outs
 
-    def predict(self, x, batch_size=32, verbose="auto") -> np.ndarray:
-        """Outputs for ``x`` as a host NumPy array, computed ``batch_size`` samples at a time."""
+    def _unwrap(self, outs: list):
+        return outs[0] if len(self.output_names) == 1 else outs
+
+    def predict(self, x, batch_size=32, verbose="auto"):
+        """Outputs for ``x`` as a host NumPy array (a list of arrays for a model with several
+        outputs), computed ``batch_size`` samples at a time."""
         verbose = _verbose(verbose, "predict")
         batch_size = _positive_int(batch_size, "predict: batch_size")
-        x = self._check_x(x, "predict")
-        steps = math.ceil(len(x) / batch_size)
+        xs = self._check_x(x, "predict")
+        n = len(xs[0])
+        steps = math.ceil(n / batch_size)
         bar = Progbar(steps, verbose=verbose)
-        out = None
+        outs = None
         for step in range(steps):
             sl = slice(step * batch_size, (step + 1) * batch_size)
-            y = self._predict_batch(x[sl])
-            if out is None:
-                out = np.empty((len(x), *y.shape[1:]), dtype=y.dtype)
-            out[sl] = y
+            ys = self._predict_batch([a[sl] for a in xs])
+            if outs is None:
+                outs = [np.empty((n, *y.shape[1:]), dtype=y.dtype) for y in ys]
+            for o, y in zip(outs, ys):
+                o[sl] = y
             bar.update(step + 1, {})
         bar.finish({})
-        if out is None:
-            return np.empty((0, *self.output_shape[1:]), dtype=self.dtype)
-        return out
+        if outs is None:
+            shapes = self.output_shape if isinstance(self.output_shape, list) else [
+                self.output_shape]
+            outs = [np.empty((0, *s[1:]), dtype=self.dtype) for s in shapes]
+        return self._unwrap(outs)
 
-    def predict_on_batch(self, x) -> np.ndarray:
-        return self._predict_batch(self._check_x(x, "predict_on_batch"))
+    def predict_on_batch(self, x):
+        return self._unwrap(self._predict_batch(self._check_x(x, "predict_on_batch")))
 
     # -- saving ------------------------------------------------------------------------------
     def save(self, filepath) -> None:

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
-from ..layers.base import InputLayer, Layer, layer_class, unique_name
+from ..layers.base import InputLayer, KerasTensor, Layer, layer_class, register, unique_name
 from ..progbar import write_line
 from ..tensor import Tensor
 from .model import Model
 from .summary import render_summary
 
 
+@register
 class Sequential(Model):
     """``Sequential([Conv2D(...), ...])`` or ``model.add(layer)``; the first layer may carry
-    ``input_shape=`` or be an ``Input(shape)``."""
+    ``input_shape=`` or be an ``Input(shape)``. Models are layers too:
+    ``Sequential([base_model, Flatten(), Dense(10)])``."""
 
-    def __init__(self, layers=None, name: str | None = None):
-        super().__init__(name=name or unique_name("sequential"))
+    def __init__(self, layers=None, name: str | None = None, trainable: bool = True):
+        super().__init__(name=name or unique_name("sequential"), trainable=trainable)
         self._layers: list[Layer] = []
         self._input_layer: InputLayer | None = None
         self._batch_input_shape = None
@@ -32,6 +34,12 @@ class Sequential(Model):
         return self._layers[0].dtype if self._layers else "float32"
 
     def add(self, layer) -> None:
+        if isinstance(layer, KerasTensor):
+            source = layer._keras_history.layer
+            if not isinstance(source, InputLayer):
+                raise TypeError(f"Sequential.add takes layers and Input(...) tensors; got the "
+                                f"output of layer '{source.name}'")
+            layer = source
         if not isinstance(layer, Layer):
             raise TypeError(f"Sequential.add expects a fastconv layer, got "
                             f"{type(layer).__name__}")
@@ -81,6 +89,25 @@ class Sequential(Model):
     def built(self) -> bool:
         return bool(self._layers) and all(layer.built for layer in self._layers)
 
+    @property
+    def input_names(self) -> list[str]:
+        if self._input_layer is not None:
+            return [self._input_layer.name]
+        return [self._layers[0].name] if self._layers else ["input_layer"]
+
+    def _prepare_inputs(self, shapes: list) -> None:
+        if len(shapes) != 1:
+            return
+        expected = self.input_shape
+        if not self.built or expected is None or tuple(expected[1:]) != tuple(shapes[0][1:]):
+            self.build(shapes[0])
+
+    def compute_output_shape(self, input_shape):
+        shape = tuple(input_shape)
+        for layer in self._layers:
+            shape = layer.compute_output_shape(shape)
+        return shape
+
     def build(self, input_shape=None) -> None:
         """Build every layer for ``input_shape`` (full shape, batch axis None)."""
         if input_shape is None:
@@ -114,7 +141,10 @@ class Sequential(Model):
                 "name": self._input_layer.name if self._input_layer else "input_layer"}})
         for layer in self._layers:
             layers.append({"class_name": type(layer).__name__, "config": layer.get_config()})
-        return {"name": self.name, "layers": layers}
+        config = {"name": self.name, "layers": layers}
+        if not self.trainable:
+            config["trainable"] = False
+        return config
 
     @classmethod
     def from_config(cls, config: dict) -> Sequential:
@@ -122,5 +152,6 @@ class Sequential(Model):
         for entry in config["layers"]:
             layer_cls = layer_class(entry["class_name"])
             model.add(layer_cls.from_config(entry["config"]))
+        model._trainable = bool(config.get("trainable", True))
         return model
 

@@ -1,0 +1,277 @@
+"""Functional models: ``Input`` tensors, layers called on them, ``Model(inputs, outputs)`` with
+several inputs and outputs; predict against a float64 oracle, summary against Keras's own text,
+clear errors for graphs that cannot be models."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from fastconv import functional as F
+from fastconv.layers import Conv2D, Dense, Flatten, Input, InputLayer, Layer
+from fastconv.layers.base import KerasTensor
+from fastconv.models import Functional, Model
+
+
+class PairSum(Layer):
+    """A two-input element-wise sum: a stand-in for the merge layers, written against the
+    multi-input contract (a list of shapes in, a list of tensors in)."""
+
+    multi_input = True
+
+    def build(self, input_shape):
+        first = tuple(input_shape[0])
+        for shape in input_shape[1:]:
+            if tuple(shape)[1:] != first[1:]:
+                raise ValueError(f"inputs must have equal shapes, got "
+                                 f"{[tuple(s) for s in input_shape]}")
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[0])
+
+    def call(self, xs, training=False):
+        out = xs[0]
+        for x in xs[1:]:
+            out = F.add(out, x)
+        return out
+
+
+class Add(PairSum):
+    """PairSum under Keras's class name, so that summaries can be compared with Keras's."""
+
+
+def dense64(layer, x):
+    """Naive float64 Dense (linear activation) from the layer's current weights."""
+    kernel, bias = (w.astype(np.float64) for w in layer.get_weights())
+    return x.astype(np.float64) @ kernel + bias
+
+
+def two_branch_model():
+    """a -> d1 -> add <- d2 <- b; add -> out; d1 -> out2 (Keras's summary example)."""
+    a = Input((8,), name="a")
+    b = Input((8,), name="b")
+    x = Dense(4, name="d1")(a)
+    y = Dense(4, name="d2")(b)
+    s = Add(name="add")([x, y])
+    out = Dense(2, name="out")(s)
+    out2 = Dense(3, name="out2")(x)
+    return Model(inputs=[a, b], outputs=[out, out2], name="two_branch")
+
+
+def oracle_two_branch(model, a, b):
+    d1, d2 = dense64(model.get_layer("d1"), a), dense64(model.get_layer("d2"), b)
+    return dense64(model.get_layer("out"), d1 + d2), dense64(model.get_layer("out2"), d1)
+
+
+# -- symbolic tensors and graph building ---------------------------------------------------------
+
+def test_input_is_symbolic_and_layers_record_nodes():
+    x = Input((5, 5, 3), name="img")
+    assert isinstance(x, KerasTensor)
+    assert x.shape == (None, 5, 5, 3) and x.dtype == "float32"
+    source = x._keras_history.layer
+    assert isinstance(source, InputLayer) and source.name == "img"
+    conv = Conv2D(2, 3, name="c")
+    y = conv(x)
+    assert isinstance(y, KerasTensor) and y.shape == (None, 3, 3, 2)
+    assert conv.built and len(conv.weights) == 2  # built by the symbolic call, as Keras
+    assert y._keras_history == (conv, 0, 0)
+    node = conv._inbound_nodes[0]
+    assert node.input_tensors == [x] and node.outputs == [y]
+    y2 = conv(x)  # a shared layer: a second node, the same weights
+    assert y2._keras_history.node_index == 1 and len(conv.weights) == 2
+    with pytest.raises(TypeError, match="symbolic"):
+        np.asarray(y)
+
+
+def test_model_constructor_makes_a_functional_model(backend):
+    x = Input((6,))
+    y = Dense(3)(x)
+    model = Model(x, y)
+    assert type(model) is Functional and isinstance(model, Model)
+    assert model.name == "functional"
+    assert Model(inputs=x, outputs=y, name="named").name == "named"
+    assert model.input_shape == (None, 6) and model.output_shape == (None, 3)
+    assert [type(la).__name__ for la in model.layers] == ["InputLayer", "Dense"]
+
+
+def test_predict_several_inputs_and_outputs_matches_oracle(backend, rng):
+    model = two_branch_model()
+    assert [la.name for la in model.layers] == ["a", "b", "d1", "d2", "add", "out", "out2"]
+    a = rng.standard_normal((7, 8)).astype("float32")
+    b = rng.standard_normal((7, 8)).astype("float32")
+    out, out2 = model.predict([a, b], batch_size=3, verbose=0)
+    want, want2 = oracle_two_branch(model, a, b)
+    np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(out2, want2, rtol=1e-5, atol=1e-5)
+    by_name = model.predict({"b": b, "a": a}, verbose=0)  # a dict by input name
+    np.testing.assert_array_equal(by_name[0], out)
+    # The plan and the training graph path agree.
+    graph = model([a, b])
+    np.testing.assert_allclose(graph[0].numpy(), out, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(graph[1].numpy(), out2, rtol=1e-6, atol=1e-6)
+    single = model.predict_on_batch([a[:1], b[:1]])
+    np.testing.assert_allclose(single[0], out[:1], rtol=1e-5, atol=1e-6)
+
+
+def test_diamond_graph_with_a_shared_layer(backend, rng):
+    """One layer used twice (shared weights) and a tensor read by two layers."""
+    x = Input((4,), name="x")
+    shared = Dense(4, name="shared")
+    h = shared(x)
+    h2 = shared(h)
+    out = PairSum(name="sum")([h, h2])
+    model = Model(x, out)
+    assert [la.name for la in model.layers] == ["x", "shared", "sum"]
+    data = rng.standard_normal((5, 4)).astype("float32")
+    first = dense64(shared, data)
+    want = first + dense64(shared, first)
+    np.testing.assert_allclose(model.predict(data, verbose=0), want, rtol=1e-5, atol=1e-5)
+    assert model.count_params() == 20
+
+
+def test_output_that_is_an_input(backend, rng):
+    x = Input((3,), name="x")
+    model = Model(x, [x, Dense(2, name="d")(x)])
+    data = rng.standard_normal((2, 3)).astype("float32")
+    same, dense = model.predict(data, verbose=0)
+    np.testing.assert_array_equal(same, data)
+    np.testing.assert_allclose(dense, dense64(model.get_layer("d"), data), rtol=1e-5, atol=1e-6)
+
+
+def test_get_layer():
+    model = two_branch_model()
+    assert model.get_layer("d2").name == "d2"
+    assert model.get_layer(index=0).name == "a"
+    assert model.get_layer(index=-1).name == "out2"
+    with pytest.raises(ValueError, match="no layer named 'nope'.*d1"):
+        model.get_layer("nope")
+    with pytest.raises(ValueError, match="out of range"):
+        model.get_layer(index=7)
+    with pytest.raises(ValueError, match="either name"):
+        model.get_layer()
+
+
+# -- errors ----------------------------------------------------------------------------------
+
+def test_non_symbolic_input_is_refused():
+    with pytest.raises(TypeError, match=r"inputs must be symbolic tensors .* got ndarray"):
+        Model(np.ones((2, 3)), Dense(2)(Input((3,))))
+    x = Input((3,))
+    with pytest.raises(TypeError, match="outputs must be symbolic tensors"):
+        Model(x, Dense(2))
+    h = Dense(2, name="hidden")(x)
+    with pytest.raises(TypeError, match="inputs must come from Input.*'hidden'"):
+        Model(h, Dense(1)(h))
+
+
+def test_outputs_must_depend_on_the_inputs():
+    x, other = Input((3,), name="x"), Input((3,), name="other")
+    with pytest.raises(ValueError, match=r"depend on input 'other', which is not among the "
+                                         r"model's inputs \('x'\)"):
+        Model(x, Dense(2)(other))
+    with pytest.raises(ValueError, match=r"input\(s\) \['other'\] are not used"):
+        Model([x, other], Dense(2)(x))
+
+
+def test_duplicated_layer_names_are_refused():
+    x = Input((3,), name="x")
+    y = Dense(2, name="twin")(Dense(3, name="twin")(x))
+    with pytest.raises(ValueError, match='the name "twin" is used 2 times'):
+        Model(x, y)
+
+
+def test_merge_shape_errors_name_the_layer():
+    a, b = Input((4,)), Input((5,))
+    with pytest.raises(ValueError, match=r"layer 'join' \(PairSum\) cannot take inputs of shapes "
+                                         r"\(None, 4\), \(None, 5\): inputs must have equal"):
+        PairSum(name="join")([a, b])
+    with pytest.raises(TypeError, match="'join2' .*takes a list of inputs"):
+        PairSum(name="join2")(a)
+    with pytest.raises(TypeError, match="'fc' .*takes one input, got a list of 2"):
+        Dense(2, name="fc")([a, b])
+    with pytest.raises(TypeError, match="mix of symbolic and other inputs"):
+        PairSum()([a, np.ones((1, 4))])
+    x = Input((6, 6, 1))
+    with pytest.raises(ValueError, match="'too_big'"):
+        Conv2D(1, 7, name="too_big")(x)
+
+
+def test_wrong_data_for_several_inputs(backend):
+    model = two_branch_model()
+    with pytest.raises(ValueError, match=r"the model has 2 inputs \(a, b\): pass x as a list of "
+                                         r"2 arrays or a dict by name, got ndarray"):
+        model.predict(np.ones((2, 8)), verbose=0)
+    with pytest.raises(ValueError, match=r"x\[1\] has shape \(2, 7\), but the model's input "
+                                         r"\(layer 'b'\) expects \(None, 8\)"):
+        model.predict([np.ones((2, 8)), np.ones((2, 7))], verbose=0)
+    with pytest.raises(ValueError, match=r"keys \['a', 'c'\].* named \['a', 'b'\]"):
+        model.predict({"a": np.ones((2, 8)), "c": np.ones((2, 8))}, verbose=0)
+    with pytest.raises(ValueError, match="different numbers of samples"):
+        model.predict([np.ones((2, 8)), np.ones((3, 8))], verbose=0)
+
+
+# -- summary -----------------------------------------------------------------------------------
+
+def _keras():
+    os.environ.setdefault("KERAS_BACKEND", "torch")
+    return pytest.importorskip("keras")
+
+
+def _keras_summary(model, line_length):
+    lines = []
+    model.summary(line_length=line_length, print_fn=lambda text, **kw: lines.append(text))
+    return "\n".join(lines).rstrip("\n").split("\n")
+
+
+def _ours(model, line_length):
+    lines = []
+    model.summary(line_length=line_length, print_fn=lines.append)
+    return "\n".join(lines).split("\n")
+
+
+@pytest.mark.parametrize("line_length", [108, 90, 70])
+def test_summary_matches_keras_for_a_graph(monkeypatch, line_length):
+    monkeypatch.setenv("COLUMNS", "200")
+    keras = _keras()
+    L = keras.layers
+    a, b = keras.Input((8,), name="a"), keras.Input((8,), name="b")
+    x = L.Dense(4, name="d1")(a)
+    s = L.Add(name="add")([x, L.Dense(4, name="d2")(b)])
+    reference = keras.Model([a, b], [L.Dense(2, name="out")(s), L.Dense(3, name="out2")(x)],
+                            name="two_branch")
+    want = _keras_summary(reference, line_length)
+    assert "Connected to" in want[2]
+    assert _ours(two_branch_model(), line_length) == want
+
+
+def test_summary_of_a_chain_graph_matches_keras(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    keras = _keras()
+    inp = keras.Input((6, 6, 2), name="image")
+    out = keras.layers.Dense(3, name="head")(keras.layers.Flatten(name="flat")(
+        keras.layers.Conv2D(4, 3, name="conv")(inp)))
+    want = _keras_summary(keras.Model(inp, out, name="chain"), None)
+    x = Input((6, 6, 2), name="image")
+    y = Dense(3, name="head")(Flatten(name="flat")(Conv2D(4, 3, name="conv")(x)))
+    got = _ours(Model(x, y, name="chain"), None)
+    assert "Connected to" not in want[2]
+    assert got == want
+
+
+def test_summary_of_a_shared_layer_matches_keras(monkeypatch):
+    """A layer called three times: its row lists every call's input (node indices count)."""
+    monkeypatch.setenv("COLUMNS", "200")
+    keras = _keras()
+    x = keras.Input((4,), name="x")
+    shared = keras.layers.Dense(4, name="shared")
+    out = keras.layers.Add(name="sum")([shared(x), shared(shared(x))])
+    want = _keras_summary(keras.Model(x, out, name="shared_model"), 150)
+    x = Input((4,), name="x")
+    shared = Dense(4, name="shared")
+    model = Model(x, Add(name="sum")([shared(x), shared(shared(x))]), name="shared_model")
+    got = _ours(model, 150)
+    assert any("x[0][0], x[0][0], shared[1][0]" in line for line in got)
+    assert got == want
