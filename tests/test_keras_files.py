@@ -1,0 +1,433 @@
+"""Keras files: the reference files Keras 3.15 wrote (every model, every format) load and predict
+as Keras did; the .keras archives fastconv writes load in Keras itself; and every kind of bad
+input is refused with an error that names the file, the layer and what was expected."""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+h5py = pytest.importorskip("h5py", reason="Keras files need h5py (pip install 'fastconv[keras]')")
+
+from fastconv import keras_io  # noqa: E402
+from fastconv.layers import Conv2D, Dense, Dropout, Flatten, Input, MaxPooling2D  # noqa: E402
+from fastconv.layers.base import layer_class  # noqa: E402
+from fastconv.models import Sequential, load_model  # noqa: E402
+from fastconv.saving import InvalidModelFileError  # noqa: E402
+
+
+def shared_dir() -> Path | None:
+    """../shared beside the repository (as CI clones it), or $FASTCONV_SHARED."""
+    default = Path(__file__).resolve().parents[2] / "shared"
+    if default.is_dir():
+        return default
+    env = os.environ.get("FASTCONV_SHARED")
+    return Path(env) if env and Path(env).is_dir() else None
+
+
+SHARED = shared_dir()
+REF = SHARED / "keras_ref" if SHARED is not None else None
+MODELS = ("mini_vgg", "mini_resnet", "mini_inception")
+FORMATS = ("keras", "h5", "weights.h5", "legacy_weights.h5")
+TOLERANCE = 1e-5
+HAVE_KERAS = importlib.util.find_spec("keras") is not None
+needs_ref = pytest.mark.skipif(REF is None or not REF.is_dir(),
+                               reason="the Keras reference files (../shared/keras_ref, or "
+                                      "$FASTCONV_SHARED/keras_ref) are not here")
+needs_keras = pytest.mark.skipif(not HAVE_KERAS, reason="keras (the reference) is not installed")
+
+
+def relative_error(got, expected) -> float:
+    """max |got - expected| / max |expected| (normwise, so tiny probabilities do not blow up)."""
+    return float(np.max(np.abs(got.astype(np.float64) - expected)) / np.max(np.abs(expected)))
+
+
+def ref_path(model: str, fmt: str) -> Path:
+    return REF / (f"{model}_{fmt}" if fmt == "legacy_weights.h5" else f"{model}.{fmt}")
+
+
+def architecture(model: str):
+    """The fastconv model described by the reference .keras archive's config.json."""
+    with zipfile.ZipFile(ref_path(model, "keras")) as zf:
+        config = json.loads(zf.read("config.json"))
+    return keras_io.model_from_keras_config(config, str(ref_path(model, "keras")))
+
+
+def load_reference(model: str, fmt: str):
+    path = ref_path(model, fmt)
+    if fmt in ("keras", "h5"):
+        return load_model(path)
+    net = architecture(model)
+    net.load_weights(path)
+    return net
+
+
+# -- the reference files ------------------------------------------------------------------------
+
+@needs_ref
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("model", MODELS)
+def test_reference_file_predicts_as_keras(model, fmt):
+    io_data = np.load(REF / f"{model}_io.npz")
+    net = load_reference(model, fmt)
+    index = json.loads((REF / "index.json").read_text())["models"][model]
+    assert net.count_params() == index["params"]
+    got = net.predict(io_data["x"], verbose=0)
+    assert got.shape == io_data["y"].shape
+    err = relative_error(got, io_data["y"])
+    assert err <= TOLERANCE, f"{model}.{fmt}: relative error {err:.2e}"
+
+
+@needs_ref
+def test_reference_layer_names_and_weight_order():
+    """Keras's layer names survive, and BatchNormalization's four arrays land in Keras's order
+    (gamma, beta, moving_mean, moving_variance)."""
+    net = load_model(ref_path("mini_resnet", "keras"))
+    names = [layer.name for layer in net.layers]
+    assert {"conv1_pad", "conv1_bn", "b0_add", "b1_0_conv", "avg_pool", "predictions"} <= set(names)
+    bn = next(layer for layer in net.layers if layer.name == "conv1_bn")
+    with h5py.File(ref_path("mini_resnet", "legacy_weights.h5"), "r") as f:
+        group = f["conv1_bn"]
+        order = [n.decode() if isinstance(n, bytes) else n for n in group.attrs["weight_names"]]
+        expected = [group[n][()] for n in order]
+    for got, want in zip(bn.get_weights(), expected):
+        np.testing.assert_array_equal(got, want)
+
+
+# -- fastconv writes, Keras reads ---------------------------------------------------------------
+
+def small_sequential():
+    return Sequential([Input((10, 10, 2)), Conv2D(4, 3, activation="relu", padding="same"),
+                       MaxPooling2D(), Conv2D(6, 3, activation="tanh"), Flatten(), Dropout(0.2),
+                       Dense(7, activation="relu"), Dense(3, activation="softmax")],
+                      name="small")
+
+
+def keras_predict(tmp_path, jobs: list[tuple[str, str, str]]) -> dict:
+    """Run Keras (PyTorch backend) in a subprocess: for each (kind, path, x.npy) load the file
+    ('model': keras.saving.load_model; 'weights:<model.keras>': load that model, then the
+    weights) and predict x. Returns {path: predictions}."""
+    out = tmp_path / "keras_out.npz"
+    script = f"""
+import json, sys, numpy as np, keras
+jobs = json.loads(sys.argv[1])
+result = {{}}
+for kind, path, xpath in jobs:
+    if kind == "model":
+        model = keras.saving.load_model(path)
+    else:
+        model = keras.saving.load_model(kind.split(":", 1)[1])
+        model.load_weights(path)
+    result[path] = model.predict(np.load(xpath), verbose=0)
+np.savez({str(out)!r}, **{{k.replace("/", "|"): v for k, v in result.items()}})
+"""
+    env = {**os.environ, "KERAS_BACKEND": "torch"}
+    proc = subprocess.run([sys.executable, "-c", script, json.dumps(jobs)], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, f"Keras could not load the files:\n{proc.stderr[-3000:]}"
+    with np.load(out) as data:
+        return {k.replace("|", "/"): data[k] for k in data.files}
+
+
+@needs_keras
+def test_keras_loads_what_fastconv_writes(tmp_path, rng):
+    jobs, expected = [], {}
+    x = rng.random((5, 10, 10, 2)).astype("float32")
+    np.save(tmp_path / "x_seq.npy", x)
+    seq = small_sequential()
+    seq.save(tmp_path / "seq.keras")
+    seq.save_weights(tmp_path / "seq.weights.h5")
+    # different weights in the weights file, so that loading it visibly changes the model
+    seq2 = small_sequential()
+    seq2.save_weights(tmp_path / "seq2.weights.h5")
+    jobs += [("model", str(tmp_path / "seq.keras"), str(tmp_path / "x_seq.npy")),
+             (f"weights:{tmp_path / 'seq.keras'}", str(tmp_path / "seq2.weights.h5"),
+              str(tmp_path / "x_seq.npy"))]
+    expected[str(tmp_path / "seq.keras")] = seq.predict(x, verbose=0)
+    expected[str(tmp_path / "seq2.weights.h5")] = seq2.predict(x, verbose=0)
+    for name, build, shape in functional_models():
+        xf = rng.random((4, *shape)).astype("float32")
+        np.save(tmp_path / f"x_{name}.npy", xf)
+        net = build()
+        net.save(tmp_path / f"{name}.keras")
+        jobs.append(("model", str(tmp_path / f"{name}.keras"), str(tmp_path / f"x_{name}.npy")))
+        expected[str(tmp_path / f"{name}.keras")] = net.predict(xf, verbose=0)
+    got = keras_predict(tmp_path, jobs)
+    for path, want in expected.items():
+        err = relative_error(got[path], want)
+        assert err <= TOLERANCE, f"{Path(path).name}: Keras differs by {err:.2e}"
+
+
+def functional_models():
+    """Functional models with merge layers and BatchNormalization, when fastconv has them."""
+    needed = ("Add", "Concatenate", "BatchNormalization", "ZeroPadding2D", "GlobalMaxPooling2D")
+    try:
+        for name in needed:
+            layer_class(name)
+        from fastconv.models import Model  # noqa: F401
+    except (ImportError, ValueError):
+        return []
+    return [("graph", graph_model, (9, 9, 3))]
+
+
+def graph_model():
+    from fastconv.layers import (
+        Activation,
+        Add,
+        BatchNormalization,
+        Concatenate,
+        GlobalMaxPooling2D,
+        ZeroPadding2D,
+    )
+    from fastconv.models import Model
+
+    inputs = Input((9, 9, 3), name="image")
+    x = ZeroPadding2D(1)(inputs)
+    x = Conv2D(4, 3, name="stem")(x)
+    bn = BatchNormalization(epsilon=1.001e-5)
+    y = bn(x)
+    rng = np.random.default_rng(7)
+    bn.set_weights([rng.random(4) + 0.5, rng.random(4) - 0.5, rng.random(4) - 0.5,
+                    rng.random(4) + 0.5])
+    a = Conv2D(4, 1, activation="relu", name="branch_a")(y)
+    b = Conv2D(4, 3, padding="same", name="branch_b")(y)
+    s = Activation("relu")(Add()([a, b]))
+    c = Concatenate()([s, x])
+    z = GlobalMaxPooling2D()(c)
+    return Model(inputs, Dense(3, activation="softmax", name="out")(z), name="graph")
+
+
+# -- round trips inside fastconv ----------------------------------------------------------------
+
+def test_keras_archive_round_trip(tmp_path, rng):
+    model = small_sequential()
+    x = rng.random((3, 10, 10, 2)).astype("float32")
+    model.save(tmp_path / "m.keras")
+    with zipfile.ZipFile(tmp_path / "m.keras") as zf:
+        assert {"config.json", "metadata.json", "model.weights.h5"} <= set(zf.namelist())
+        config = json.loads(zf.read("config.json"))
+    assert config["class_name"] == "Sequential"
+    again = load_model(tmp_path / "m.keras")
+    assert [layer.name for layer in again.layers] == [layer.name for layer in model.layers]
+    np.testing.assert_array_equal(again.predict(x, verbose=0), model.predict(x, verbose=0))
+
+
+def test_weights_h5_round_trip(tmp_path, rng):
+    model, other = small_sequential(), small_sequential()
+    x = rng.random((3, 10, 10, 2)).astype("float32")
+    model.save_weights(tmp_path / "m.weights.h5")
+    other.load_weights(tmp_path / "m.weights.h5")
+    np.testing.assert_array_equal(other.predict(x, verbose=0), model.predict(x, verbose=0))
+
+
+def test_fastconv_archive_named_keras_still_loads(tmp_path):
+    from fastconv import saving
+
+    model = small_sequential()
+    saving.save_model(model, tmp_path / "native.fcm")
+    os.replace(tmp_path / "native.fcm", tmp_path / "native.keras")
+    assert not keras_io.is_keras_file(tmp_path / "native.keras")
+    assert load_model(tmp_path / "native.keras").count_params() == model.count_params()
+
+
+def write_legacy(path, layers):
+    """A legacy weights file as keras.applications ships them: ``layer_names`` at the root and a
+    ``weight_names`` attribute per layer group, datasets under arbitrary names."""
+    with h5py.File(path, "w") as f:
+        f.attrs["layer_names"] = np.array([name.encode() for name, _ in layers])
+        for name, arrays in layers:
+            group = f.create_group(name)
+            weight_names = [f"{name}_W_{j}:0" for j in range(len(arrays))]
+            group.attrs["weight_names"] = np.array([w.encode() for w in weight_names])
+            for w, a in zip(weight_names, arrays):
+                group.create_dataset(w, data=a)
+
+
+def test_legacy_weights_follow_weight_names(tmp_path, rng):
+    """Arrays are read in the order of ``weight_names`` under the names it gives (old Keras
+    called them ``conv1_W_1:0``); names are never rebuilt from the layer."""
+    model = small_sequential()
+    layers = []
+    for layer in model.layers:
+        layers.append((layer.name, [rng.standard_normal(w.shape).astype("float32")
+                                    for w in layer.weights]))
+    write_legacy(tmp_path / "legacy.h5", layers)
+    model.load_weights(tmp_path / "legacy.h5")
+    for layer, (_, arrays) in zip(model.layers, layers):
+        for got, want in zip(layer.get_weights(), arrays):
+            np.testing.assert_array_equal(got, want)
+
+
+def test_legacy_weights_matched_by_position_when_names_differ(tmp_path, rng):
+    model = small_sequential()
+    weighted = [layer for layer in model.layers if layer.weights]
+    layers = [(f"old_name_{i}", [rng.standard_normal(w.shape).astype("float32")
+                                 for w in layer.weights]) for i, layer in enumerate(weighted)]
+    layers.insert(1, ("a_pool_without_weights", []))
+    write_legacy(tmp_path / "legacy.h5", layers)
+    model.load_weights(tmp_path / "legacy.h5")
+    np.testing.assert_array_equal(weighted[-1].get_weights()[0], layers[-1][1][0])
+
+
+# -- bad input ----------------------------------------------------------------------------------
+
+def test_weights_that_do_not_fit_name_layer_and_shapes(tmp_path):
+    small_sequential().save_weights(tmp_path / "m.weights.h5")
+    other = Sequential([Input((10, 10, 2)), Conv2D(5, 3, activation="relu", padding="same",
+                                                   name="wide"),
+                        MaxPooling2D(), Conv2D(6, 3, activation="tanh"), Flatten(),
+                        Dropout(0.2), Dense(7, activation="relu"), Dense(3)])
+    before = other.get_weights()
+    with pytest.raises(InvalidModelFileError) as info:
+        other.load_weights(tmp_path / "m.weights.h5")
+    message = str(info.value)
+    assert "'wide'" in message and "(3, 3, 2, 5)" in message and "(3, 3, 2, 4)" in message
+    for a, b in zip(before, other.get_weights()):  # nothing was assigned
+        np.testing.assert_array_equal(a, b)
+
+
+def test_legacy_weights_that_do_not_fit(tmp_path, rng):
+    model = small_sequential()
+    layers = [(layer.name, [rng.standard_normal(w.shape).astype("float32")
+                            for w in layer.weights]) for layer in model.layers if layer.weights]
+    layers[-1] = (layers[-1][0], [np.zeros((7, 4), "float32"), np.zeros(4, "float32")])
+    write_legacy(tmp_path / "legacy.h5", layers)
+    with pytest.raises(InvalidModelFileError, match=r"expects shape \(7, 3\).*\(7, 4\)"):
+        model.load_weights(tmp_path / "legacy.h5")
+    write_legacy(tmp_path / "short.h5", layers[:2])
+    with pytest.raises(InvalidModelFileError, match="holds weights for 2 layers"):
+        model.load_weights(tmp_path / "short.h5")
+
+
+def archive_with(path, config, weights: bytes = b""):
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("metadata.json", "{}")
+        zf.writestr("config.json", json.dumps(config))
+        zf.writestr("model.weights.h5", weights)
+
+
+def sequential_config(*layers):
+    return {"class_name": "Sequential", "config": {"name": "m", "layers": [
+        {"class_name": "InputLayer", "config": {"batch_shape": [None, 4], "name": "in"}},
+        *layers]}}
+
+
+def test_lambda_layers_are_refused(tmp_path):
+    archive_with(tmp_path / "lambda.keras", sequential_config(
+        {"class_name": "Lambda", "config": {"name": "evil", "function": "os.system('x')"}}))
+    with pytest.raises(InvalidModelFileError, match="never runs code") as info:
+        load_model(tmp_path / "lambda.keras")
+    assert "lambda.keras" in str(info.value) and "'evil'" in str(info.value)
+
+
+def test_unsupported_layer_class_lists_the_supported_ones(tmp_path):
+    archive_with(tmp_path / "lstm.keras", sequential_config(
+        {"class_name": "LSTM", "config": {"name": "rnn", "units": 3}}))
+    with pytest.raises(InvalidModelFileError, match="supported layer classes: .*Conv2D.*Dense"):
+        load_model(tmp_path / "lstm.keras")
+
+
+def test_unsupported_option_is_named(tmp_path):
+    archive_with(tmp_path / "reg.keras", sequential_config(
+        {"class_name": "Dense", "config": {"name": "d", "units": 3,
+                                           "kernel_regularizer": {"class_name": "L2"}}}))
+    with pytest.raises(InvalidModelFileError, match="'d'.*kernel_regularizer"):
+        load_model(tmp_path / "reg.keras")
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "empty", "bad_json", "no_weights"])
+def test_corrupt_keras_archive(tmp_path, damage):
+    path = tmp_path / "m.keras"
+    small_sequential().save(path)
+    data = path.read_bytes()
+    if damage == "truncated":
+        path.write_bytes(data[:len(data) // 2])
+    elif damage == "garbage":
+        path.write_bytes(b"\x00not a zip at all" * 10)
+    elif damage == "empty":
+        path.write_bytes(b"")
+    elif damage == "bad_json":
+        archive_with(path, {})
+        with zipfile.ZipFile(path, "w") as zf:
+            zf.writestr("config.json", "{not json")
+    else:
+        with zipfile.ZipFile(path, "w") as zf:
+            zf.writestr("config.json", json.dumps(json.loads(
+                zipfile.ZipFile(io.BytesIO(data)).read("config.json"))))
+    with pytest.raises(InvalidModelFileError, match="m.keras"):
+        load_model(path)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage"])
+def test_corrupt_h5(tmp_path, damage):
+    path = tmp_path / "w.weights.h5"
+    model = small_sequential()
+    model.save_weights(path)
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) // 3] if damage == "truncated" else b"\x89HDF\r\n\x1a\n" +
+                     b"\x07" * 600)
+    with pytest.raises(InvalidModelFileError, match="w.weights.h5"):
+        model.load_weights(path)
+
+
+def test_dataset_claiming_more_than_the_file_is_refused_before_allocating(tmp_path):
+    """A header promising 4 GB in a file of a few kilobytes is refused without reading."""
+    path = tmp_path / "huge.weights.h5"
+    model = Sequential([Input((4,)), Dense(3, name="d")])
+    with h5py.File(path, "w") as f:
+        group = f.create_group("layers/dense/vars")
+        group.attrs["name"] = "d"
+        group.create_dataset("0", shape=(2**15, 2**15), dtype="float32")  # never written
+        group.create_dataset("1", data=np.zeros(3, "float32"))
+    assert path.stat().st_size < 2**20
+    with pytest.raises(InvalidModelFileError, match="more than the whole file"):
+        model.load_weights(path)
+
+
+def test_compressed_and_non_float_datasets_are_refused(tmp_path):
+    model = Sequential([Input((4,)), Dense(3, name="d")])
+    for kind in ("gzip", "strings"):
+        path = tmp_path / f"{kind}.weights.h5"
+        with h5py.File(path, "w") as f:
+            group = f.create_group("layers/dense/vars")
+            group.attrs["name"] = "d"
+            if kind == "gzip":
+                group.create_dataset("0", data=np.zeros((4, 3), "float32"), compression="gzip")
+            else:
+                group.create_dataset("0", data=np.array([b"abc"] * 12).reshape(4, 3))
+            group.create_dataset("1", data=np.zeros(3, "float32"))
+        with pytest.raises(InvalidModelFileError, match="compressed" if kind == "gzip"
+                           else "dtype"):
+            model.load_weights(path)
+
+
+def test_weights_file_given_to_load_model(tmp_path):
+    small_sequential().save_weights(tmp_path / "w.weights.h5")
+    with pytest.raises(InvalidModelFileError, match="weights-only"):
+        load_model(tmp_path / "w.weights.h5")
+
+
+def test_saving_legacy_h5_models_is_refused(tmp_path):
+    with pytest.raises(ValueError, match=r"\.keras file .* \.fcm"):
+        small_sequential().save(tmp_path / "m.h5")
+    assert not (tmp_path / "m.h5").exists()
+
+
+def test_layers_keras_lacks_are_refused_when_saving_keras_files(tmp_path):
+    try:
+        lrn = layer_class("LocalResponseNormalization")
+    except ValueError:
+        pytest.skip("fastconv has no LocalResponseNormalization layer yet")
+    model = Sequential([Input((6, 6, 3)), lrn(), Flatten(), Dense(2)])
+    with pytest.raises(ValueError, match="LocalResponseNormalization.*Keras has no such layer"):
+        model.save(tmp_path / "m.keras")
+    assert not (tmp_path / "m.keras").exists()
