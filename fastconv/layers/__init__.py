@@ -1,15 +1,19 @@
 """Keras-style layers (channels_last)."""
 
 from .base import Input, InputLayer, Layer
-from .convolutional import Conv2D
+from .convolutional import Conv1D, Conv2D
 from .core import Activation, Dense, Dropout, Flatten, Reshape
+from .merge import Add, Concatenate
+from .normalization import LRN, BatchNormalization, LocalResponseNormalization
 from .pooling import (
     AveragePooling1D,
     AveragePooling2D,
     GlobalAveragePooling2D,
+    GlobalMaxPooling2D,
     MaxPooling1D,
     MaxPooling2D,
 )
+from .reshaping import Rescaling, ZeroPadding2D
 
 # Keras aliases
 MaxPool2D = MaxPooling2D
@@ -17,9 +21,15 @@ AvgPool2D = AveragePooling2D
 MaxPool1D = MaxPooling1D
 AvgPool1D = AveragePooling1D
 GlobalAvgPool2D = GlobalAveragePooling2D
+GlobalMaxPool2D = GlobalMaxPooling2D
+Convolution1D = Conv1D
+Convolution2D = Conv2D
 
 __all__ = [
-    "Layer", "Input", "InputLayer", "Conv2D", "Dense", "Flatten", "Reshape", "Dropout",
-    "Activation", "MaxPooling2D", "AveragePooling2D", "GlobalAveragePooling2D", "MaxPooling1D",
-    "AveragePooling1D", "MaxPool2D", "AvgPool2D", "MaxPool1D", "AvgPool1D", "GlobalAvgPool2D",
+    "Layer", "Input", "InputLayer", "Conv1D", "Conv2D", "Dense", "Flatten", "Reshape", "Dropout",
+    "Activation", "MaxPooling2D", "AveragePooling2D", "GlobalAveragePooling2D",
+    "GlobalMaxPooling2D", "MaxPooling1D", "AveragePooling1D", "MaxPool2D", "AvgPool2D",
+    "MaxPool1D", "AvgPool1D", "GlobalAvgPool2D", "GlobalMaxPool2D", "Convolution1D",
+    "Convolution2D", "BatchNormalization", "LocalResponseNormalization", "LRN", "Add",
+    "Concatenate", "ZeroPadding2D", "Rescaling",
 ]

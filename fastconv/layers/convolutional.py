@@ -1,4 +1,4 @@
-"""Conv2D: a thin layer over ``fastconv.functional.conv2d``."""
+"""Conv2D and Conv1D: thin layers over ``fastconv.functional.conv2d`` and ``conv1d``."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from .. import activations, initializers
 from .. import functional as F
 from ..backends import FUSED_ACTIVATIONS, algorithms
 from ..geometry import conv_geometry, normalize_tuple, output_length_for
+from ..ops.conv import conv1d_padding
 from .base import Layer, register
 from .core import apply_activation, positive_int, unsupported
 
@@ -101,6 +102,104 @@ class Conv2D(Layer):
                 f"kernel does not fit the {h}x{w} input with padding '{self.padding}' (input "
                 f"shape {tuple(input_shape)})")
         return (n, oh, ow, self.filters)
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters,
+                "kernel_size": list(self.kernel_size), "strides": list(self.strides),
+                "padding": self.padding, "dilation_rate": list(self.dilation_rate),
+                "activation": self.activation, "use_bias": self.use_bias,
+                "kernel_initializer": self.kernel_initializer,
+                "bias_initializer": self.bias_initializer}
+
+
+@register
+class Conv1D(Layer):
+    """1D convolution over (batch, steps, channels) inputs with a (k, in, out) kernel, as
+    Keras's Conv1D; ``padding`` 'valid', 'same' or 'causal'. Runs as a Conv2D over a
+    (batch, 1, steps, channels) image, so every algorithm of every backend serves it."""
+
+    input_ndim = 3
+
+    def __init__(self, filters, kernel_size, strides=1, padding="valid", data_format=None,
+                 dilation_rate=1, groups=1, activation=None, use_bias=True,
+                 kernel_initializer="glorot_uniform", bias_initializer="zeros",
+                 kernel_regularizer=None, bias_regularizer=None, activity_regularizer=None,
+                 kernel_constraint=None, bias_constraint=None, **kwargs):
+        super().__init__(**kwargs)
+        where = f"Conv1D layer '{self.name}'"
+        unsupported(where, kernel_regularizer=kernel_regularizer,
+                    bias_regularizer=bias_regularizer, activity_regularizer=activity_regularizer,
+                    kernel_constraint=kernel_constraint, bias_constraint=bias_constraint)
+        if groups != 1:
+            raise ValueError(f"{where}: grouped convolution is not supported (groups={groups!r})")
+        check_data_format(where, data_format)
+        self.filters = positive_int(filters, f"{where}: filters")
+        self.kernel_size = normalize_tuple(kernel_size, 1, f"{where}: kernel_size")
+        self.strides = normalize_tuple(strides, 1, f"{where}: strides")
+        self.dilation_rate = normalize_tuple(dilation_rate, 1, f"{where}: dilation_rate")
+        if self.strides != (1,) and self.dilation_rate != (1,):
+            raise ValueError(f"{where}: strides > 1 together with dilation_rate > 1 is not "
+                             f"supported (as in Keras)")
+        mode = padding.lower() if isinstance(padding, str) else None
+        if mode not in ("valid", "same", "causal"):
+            raise ValueError(f"{where}: padding must be 'valid', 'same' or 'causal', got "
+                             f"{padding!r}")
+        self.padding = mode
+        self.activation = activations.canonical(activation, where)
+        self.use_bias = bool(use_bias)
+        self.kernel_initializer = initializers.check(kernel_initializer, where)
+        self.bias_initializer = initializers.check(bias_initializer, where)
+
+    def build(self, input_shape):
+        channels = input_shape[-1]
+        if channels is None:
+            raise ValueError(f"Conv1D layer '{self.name}' needs a known channel axis, got "
+                             f"{input_shape}")
+        self.compute_output_shape(input_shape)  # raises if the kernel does not fit
+        self.kernel = self.add_weight("kernel", (*self.kernel_size, channels, self.filters),
+                                      self.kernel_initializer)
+        self.bias = (self.add_weight("bias", (self.filters,), self.bias_initializer)
+                     if self.use_bias else None)
+
+    def _padding_2d(self):
+        return conv1d_padding(self.padding, self.kernel_size[0], self.dilation_rate[0])
+
+    def call(self, x, training=False):
+        fused = self.activation in FUSED_ACTIVATIONS
+        y = F.conv1d(x, self.kernel, self.bias, self.strides, self.padding, self.dilation_rate,
+                     activation=self.activation if fused else None)
+        return apply_activation(y, self.activation, fused)
+
+    def inference_step(self, input_shape, backend):
+        n, steps, c = input_shape
+        geom = conv_geometry((n, 1, steps, c), (1, *self.kernel.shape), (1, *self.strides),
+                             self._padding_2d(), (1, *self.dilation_rate))
+        algo = algorithms.resolve(backend, geom, self.kernel.dtype, "forward")
+        act = self.activation
+        fused = act in FUSED_ACTIVATIONS
+        run = backend.prepare_conv2d_forward(geom, algo, act if fused else "linear")
+        kernel, bias = self.kernel, self.bias
+
+        def step(a):
+            # each array read once, before its version: the key never names other values
+            w, b = kernel.data, None if bias is None else bias.data
+            key = (id(w), kernel.version) + (() if bias is None else (id(b), bias.version))
+            y = run(a.reshape(a.shape[0], 1, *a.shape[1:]), w.reshape(1, *w.shape), b, key)
+            y = y.reshape(y.shape[0], y.shape[2], y.shape[3])
+            return y if fused else activations.on_array(act, backend, y)
+
+        return step
+
+    def compute_output_shape(self, input_shape):
+        n, steps, _ = input_shape
+        k, s, d = self.kernel_size[0], self.strides[0], self.dilation_rate[0]
+        pad = self._padding_2d()
+        out = output_length_for(steps, k, s, d, pad if isinstance(pad, str) else pad[1])
+        if out is not None and out < 1:
+            raise ValueError(
+                f"Conv1D layer '{self.name}': the kernel of size {k} (dilation {d}) does not fit "
+                f"{steps} steps with padding '{self.padding}' (input shape {tuple(input_shape)})")
+        return (n, out, self.filters)
 
     def get_config(self):
         return {**super().get_config(), "filters": self.filters,

@@ -1,4 +1,4 @@
-"""Pooling layers: 2D and 1D max/average pooling, global average pooling."""
+"""Pooling layers: 2D and 1D max/average pooling, global average and max pooling."""
 
 from __future__ import annotations
 
@@ -86,19 +86,17 @@ class AveragePooling1D(_Pooling):
     op = staticmethod(F.avg_pool1d)
 
 
-@register
-class GlobalAveragePooling2D(Layer):
-    """Mean over H and W: (N, H, W, C) -> (N, C), or (N, 1, 1, C) with keepdims=True."""
-
+class _GlobalPooling2D(Layer):
     input_ndim = 4
+    op = None  # the functional op, (N, H, W, C) -> (N, C)
 
     def __init__(self, data_format=None, keepdims=False, **kwargs):
         super().__init__(**kwargs)
-        check_data_format(f"GlobalAveragePooling2D layer '{self.name}'", data_format)
+        check_data_format(f"{type(self).__name__} layer '{self.name}'", data_format)
         self.keepdims = bool(keepdims)
 
     def call(self, x, training=False):
-        y = F.global_avg_pool2d(x)
+        y = type(self).op(x)
         return F.reshape(y, (y.shape[0], 1, 1, y.shape[1])) if self.keepdims else y
 
     def compute_output_shape(self, input_shape):
@@ -107,3 +105,25 @@ class GlobalAveragePooling2D(Layer):
 
     def get_config(self):
         return {**super().get_config(), "keepdims": self.keepdims}
+
+
+@register
+class GlobalAveragePooling2D(_GlobalPooling2D):
+    """Mean over H and W: (N, H, W, C) -> (N, C), or (N, 1, 1, C) with keepdims=True."""
+
+    op = staticmethod(F.global_avg_pool2d)
+
+
+@register
+class GlobalMaxPooling2D(_GlobalPooling2D):
+    """Maximum over H and W: (N, H, W, C) -> (N, C), or (N, 1, 1, C) with keepdims=True."""
+
+    op = staticmethod(F.global_max_pool2d)
+
+    def inference_step(self, input_shape, backend):
+        keepdims = self.keepdims
+
+        def step(a):
+            return a.max(axis=(1, 2), keepdims=keepdims)
+
+        return step

@@ -1,0 +1,104 @@
+"""ZeroPadding2D and Rescaling."""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from .. import functional as F
+from ..ops.shape import zero_pad_pads
+from .base import Layer, register
+from .convolutional import check_data_format
+
+
+@register
+class ZeroPadding2D(Layer):
+    """Zeros around the image (NHWC): ``padding`` is an int, ``(h, w)`` (symmetric) or
+    ``((top, bottom), (left, right))``, as Keras's."""
+
+    input_ndim = 4
+
+    def __init__(self, padding=(1, 1), data_format=None, **kwargs):
+        super().__init__(**kwargs)
+        where = f"ZeroPadding2D layer '{self.name}'"
+        check_data_format(where, data_format)
+        top, bottom, left, right = zero_pad_pads(padding, f"{where}: padding")
+        self.padding = ((top, bottom), (left, right))
+
+    def compute_output_shape(self, input_shape):
+        n, h, w, c = input_shape
+        (top, bottom), (left, right) = self.padding
+        return (n, None if h is None else h + top + bottom,
+                None if w is None else w + left + right, c)
+
+    def call(self, x, training=False):
+        return F.zero_pad2d(x, self.padding)
+
+    def get_config(self):
+        return {**super().get_config(), "padding": [list(p) for p in self.padding]}
+
+
+def _scale_value(value, where: str):
+    """A number, or a list/array of numbers broadcast against the input (Keras allows both)."""
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        return float(value)
+    try:
+        arr = np.asarray(value)
+    except (TypeError, ValueError):
+        arr = np.asarray(None)
+    if arr.dtype.kind not in "iuf" or arr.size == 0:
+        raise TypeError(f"{where} must be a number or an array of numbers, got {value!r}")
+    return float(arr) if arr.ndim == 0 else arr.astype(np.float64)
+
+
+def _operand(value, dtype, xp):
+    """``value`` (a float or a float64 array) in ``dtype`` on the backend's array module."""
+    return dtype.type(value) if isinstance(value, float) else xp.asarray(value, dtype=dtype)
+
+
+@register
+class Rescaling(Layer):
+    """``x * scale + offset`` (Keras's preprocessing layer, e.g. ``Rescaling(1 / 255)``);
+    ``scale`` and ``offset`` are numbers or arrays broadcast against the input."""
+
+    def __init__(self, scale, offset=0.0, **kwargs):
+        super().__init__(**kwargs)
+        where = f"Rescaling layer '{self.name}'"
+        self.scale = _scale_value(scale, f"{where}: scale")
+        self.offset = _scale_value(offset, f"{where}: offset")
+
+    def call(self, x, training=False):
+        xp = x._backend.xp
+        return F.add(F.multiply(x, _operand(self.scale, x.dtype, xp)),
+                     _operand(self.offset, x.dtype, xp))
+
+    def compute_output_shape(self, input_shape):
+        shape = tuple(input_shape)
+        for v in (self.scale, self.offset):
+            if isinstance(v, np.ndarray) and v.ndim:
+                try:
+                    np.broadcast_shapes(tuple(1 if d is None else d for d in shape), v.shape)
+                except ValueError:
+                    raise ValueError(f"Rescaling layer '{self.name}': scale/offset of shape "
+                                     f"{v.shape} does not broadcast against inputs of shape "
+                                     f"{shape}") from None
+        return shape
+
+    def check_input_shape(self, shape) -> None:
+        super().check_input_shape(shape)
+        self.compute_output_shape(shape)
+
+    def inference_step(self, input_shape, backend):
+        xp, scale, offset = backend.xp, self.scale, self.offset
+
+        def step(a):
+            return a * _operand(scale, a.dtype, xp) + _operand(offset, a.dtype, xp)
+
+        return step
+
+    def get_config(self):
+        def plain(v):
+            return v if isinstance(v, float) else v.tolist()
+
+        return {**super().get_config(), "scale": plain(self.scale), "offset": plain(self.offset)}
