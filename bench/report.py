@@ -8,7 +8,8 @@ report can be rebuilt later from pytest-benchmark's JSON::
 Records are entries of pytest-benchmark's ``benchmarks`` list (see ``bench/measure.py``); what
 each benchmark measured is in its ``extra_info``:
 
-``section``   ``conv``, ``pool``, ``train``, ``infer``, ``startup``, ``batch`` or ``threads``
+``section``   ``conv``, ``pool``, ``train``, ``infer``, ``startup``, ``autotune``, ``batch`` or
+              ``threads``
 ``workload``  the case's name (``lesson-conv1-b32``, ``lesson-infer-b1000`` ...)
 ``impl``      ``<backend>/<algorithm>`` for fastconv, ``torch-cpu``, ``torch-cuda``, ``onnxruntime``
 ``library``   ``fastconv``, ``torch`` or ``onnxruntime``; ``device``: ``cpu`` or ``cuda``
@@ -47,7 +48,7 @@ PLOTS = {
 #: Reference libraries each section is compared with, first one = the main ratio.
 REFERENCES = {
     "conv": ("torch",), "pool": ("torch",), "train": ("torch",), "infer": ("onnxruntime", "torch"),
-    "startup": ("onnxruntime",), "batch": ("torch",), "threads": ("torch",),
+    "startup": ("onnxruntime",), "batch": ("torch",), "threads": ("torch",), "autotune": (),
 }
 LIBRARY_NAMES = {"torch": "PyTorch", "onnxruntime": "onnxruntime"}
 ALGO_ORDER = ("direct", "im2col", "winograd", "winograd4", "auto")
@@ -365,6 +366,19 @@ def startup_markdown(results: Results) -> str:
     out = [[r.impl, r.variant or "-", num(r.median), num(r.iqr),
             *_ref_columns(results, r, "startup")] for r in rows]
     return table(["Implementation", "Caches", "Median s", "IQR s", *_ref_headers("startup")], out)
+
+
+def autotune_markdown(results: Results) -> str:
+    rows = results.section("autotune")
+    out = []
+    for (impl, batch), group in _grouped(rows, lambda r: (r.impl, r.batch)):
+        quiet = next((r for r in group if r.variant == "tuned quiet"), None)
+        for r in group:
+            out.append([impl, str(batch), r.variant or "-", str(r.entries_kept),
+                        num(r.median * 1e3), num(r.iqr * 1e3),
+                        ratio_text(r.median / quiet.median if quiet else None)])
+    return table(["Implementation", "Batch", "Choices", "Entries kept", "Median ms/step",
+                  "IQR ms", "Step time / tuned quiet"], out)
 
 
 def batch_markdown(results: Results) -> str:
@@ -716,6 +730,13 @@ def markdown(results: Results, env: dict, skipped, plots: dict[str, Path],
                         "identical run before; *empty JIT cache*: fresh `NUMBA_CACHE_DIR` and "
                         "`FASTCONV_CACHE_DIR` (compilation and autotuning included). onnxruntime: "
                         "import, InferenceSession, first run.\n\n" + startup_markdown(results))
+    if results.section("autotune"):
+        sections.append("## Autotuning under load\n\nThe lesson training step with algorithm "
+                        "choices tuned on a quiet machine, tuned while busy loops occupy every "
+                        "CPU, and tuned under that load with the busy check off; each tunes "
+                        "into an empty cache, then a later run on the quiet machine trains with "
+                        "what the cache kept. Within 10% of the quiet choices is the goal (a "
+                        "ratio of at most 1.10).\n\n" + autotune_markdown(results))
     if results.section("batch") or results.section("threads"):
         part = "## Scaling"
         if results.section("batch"):

@@ -533,6 +533,13 @@ def _check_entry(backend, geom, dtype, conv_pass, state: _State) -> str | None:
     return None
 
 
+def settle() -> None:
+    """Keep every shape still waiting to be tuned or checked at its current choice for the rest
+    of the process (benchmarks: no tuning inside a timed region)."""
+    for fast_key, state in _states.items():
+        _fast.setdefault(fast_key, state.current)
+
+
 def choices() -> list[dict]:
     """Every ``auto`` choice made in this process, for ``fastconv info --explain``."""
     return [{"backend": backend, "pass": conv_pass, "dtype": dtype, "geometry": geom, **info}
