@@ -9,8 +9,9 @@ Everything else asks these functions; nothing else in the package touches ``os.e
 ``FASTCONV_DATA``      folder holding datasets (the four MNIST ``*-ubyte.gz`` files)
 ``FASTCONV_CACHE_DIR`` cache folder (downloads, autotuning results); default
                        ``$XDG_CACHE_HOME/fastconv`` or ``~/.cache/fastconv``
-``FASTCONV_AUTOTUNE``  ``1`` (default): ``auto`` measures each candidate algorithm once per
-                       shape and caches the winner; ``0``: ``auto`` uses the built-in heuristic
+``FASTCONV_AUTOTUNE``  ``1`` (default): ``auto`` runs the heuristic's choice, then measures a
+                       shape's candidates on its third use and caches a clear winner (see
+                       ``fastconv.backends.autotune``); ``0``: ``auto`` uses the heuristic only
 =====================  ===================================================================
 """
 
