@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from fastconv import functional as F
-from fastconv.layers import Conv2D, Dense, Flatten, Input, InputLayer, Layer
+from fastconv.layers import Add, Concatenate, Conv2D, Dense, Flatten, Input, InputLayer, Layer
 from fastconv.layers.base import KerasTensor
-from fastconv.models import Functional, Model
+from fastconv.models import Functional, Model, Sequential
 
 
 class PairSum(Layer):
@@ -36,10 +36,6 @@ class PairSum(Layer):
         for x in xs[1:]:
             out = F.add(out, x)
         return out
-
-
-class Add(PairSum):
-    """PairSum under Keras's class name, so that summaries can be compared with Keras's."""
 
 
 def dense64(layer, x):
@@ -122,7 +118,7 @@ def test_diamond_graph_with_a_shared_layer(backend, rng):
     shared = Dense(4, name="shared")
     h = shared(x)
     h2 = shared(h)
-    out = PairSum(name="sum")([h, h2])
+    out = PairSum(name="sum")([h, h2])  # a multi-input layer written against the contract only
     model = Model(x, out)
     assert [la.name for la in model.layers] == ["x", "shared", "sum"]
     data = rng.standard_normal((5, 4)).astype("float32")
@@ -130,6 +126,26 @@ def test_diamond_graph_with_a_shared_layer(backend, rng):
     want = first + dense64(shared, first)
     np.testing.assert_allclose(model.predict(data, verbose=0), want, rtol=1e-5, atol=1e-5)
     assert model.count_params() == 20
+
+
+def test_residual_and_concatenate_graph_matches_oracle(backend, rng):
+    """A residual block and a channel concatenation, through the real merge layers' steps."""
+    x = Input((5, 5, 3), name="x")
+    conv = Conv2D(3, 3, padding="same", name="conv")
+    res = Add(name="res")([x, conv(x)])
+    cat = Concatenate(name="cat")([res, x])
+    model = Model(x, Dense(2, name="head")(Flatten(name="flat")(cat)))
+    data = rng.standard_normal((4, 5, 5, 3)).astype("float32")
+    kernel, bias = (w.astype(np.float64) for w in conv.get_weights())
+    padded = np.pad(data.astype(np.float64), ((0, 0), (1, 1), (1, 1), (0, 0)))
+    conv64 = np.zeros((4, 5, 5, 3)) + bias
+    for i in range(3):
+        for j in range(3):
+            conv64 += np.einsum("nhwc,co->nhwo", padded[:, i:i + 5, j:j + 5], kernel[i, j])
+    cat64 = np.concatenate([data + conv64, data], axis=-1).reshape(4, -1)
+    want = dense64(model.get_layer("head"), cat64)
+    np.testing.assert_allclose(model.predict(data, verbose=0), want, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(model(data).numpy(), want, rtol=1e-4, atol=1e-5)
 
 
 def test_output_that_is_an_input(backend, rng):
@@ -185,6 +201,12 @@ def test_duplicated_layer_names_are_refused():
 
 def test_merge_shape_errors_name_the_layer():
     a, b = Input((4,)), Input((5,))
+    with pytest.raises(ValueError, match=r"Add layer 'plus': inputs of shapes \(None, 4\), "
+                                         r"\(None, 5\) are incompatible"):
+        Add(name="plus")([a, b])
+    with pytest.raises(ValueError, match=r"Concatenate layer 'cat': .*\(None, 4, 1\), "
+                                         r"\(None, 5, 1\) are incompatible"):
+        Concatenate(name="cat")([Input((4, 1)), Input((5, 1))])
     with pytest.raises(ValueError, match=r"layer 'join' \(PairSum\) cannot take inputs of shapes "
                                          r"\(None, 4\), \(None, 5\): inputs must have equal"):
         PairSum(name="join")([a, b])
@@ -275,3 +297,223 @@ def test_summary_of_a_shared_layer_matches_keras(monkeypatch):
     got = _ours(model, 150)
     assert any("x[0][0], x[0][0], shared[1][0]" in line for line in got)
     assert got == want
+
+
+# -- training ----------------------------------------------------------------------------------
+
+def _two_branch_data(rng, n=16):
+    a = rng.standard_normal((n, 8)).astype("float32")
+    b = rng.standard_normal((n, 8)).astype("float32")
+    y1 = rng.standard_normal((n, 2)).astype("float32")
+    y2 = rng.standard_normal((n, 3)).astype("float32")
+    return a, b, y1, y2
+
+
+def test_fit_several_outputs_sums_the_losses(backend, rng):
+    """One SGD step on the summed loss moves the weights by -lr * d(sum of losses)/dw, with the
+    gradient of each mean squared error taken from the float64 oracle."""
+    model = two_branch_model()
+    model.compile(optimizer="sgd", loss=["mse", "mse"], loss_weights=[1.0, 0.5])
+    a, b, y1, y2 = _two_branch_data(rng, 8)
+    before = {name: [w.astype(np.float64) for w in model.get_layer(name).get_weights()]
+              for name in ("d1", "d2", "out")}
+    p1, p2 = oracle_two_branch(model, a, b)
+    want_losses = [((p1 - y1) ** 2).mean(), ((p2 - y2) ** 2).mean()]
+    logs = model.train_on_batch([a, b], [y1, y2])
+    np.testing.assert_allclose(logs, [want_losses[0] + 0.5 * want_losses[1], *want_losses],
+                               rtol=1e-5)
+    assert model.metrics_names == ["loss", "out_loss", "out2_loss"]
+    # Only the first loss reaches the 'out' kernel: d/dW = (d1 + d2)^T 2 (p1 - y1) / size.
+    d1 = a @ before["d1"][0] + before["d1"][1]
+    d2 = b @ before["d2"][0] + before["d2"][1]
+    grad_kernel = (d1 + d2).T @ (2 * (p1 - y1) / p1.size)
+    new_kernel = model.get_layer("out").get_weights()[0]
+    np.testing.assert_allclose(new_kernel, before["out"][0] - 0.01 * grad_kernel, rtol=1e-4,
+                               atol=1e-6)
+
+
+def test_fit_several_inputs_and_outputs_learns(backend, rng):
+    model = two_branch_model()
+    model.compile(optimizer="adam", loss="mse", metrics=[["mae"], []])
+    a, b, y1, y2 = _two_branch_data(rng, 64)
+    before = model.evaluate([a, b], [y1, y2], verbose=0, return_dict=True)
+    history = model.fit({"a": a, "b": b}, {"out": y1, "out2": y2}, epochs=15, batch_size=16,
+                        verbose=0, validation_split=0.25)
+    assert set(history.history) == {"loss", "out_loss", "out2_loss", "out_mae",
+                                    "val_loss", "val_out_loss", "val_out2_loss",
+                                    "val_out_mae"}
+    after = model.evaluate([a, b], [y1, y2], verbose=0, return_dict=True)
+    assert after["loss"] < before["loss"]
+    np.testing.assert_allclose(after["loss"], after["out_loss"] + after["out2_loss"], rtol=1e-5)
+    values = model.evaluate([a, b], [y1, y2], verbose=0)
+    assert len(values) == len(model.metrics_names) == 4
+    np.testing.assert_allclose(values, [after[k] for k in model.metrics_names], rtol=1e-6)
+
+
+def test_compile_errors_for_several_outputs():
+    model = two_branch_model()
+    with pytest.raises(ValueError, match="2 outputs .*loss lists 3 entries"):
+        model.compile(loss=["mse", "mse", "mse"])
+    with pytest.raises(ValueError, match=r"unknown output\(s\) \['nope'\]"):
+        model.compile(loss={"out": "mse", "nope": "mse"})
+    with pytest.raises(ValueError, match="no loss for output 'out2'"):
+        model.compile(loss={"out": "mse"})
+    with pytest.raises(ValueError, match="metrics must have one entry per output"):
+        model.compile(loss="mse", metrics=["mae"])
+    with pytest.raises(ValueError, match=r"the model has 2 outputs \(out, out2\): pass y"):
+        model.compile(loss="mse")
+        model.fit([np.ones((4, 8))] * 2, np.ones((4, 2)), verbose=0)
+
+
+# -- saving ------------------------------------------------------------------------------------
+
+def test_config_round_trip_rebuilds_the_graph():
+    model = two_branch_model()
+    config = model.get_config()
+    assert config["input_layers"] == [["a", 0, 0], ["b", 0, 0]]
+    assert config["output_layers"] == [["out", 0, 0], ["out2", 0, 0]]
+    add = next(entry for entry in config["layers"] if entry["name"] == "add")
+    assert [t["config"]["keras_history"] for t in add["inbound_nodes"][0]["args"][0]] == [
+        ["d1", 0, 0], ["d2", 0, 0]]
+    clone = Functional.from_config(config)
+    assert clone.get_config() == config
+    assert [la.name for la in clone.layers] == [la.name for la in model.layers]
+
+
+def test_save_and_load_several_inputs_and_outputs(backend, rng, tmp_path):
+    from fastconv.saving import load_model
+
+    model = two_branch_model()
+    model.compile(optimizer="adam", loss={"out": "mse", "out2": "mse"}, loss_weights=[1.0, 2.0],
+                  metrics={"out2": "mae"})
+    a, b, y1, y2 = _two_branch_data(rng, 16)
+    model.fit([a, b], [y1, y2], epochs=2, batch_size=8, verbose=0)
+    model.save(tmp_path / "graph.fcm")
+    loaded = load_model(tmp_path / "graph.fcm")
+    assert type(loaded) is Functional and loaded.name == "two_branch"
+    for got, want in zip(loaded.predict([a, b], verbose=0), model.predict([a, b], verbose=0)):
+        np.testing.assert_array_equal(got, want)
+    assert loaded.metrics_names == model.metrics_names == [
+        "loss", "out_loss", "out2_loss", "out2_mae"]
+    np.testing.assert_allclose(loaded.evaluate([a, b], [y1, y2], verbose=0),
+                               model.evaluate([a, b], [y1, y2], verbose=0), rtol=1e-6)
+    # The optimizer state came back: one more step gives the same weights in both.
+    model.train_on_batch([a, b], [y1, y2])
+    loaded.train_on_batch([a, b], [y1, y2])
+    for got, want in zip(loaded.get_weights(), model.get_weights()):
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+
+
+# -- nesting -----------------------------------------------------------------------------------
+
+def small_base(name="base"):
+    x = Input((6, 6, 2), name=f"{name}_in")
+    y = Conv2D(3, 3, activation="relu", name=f"{name}_conv")(x)
+    return Model(x, y, name=name)
+
+
+def test_functional_model_inside_sequential(backend, rng, tmp_path):
+    from fastconv.saving import load_model
+
+    base = small_base()
+    model = Sequential([base, Flatten(name="flat"), Dense(4, name="head")])
+    assert model.input_shape == (None, 6, 6, 2) and model.output_shape == (None, 4)
+    assert model.count_params() == base.count_params() + 48 * 4 + 4
+    assert len(model.weights) == 4
+    data = rng.standard_normal((5, 6, 6, 2)).astype("float32")
+    direct = model.get_layer("head")(model.get_layer("flat")(base(data))).numpy()
+    np.testing.assert_allclose(model.predict(data, verbose=0), direct, rtol=1e-5, atol=1e-6)
+    lines = _ours(model, 88)
+    assert "│ base (Functional)" in lines[4] and "(None, 4, 4, 3)" in lines[4]
+    model.compile(optimizer="adam", loss="mse")
+    model.fit(data, rng.standard_normal((5, 4)).astype("float32"), epochs=1, verbose=0)
+    model.save(tmp_path / "nested.fcm")
+    loaded = load_model(tmp_path / "nested.fcm")
+    assert type(loaded.layers[0]) is Functional
+    np.testing.assert_array_equal(loaded.predict(data, verbose=0), model.predict(data, verbose=0))
+    assert list(loaded.optimizer.get_state(loaded.weight_paths())["arrays"]) == list(
+        model.optimizer.get_state(model.weight_paths())["arrays"])
+    assert "base/base_conv/kernel/m" in model.optimizer.get_state(model.weight_paths())["arrays"]
+
+
+def test_functional_model_called_inside_a_functional_model(backend, rng, tmp_path):
+    from fastconv.saving import load_model
+
+    base = small_base()
+    x = Input((6, 6, 2), name="image")
+    features = base(x)
+    head = Dense(2, name="head")(Flatten(name="flat")(features))
+    model = Model(x, head, name="outer")
+    assert [la.name for la in model.layers] == ["image", "base", "flat", "head"]
+    assert features.shape == (None, 4, 4, 3)
+    data = rng.standard_normal((3, 6, 6, 2)).astype("float32")
+    conv = base.get_layer("base_conv")
+    direct = model.get_layer("head")(Flatten()(conv(data))).numpy()
+    np.testing.assert_allclose(model.predict(data, verbose=0), direct, rtol=1e-5, atol=1e-6)
+    model.save(tmp_path / "outer.fcm")
+    loaded = load_model(tmp_path / "outer.fcm")
+    np.testing.assert_array_equal(loaded.predict(data, verbose=0), model.predict(data, verbose=0))
+    assert type(loaded.get_layer("base")) is Functional
+
+
+# -- freezing ----------------------------------------------------------------------------------
+
+def test_trainable_false_freezes_every_layer_beneath(backend):
+    base = small_base()
+    model = Sequential([base, Flatten(), Dense(4)])
+    assert len(model.trainable_weights) == 4
+    base.trainable = False
+    assert not base.get_layer("base_conv").trainable
+    assert len(model.trainable_weights) == 2 and len(model.non_trainable_weights) == 2
+    assert base.trainable_weights == [] and len(base.non_trainable_weights) == 2
+    model.trainable = False
+    assert model.trainable_weights == [] and len(model.non_trainable_weights) == 4
+    model.trainable = True  # Keras: setting it on a model sets it on every layer beneath
+    assert len(model.trainable_weights) == 4 and base.get_layer("base_conv").trainable
+    base.trainable = False
+    base.get_layer("base_conv").trainable = True  # a frozen model freezes what is inside
+    assert base.trainable_weights == [] and len(model.trainable_weights) == 2
+
+
+def test_frozen_after_compile_takes_effect_at_the_next_step(backend, rng):
+    base = small_base()
+    model = Sequential([base, Flatten(), Dense(4, name="head")])
+    model.compile(optimizer="sgd", loss="mse")
+    data = rng.standard_normal((4, 6, 6, 2)).astype("float32")
+    y = rng.standard_normal((4, 4)).astype("float32")
+    model.train_on_batch(data, y)
+    frozen = base.get_weights()
+    head = model.get_layer("head").get_weights()
+    base.trainable = False  # no recompile
+    model.fit(data, y, epochs=1, verbose=0)
+    for got, want in zip(base.get_weights(), frozen):
+        np.testing.assert_array_equal(got, want)
+    assert not np.array_equal(model.get_layer("head").get_weights()[0], head[0])
+
+
+def test_freezing_survives_save_and_load_with_optimizer_state(backend, rng, tmp_path):
+    """Train, freeze without recompiling, save, load: the optimizer state of the frozen weights
+    is keyed by path, so it loads; the loaded model is frozen the same way."""
+    from fastconv.saving import load_model
+
+    base = small_base()
+    model = Sequential([base, Flatten(), Dense(4, name="head")])
+    model.compile(optimizer="adam", loss="mse")
+    data = rng.standard_normal((8, 6, 6, 2)).astype("float32")
+    y = rng.standard_normal((8, 4)).astype("float32")
+    model.fit(data, y, epochs=1, batch_size=4, verbose=0)
+    base.trainable = False
+    model.save(tmp_path / "frozen.fcm")
+    loaded = load_model(tmp_path / "frozen.fcm")
+    assert not loaded.layers[0].trainable
+    assert not loaded.layers[0].get_layer("base_conv").trainable
+    assert [w.name for w in loaded.trainable_weights] == [w.name for w in model.trainable_weights]
+    assert len(loaded.non_trainable_weights) == 2
+    state = loaded.optimizer.get_state(loaded.weight_paths())
+    assert state["iterations"] == 2 and "base/base_conv/kernel/m" in state["arrays"]
+    model.fit(data, y, epochs=1, batch_size=4, verbose=0, shuffle=False)
+    loaded.fit(data, y, epochs=1, batch_size=4, verbose=0, shuffle=False)
+    for got, want in zip(loaded.get_weights(), model.get_weights()):
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+    for got, want in zip(loaded.layers[0].get_weights(), base.get_weights()):
+        np.testing.assert_array_equal(got, want)
