@@ -471,3 +471,22 @@ def test_cli_show_clear_and_retune(tuning, monkeypatch, capsys):
     assert "nothing to clear" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         main(["autotune", "--show", "--clear"])
+
+
+def test_candidates_are_the_plausible_algorithms_and_the_heuristic():
+    be = FakeBackend()
+    assert algorithms.tuning_candidates(be, GEOM, "forward") == (
+        "direct", "im2col", "winograd", "winograd4")
+    assert algorithms.tuning_candidates(be, GEOM, "backward_weight") == ("direct", "im2col")
+    assert algorithms.tuning_candidates(be, GEOM5, "forward") == ("direct", "im2col")
+    one_channel = conv_geometry((8, 12, 12, 1), (3, 3, 1, 32), 1, "valid")
+    assert algorithms.tuning_candidates(be, one_channel, "forward") == ("direct", "im2col")
+
+
+def test_the_heuristic_is_timed_even_when_implausible(monkeypatch):
+    be = FakeBackend()
+    one_channel = conv_geometry((8, 12, 12, 1), (3, 3, 1, 32), 1, "valid")
+    monkeypatch.setattr(FakeBackend, "heuristic_conv_algorithm",
+                        lambda self, geom, conv_pass, candidates: "winograd")
+    assert algorithms.tuning_candidates(be, one_channel, "forward") == (
+        "winograd", "direct", "im2col")

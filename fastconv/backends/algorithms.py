@@ -113,14 +113,16 @@ WINOGRAD_MIN_CHANNELS = 4
 
 
 def tuning_candidates(backend, geom: ConvGeometry, conv_pass: str) -> tuple[str, ...]:
-    """The algorithms autotuning times for one pass: those that can run it and may win."""
+    """The algorithms autotuning times for one pass: those that can run it and may win, the
+    heuristic's choice always among them."""
     candidates = supported_algorithms(backend, geom)
     plausible = tuple(
         a for a in candidates
         if not (a.startswith("winograd")
                 # Winograd's backward-weight is im2col's: timing it twice would only add noise
                 and (conv_pass == "backward_weight" or geom.c < WINOGRAD_MIN_CHANNELS)))
-    return plausible or candidates
+    guess = heuristic(backend, geom, conv_pass)
+    return plausible if guess in plausible else (guess, *plausible)
 
 
 def heuristic(backend, geom: ConvGeometry, conv_pass: str) -> str:
@@ -132,11 +134,9 @@ def _choose(backend, geom: ConvGeometry, dtype: str, conv_pass: str) -> str:
     chosen = autotune._fast.get((backend.name, conv_pass, geom, dtype, backend.num_threads()))
     if chosen is not None:
         return chosen
-    guess = heuristic(backend, geom, conv_pass)
-    candidates = tuning_candidates(backend, geom, conv_pass)
-    if guess not in candidates:
-        candidates = (guess, *candidates)
-    return autotune.choose(backend, geom, dtype, conv_pass, candidates, guess)
+    return autotune.choose(backend, geom, dtype, conv_pass,
+                           tuning_candidates(backend, geom, conv_pass),
+                           heuristic(backend, geom, conv_pass))
 
 
 def choices() -> list[dict]:

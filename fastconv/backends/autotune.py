@@ -390,7 +390,9 @@ def entry_problem(entry: dict, candidates: tuple[str, ...]) -> str | None:
     if not isinstance(seconds, (int, float)) or seconds <= 0 or not isinstance(timings, dict):
         return "it records no time"
     recorded = [t for t in timings.values() if isinstance(t, (int, float)) and t > 0]
-    if not recorded or seconds > min(recorded) * (1 + max(MIN_GAIN, entry.get("noise") or 0)):
+    noise = entry.get("noise")
+    noise = noise if isinstance(noise, (int, float)) and 0 <= noise < 10 else 0.0
+    if not recorded or seconds > min(recorded) * (1 + max(MIN_GAIN, noise)):
         return "its choice is not its own fastest recorded time"
     return None
 
@@ -432,7 +434,8 @@ def clear_memory() -> None:
 def _explain(backend, geom, dtype, conv_pass, state: _State) -> None:
     _explained[(backend.name, conv_pass, geom, dtype)] = {
         "algorithm": state.current, "how": state.how,
-        "seconds": {a: round(t, 6) for a, t in state.timings.items()}}
+        "seconds": {a: round(t, 6) for a, t in state.timings.items()
+                    if isinstance(t, (int, float))}}
     log.debug("%s %s %s %s: %s (%s) %s", backend.name, conv_pass, dtype, geom, state.current,
               state.how, state.timings or "")
 
