@@ -12,8 +12,11 @@ CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 
 
 def check_arguments(name: str, include_top: bool, weights, input_shape, pooling, classes,
-                    default_size: int, min_size: int, flatten_top: bool) -> tuple:
-    """Keras's ``obtain_input_shape`` and argument checks; returns the input shape."""
+                    default_size: int, min_size: int) -> tuple:
+    """Keras's ``obtain_input_shape`` and argument checks; returns the input shape: the
+    default size with the classifier on top (``include_top``), any size from ``min_size`` up
+    otherwise. As in Keras, only ImageNet's own weights fix the size, and fastconv takes them
+    from a file whose shapes are checked when it loads."""
     if weights is not None and not isinstance(weights, (str, os.PathLike)):
         raise TypeError(f"{name}: weights must be None or the path of a weights file, got "
                         f"{type(weights).__name__}")
@@ -27,7 +30,7 @@ def check_arguments(name: str, include_top: bool, weights, input_shape, pooling,
     if not isinstance(classes, (int, np.integer)) or isinstance(classes, bool) or classes < 1:
         raise ValueError(f"{name}: classes must be a positive int, got {classes!r}")
     if input_shape is None:
-        size = default_size if include_top and flatten_top else None
+        size = default_size if include_top else None
         return (size, size, 3)
     try:
         shape = tuple(input_shape)
@@ -40,10 +43,9 @@ def check_arguments(name: str, include_top: bool, weights, input_shape, pooling,
         if d is not None and d < min_size:
             raise ValueError(f"{name}: input size must be at least {min_size}x{min_size}, got "
                              f"input_shape={shape}")
-    if include_top and flatten_top and shape[:2] != (default_size, default_size):
-        raise ValueError(f"{name}: with include_top=True the input must be "
-                         f"{default_size}x{default_size} (the classifier's Flatten fixes it), "
-                         f"got input_shape={shape}; use include_top=False for other sizes")
+    if include_top and None in shape:
+        raise ValueError(f"{name}: with include_top=True the input shape must be static, got "
+                         f"input_shape={shape}")
     return shape
 
 

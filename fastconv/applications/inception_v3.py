@@ -76,7 +76,7 @@ def InceptionV3(include_top=True, weights=None, input_tensor=None,  # noqa: N802
     from ..layers import Dense, GlobalAveragePooling2D, Input, MaxPooling2D
 
     shape = check_arguments("InceptionV3", include_top, weights, input_shape, pooling, classes,
-                            default_size=299, min_size=75, flatten_top=False)
+                            default_size=299, min_size=75)
     inputs = Input(shape) if input_tensor is None else input_tensor
     x = _conv_bn(inputs, 32, 3, 3, strides=(2, 2), padding="valid")
     x = _conv_bn(x, 32, 3, 3, padding="valid")

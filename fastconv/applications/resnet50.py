@@ -52,7 +52,7 @@ def ResNet50(include_top=True, weights=None, input_tensor=None, input_shape=None
     )
 
     shape = check_arguments("ResNet50", include_top, weights, input_shape, pooling, classes,
-                            default_size=224, min_size=32, flatten_top=False)
+                            default_size=224, min_size=32)
     inputs = Input(shape) if input_tensor is None else input_tensor
     x = ZeroPadding2D(padding=((3, 3), (3, 3)), name="conv1_pad")(inputs)
     x = Conv2D(64, 7, strides=2, name="conv1_conv")(x)

@@ -17,7 +17,7 @@ def VGG16(include_top=True, weights=None, input_tensor=None, input_shape=None,  
     from ..layers import Conv2D, Dense, Flatten, Input, MaxPooling2D
 
     shape = check_arguments("VGG16", include_top, weights, input_shape, pooling, classes,
-                            default_size=224, min_size=32, flatten_top=True)
+                            default_size=224, min_size=32)
     inputs = Input(shape) if input_tensor is None else input_tensor
     x = inputs
     for block, filters, convs in _BLOCKS:
