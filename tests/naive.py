@@ -281,3 +281,42 @@ def local_response_normalization(x, depth_radius, bias, alpha, beta):
             sqr_sum += x[..., j] ** 2
         y[..., c] = x[..., c] / (bias + alpha * sqr_sum) ** beta
     return y
+
+
+def batch_norm_backward(dy, x, gamma, mean, var, eps, training):
+    """(dx, dgamma, dbeta) for (rows, channels) arrays from each channel's explicit Jacobian:
+    ``dy_i/dx_j = gamma * inv * (delta_ij - 1/N - xhat_i xhat_j / N)`` when mean and var are
+    the batch's (``training``), ``gamma * inv * delta_ij`` when they are constants."""
+    dy, x = _f64(dy), _f64(x)
+    rows, channels = x.shape
+    dx, dgamma, dbeta = np.empty_like(x), np.empty(channels), np.empty(channels)
+    for c in range(channels):
+        inv = 1 / math.sqrt(var[c] + eps)
+        xhat = (x[:, c] - mean[c]) * inv
+        jac = np.eye(rows)
+        if training:
+            jac = jac - 1 / rows - np.outer(xhat, xhat) / rows
+        dx[:, c] = (gamma[c] * inv * jac).T @ dy[:, c]
+        dgamma[c] = math.fsum(dy[:, c] * xhat)
+        dbeta[c] = math.fsum(dy[:, c])
+    return dx, dgamma, dbeta
+
+
+def local_response_normalization_backward(dy, x, depth_radius, bias, alpha, beta):
+    """dx of :func:`local_response_normalization` over (rows, channels) from the explicit
+    Jacobian ``dy_j/dx_c = [j == c] S_j^-beta - 2 alpha beta x_j x_c S_j^(-beta-1)`` for
+    ``|j - c| <= depth_radius``, ``S_j = bias + alpha * (window sum of x^2 at j)``."""
+    dy, x = _f64(dy), _f64(x)
+    channels = x.shape[-1]
+    s = np.empty_like(x)
+    for j in range(channels):
+        lo, hi = max(0, j - depth_radius), min(channels, j + depth_radius + 1)
+        s[:, j] = bias + alpha * (x[:, lo:hi] ** 2).sum(axis=1)
+    dx = np.zeros_like(x)
+    for c in range(channels):
+        for j in range(max(0, c - depth_radius), min(channels, c + depth_radius + 1)):
+            d = -2 * alpha * beta * x[:, j] * x[:, c] * s[:, j] ** (-beta - 1)
+            if j == c:
+                d = d + s[:, j] ** -beta
+            dx[:, c] += dy[:, j] * d
+    return dx
