@@ -61,44 +61,67 @@ def compiled(model, learning_rate):
     return model
 
 
+def pretrain(x, y, epochs, batch_size=32, verbose=0):
+    """The small CNN trained on digits 0-4; returns (model, its base layers)."""
+    base = base_layers()
+    model = compiled(Sequential([Input((28, 28, 1)), *base, *head_layers("a")],
+                                name="pretrained"), 1e-3)
+    model.fit(x, y, batch_size=batch_size, epochs=epochs, verbose=verbose)
+    return model, base
+
+
+def feature_extraction(base, x, y, epochs, batch_size=32, verbose=0):
+    """Freeze the pretrained base, put a new head on it and train the head only."""
+    for layer in base:
+        layer.trainable = False
+    model = compiled(Sequential([Input((28, 28, 1)), *base, *head_layers("b")],
+                                name="transfer"), 1e-3)
+    model.fit(x, y, batch_size=batch_size, epochs=epochs, verbose=verbose)
+    return model
+
+
+def fine_tune(model, base, x, y, epochs, batch_size=32, verbose=0):
+    """Unfreeze the base's top block (block2_conv) and train on with a 10x lower learning
+    rate (recompiling, as Keras requires after changing ``trainable``)."""
+    base[2].trainable = True
+    compiled(model, 1e-4)
+    model.fit(x, y, batch_size=batch_size, epochs=epochs, verbose=verbose)
+    return model
+
+
+def from_scratch(x, y, epochs, batch_size=32, verbose=0):
+    model = compiled(Sequential([Input((28, 28, 1)), *base_layers(), *head_layers("c")],
+                                name="scratch"), 1e-3)
+    model.fit(x, y, batch_size=batch_size, epochs=epochs, verbose=verbose)
+    return model
+
+
+def load(data=None, pretrain_samples=None, labelled=500, test_samples=None, seed=0):
+    """((x_a, y_a), (xa_test, ya_test)) for digits 0-4 and the same for 5-9, labels 0-4."""
+    rng = np.random.default_rng(seed)
+    (x_train, y_train), (x_test, y_test) = mnist.load_data(data)
+    return ((split(x_train, y_train, [0, 1, 2, 3, 4], pretrain_samples, rng),
+             split(x_test, y_test, [0, 1, 2, 3, 4], test_samples, rng)),
+            (split(x_train, y_train, [5, 6, 7, 8, 9], labelled, rng),
+             split(x_test, y_test, [5, 6, 7, 8, 9], test_samples, rng)))
+
+
 def run(data=None, pretrain_samples=None, labelled=500, test_samples=None, pretrain_epochs=2,
         epochs=15, fine_tune_epochs=10, batch_size=32, seed=0, verbose=0) -> dict:
     """Pretrain, transfer three ways, and return the accuracies (plus the pretraining one)."""
     set_random_seed(seed)
-    rng = np.random.default_rng(seed)
-    (x_train, y_train), (x_test, y_test) = mnist.load_data(data)
-    x_a, y_a = split(x_train, y_train, [0, 1, 2, 3, 4], pretrain_samples, rng)
-    xa_test, ya_test = split(x_test, y_test, [0, 1, 2, 3, 4], test_samples, rng)
-    x_b, y_b = split(x_train, y_train, [5, 6, 7, 8, 9], labelled, rng)
-    xb_test, yb_test = split(x_test, y_test, [5, 6, 7, 8, 9], test_samples, rng)
+    ((x_a, y_a), (xa_test, ya_test)), ((x_b, y_b), (xb_test, yb_test)) = load(
+        data, pretrain_samples, labelled, test_samples, seed)
+    fit = {"batch_size": batch_size, "verbose": verbose}
     results = {}
-
-    # 1. Pretraining on digits 0-4.
-    base = base_layers()
-    pretrained = compiled(Sequential([Input((28, 28, 1)), *base, *head_layers("a")],
-                                     name="pretrained"), 1e-3)
-    pretrained.fit(x_a, y_a, batch_size=batch_size, epochs=pretrain_epochs, verbose=verbose)
+    pretrained, base = pretrain(x_a, y_a, pretrain_epochs, **fit)
     results["pretrained (digits 0-4)"] = pretrained.evaluate(xa_test, ya_test, verbose=0)[1]
-
-    # 2a. Feature extraction: the base frozen, a new head trained.
-    for layer in base:
-        layer.trainable = False
-    transfer = compiled(Sequential([Input((28, 28, 1)), *base, *head_layers("b")],
-                                   name="transfer"), 1e-3)
-    transfer.fit(x_b, y_b, batch_size=batch_size, epochs=epochs, verbose=verbose)
+    transfer = feature_extraction(base, x_b, y_b, epochs, **fit)
     results["feature extraction"] = transfer.evaluate(xb_test, yb_test, verbose=0)[1]
-
-    # 2b. Fine-tuning: unfreeze the top block, train on with a 10x lower learning rate.
-    base[2].trainable = True  # block2_conv
-    compiled(transfer, 1e-4)
-    transfer.fit(x_b, y_b, batch_size=batch_size, epochs=fine_tune_epochs, verbose=verbose)
+    fine_tune(transfer, base, x_b, y_b, fine_tune_epochs, **fit)
     results["fine-tuning"] = transfer.evaluate(xb_test, yb_test, verbose=0)[1]
-
-    # 2c. From scratch on the same images, as many epochs as both transfer stages together.
-    scratch = compiled(Sequential([Input((28, 28, 1)), *base_layers(), *head_layers("c")],
-                                  name="scratch"), 1e-3)
-    scratch.fit(x_b, y_b, batch_size=batch_size, epochs=epochs + fine_tune_epochs,
-                verbose=verbose)
+    # from scratch on the same images, as many epochs as both transfer stages together
+    scratch = from_scratch(x_b, y_b, epochs + fine_tune_epochs, **fit)
     results["from scratch"] = scratch.evaluate(xb_test, yb_test, verbose=0)[1]
     results["test images (digits 5-9)"] = len(xb_test)
     return results
