@@ -11,6 +11,7 @@ float32 data keeps float64 sums.
 from __future__ import annotations
 
 import numba
+import numpy as np
 from numba import prange
 
 from .jit import helper, sized_kernel
@@ -101,44 +102,73 @@ def bn_dx(dy, x, mean, a, b, c, dx, rows_per):
 
 
 @helper
-def _lrn_forward(x, radius, bias, alpha, beta, y, scale):
-    rows, ch = x.shape
-    for r in range(rows):
-        for k in range(ch):
-            s = 0.0  # float64 sum for float32 data too
-            for j in range(max(0, k - radius), min(ch, k + radius + 1)):
-                s += x[r, j] * x[r, j]
-            sc = bias + alpha * s
-            scale[r, k] = sc
-            y[r, k] = x[r, k] * sc ** -beta
-
-
-@sized_kernel(1 << 14)
-def lrn_forward(x, radius, bias, alpha, beta, y, scale, rows_per):
-    """scale[c] = bias + alpha * sum(x[c']^2, |c' - c| <= radius); y = x * scale^-beta."""
-    rows = x.shape[0]
-    for t in prange((rows + rows_per - 1) // rows_per):
-        lo, hi = t * rows_per, min((t + 1) * rows_per, rows)
-        _lrn_forward(x[lo:hi], radius, bias, alpha, beta, y[lo:hi], scale[lo:hi])
+def _neg_pow(s, beta, out):
+    """out[k] = s[k] ** -beta, with square roots for the usual betas (0.5: TensorFlow's
+    default, 0.75: AlexNet's, 1), which vectorise where a general power does not."""
+    n = s.shape[0]
+    if beta == 0.5:
+        for k in range(n):
+            out[k] = 1.0 / np.sqrt(s[k])
+    elif beta == 0.75:
+        for k in range(n):
+            root = np.sqrt(s[k])
+            out[k] = 1.0 / (root * np.sqrt(root))
+    elif beta == 1.0:
+        for k in range(n):
+            out[k] = 1.0 / s[k]
+    else:
+        for k in range(n):
+            out[k] = s[k] ** -beta
 
 
 @helper
-def _lrn_backward(dy, x, y, scale, radius, alpha, beta, dx, t):
-    rows, ch = dy.shape
+def _lrn_forward(x, radius, bias, alpha, beta, y, scale, buf):
+    """Rows of ``x``; ``buf`` is a (2, channels) float64 scratch."""
+    rows, ch = x.shape
+    s, p = buf[0], buf[1]
     for r in range(rows):
         for k in range(ch):
-            t[k] = dy[r, k] * y[r, k] / scale[r, k]
-        for k in range(ch):
-            s = 0.0
+            acc = 0.0  # float64 sum for float32 data too
             for j in range(max(0, k - radius), min(ch, k + radius + 1)):
-                s += t[j]
-            dx[r, k] = dy[r, k] * scale[r, k] ** -beta - 2 * alpha * beta * x[r, k] * s
+                acc += x[r, j] * x[r, j]
+            s[k] = bias + alpha * acc
+        _neg_pow(s, beta, p)
+        for k in range(ch):
+            scale[r, k] = s[k]
+            y[r, k] = x[r, k] * p[k]
+
+
+@sized_kernel(1 << 14)
+def lrn_forward(x, radius, bias, alpha, beta, y, scale, scratch, rows_per):
+    """scale[c] = bias + alpha * sum(x[c']^2, |c' - c| <= radius); y = x * scale^-beta.
+    ``scratch``: one (2, channels) float64 block per thread."""
+    rows = x.shape[0]
+    for t in prange((rows + rows_per - 1) // rows_per):
+        lo, hi = t * rows_per, min((t + 1) * rows_per, rows)
+        _lrn_forward(x[lo:hi], radius, bias, alpha, beta, y[lo:hi], scale[lo:hi],
+                     scratch[numba.get_thread_id()])
+
+
+@helper
+def _lrn_backward(dy, x, y, scale, radius, alpha, beta, dx, buf):
+    rows, ch = dy.shape
+    t, s, p = buf[0], buf[1], buf[2]
+    for r in range(rows):
+        for k in range(ch):
+            s[k] = scale[r, k]
+            t[k] = dy[r, k] * y[r, k] / s[k]
+        _neg_pow(s, beta, p)
+        for k in range(ch):
+            acc = 0.0
+            for j in range(max(0, k - radius), min(ch, k + radius + 1)):
+                acc += t[j]
+            dx[r, k] = dy[r, k] * p[k] - 2 * alpha * beta * x[r, k] * acc
 
 
 @sized_kernel(1 << 14)
 def lrn_backward(dy, x, y, scale, radius, alpha, beta, dx, scratch, rows_per):
     """dx[c] = dy[c] * scale[c]^-beta - 2 alpha beta x[c] * sum(t[c'], |c' - c| <= radius) with
-    t = dy * y / scale; ``scratch`` holds one (channels,) float64 row per thread."""
+    t = dy * y / scale; ``scratch``: one (3, channels) float64 block per thread."""
     rows = dy.shape[0]
     for t in prange((rows + rows_per - 1) // rows_per):
         lo, hi = t * rows_per, min((t + 1) * rows_per, rows)
