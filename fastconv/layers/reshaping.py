@@ -35,6 +35,11 @@ class ZeroPadding2D(Layer):
     def call(self, x, training=False):
         return F.zero_pad2d(x, self.padding)
 
+    def inference_step(self, input_shape, backend):
+        (top, bottom), (left, right) = self.padding
+        pads = (top, bottom, left, right)
+        return lambda a: F.ZeroPad2DOp.evaluate(backend, a, pads=pads)
+
     def get_config(self):
         return {**super().get_config(), "padding": [list(p) for p in self.padding]}
 
