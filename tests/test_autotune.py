@@ -195,6 +195,8 @@ def test_load_from_cpu_samples():
     unknown = autotune.load_between(autotune.CpuSample(10.0, 5.0, None),
                                     autotune.CpuSample(11.0, 6.0, None), 2)
     assert unknown.others is None and not unknown.busy
+    device = autotune.load_between(a, starved, cpus=2, host_kernels=False)  # a GPU backend waits
+    assert device.own is None and not device.busy
 
 
 def test_the_system_probe_reads_this_machine():

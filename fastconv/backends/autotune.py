@@ -14,8 +14,9 @@ fastconv, by a cached choice that no longer fits. This module guards against eac
 * **Busy machines persist nothing.** Each tuning compares the machine's busy CPU time
   (``/proc/stat``, steal included) with this process's own CPU time over the same wall time; if
   other programs used more than ``BUSY_SHARE`` of the machine, or this process got less than
-  ``STARVED_SHARE`` of one CPU, the result is thrown away: the shape keeps its current choice and
-  is tried again later (``RETRY_AFTER_CALLS``, at most ``MAX_TRIES`` times per process).
+  ``STARVED_SHARE`` of one CPU (CPU backends), the result is thrown away: the shape keeps its
+  current choice and is tried again later (``RETRY_AFTER_CALLS``, at most ``MAX_TRIES`` times
+  per process).
 * **Keys name the machine.** A cache key holds the CPU model, its SIMD features, the backend, its
   device string (``Backend.device_string()``, empty on CPUs), threads and fastconv's version, then
   the pass, dtype and geometry. Entries of other machines or versions stay in the file, unused.
@@ -169,25 +170,30 @@ class SystemProbe:
 @dataclass(frozen=True)
 class Load:
     others: float | None  # share of all CPUs other programs used (None: unknown)
-    own: float  # CPUs' worth this process used
+    own: float | None  # CPUs' worth this process used (None: not judged, device backends)
     cpus: int
 
     @property
     def busy(self) -> bool:
-        return (self.others is not None and self.others > BUSY_SHARE) or self.own < STARVED_SHARE
+        return ((self.others is not None and self.others > BUSY_SHARE)
+                or (self.own is not None and self.own < STARVED_SHARE))
 
     def describe(self) -> str:
         others = "unknown" if self.others is None else f"{self.others:.0%}"
-        return f"other programs {others} of {self.cpus} CPUs, this process {self.own:.2f} CPUs"
+        own = "" if self.own is None else f", this process {self.own:.2f} CPUs"
+        return f"other programs {others} of {self.cpus} CPUs{own}"
 
 
-def load_between(a: CpuSample, b: CpuSample, cpus: int) -> Load:
+def load_between(a: CpuSample, b: CpuSample, cpus: int, host_kernels: bool = True) -> Load:
+    """The load between two samples. ``host_kernels``: the measured work runs on this
+    process's CPU threads, so a process that got little CPU time was crowded out (a device
+    backend waits instead: its own CPU time says nothing)."""
     wall = max(b.wall - a.wall, 1e-9)
     own = (b.process - a.process) / wall
     others = None
     if a.busy is not None and b.busy is not None:
         others = max(0.0, (b.busy - a.busy) - (b.process - a.process)) / (wall * cpus)
-    return Load(others, own, cpus)
+    return Load(others, own if host_kernels else None, cpus)
 
 
 # -- measuring ----------------------------------------------------------------------------------
@@ -260,7 +266,7 @@ class Tuner:
                 run(algo)
                 samples[algo].append(self.clock() - t0)
             rounds += 1
-        load = load_between(before, self.probe.sample(), cpus)
+        load = load_between(before, self.probe.sample(), cpus, not device_string(backend))
         return decide(samples, heuristic, load, rounds, failed)
 
 
@@ -527,7 +533,7 @@ def _check_entry(backend, geom, dtype, conv_pass, state: _State) -> str | None:
         t0 = TUNER.clock()
         run(state.current)
         times.append(TUNER.clock() - t0)
-    load = load_between(before, TUNER.probe.sample(), cpus)
+    load = load_between(before, TUNER.probe.sample(), cpus, not device_string(backend))
     observed = min(times)
     if load.busy:
         return "busy"
