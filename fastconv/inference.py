@@ -178,7 +178,7 @@ def _data(out):
 
 def plan_key(model, batch_shape, backend) -> tuple:
     """What a plan depends on besides the weights' values."""
-    if _is_shape_list(batch_shape):
+    if type(batch_shape) is list:
         batch_shape = tuple(tuple(s) for s in batch_shape)
     return (tuple(batch_shape), backend.name, algos.current_conv_algo(), backend.num_threads(),
             model.dtype)

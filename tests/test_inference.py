@@ -119,3 +119,60 @@ def test_in_place_weight_changes_are_seen_after_changed(backend, rng):
     after = model.predict_on_batch(x)
     assert not np.allclose(before, after)
     np.testing.assert_allclose(after, graph_outputs(model, x), rtol=1e-5, atol=1e-6)
+
+
+def graph_model():
+    """Two inputs, a residual Add, a Concatenate, a nested Sequential and two outputs."""
+    from fastconv.layers import Add, Concatenate
+    from fastconv.models import Model
+
+    image = Input((6, 6, 2), name="image")
+    side = Input((4,), name="side")
+    conv = Conv2D(2, 3, padding="same", activation="relu", name="conv")(image)
+    res = Add(name="res")([image, conv])
+    tower = Sequential([Conv2D(3, 3, activation="tanh"), MaxPooling2D(), Flatten()],
+                       name="tower")
+    features = tower(res)
+    joined = Concatenate(name="join")([features, Dense(5, name="side_fc")(side)])
+    scores = Dense(3, activation="softmax", name="scores")(joined)
+    aux = Dense(2, name="aux")(GlobalAveragePooling2D(name="gap")(res))
+    return Model([image, side], [scores, aux])
+
+
+def test_graph_plans_match_the_graph_path(backend, rng):
+    model = graph_model()
+    image = rng.standard_normal((9, 6, 6, 2)).astype(np.float32)
+    side = rng.standard_normal((9, 4)).astype(np.float32)
+    with no_grad():
+        expected = [t.numpy() for t in model([image, side], training=False)]
+    got = model.predict([image, side], batch_size=4, verbose=0)
+    assert [g.shape for g in got] == [(9, 3), (9, 2)]
+    for g, e in zip(got, expected):
+        np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-6)
+    plan = model.inference_plan([(9, 6, 6, 2), (9, 4)])
+    assert plan.output_shape == [(9, 3), (9, 2)]
+    # Every intermediate slot is released after its last reader; the outputs are kept.
+    released = [i for *_, release in plan.steps for i in release]
+    assert len(released) == len(set(released)) == plan.n_slots - len(plan.output_slots)
+    assert not set(released) & set(plan.output_slots)
+
+
+def test_graph_plans_chunk_large_batches(backend, rng, monkeypatch):
+    model = graph_model()
+    image = rng.standard_normal((30, 6, 6, 2)).astype(np.float32)
+    side = rng.standard_normal((30, 4)).astype(np.float32)
+    whole = model.predict_on_batch([image, side])
+    monkeypatch.setattr(type(backend), "inference_chunk_bytes", 6 * 6 * 4 * 4 * 4)
+    model._forget_plans()
+    chunked = model.predict_on_batch([image, side])
+    for c, w in zip(chunked, whole):
+        np.testing.assert_allclose(c, w, rtol=1e-6, atol=1e-7)
+    assert len(model._plans) >= 2 and all(key[0][0][0] < 30 for key in model._plans)
+
+
+def test_sequential_plans_stay_chains(backend):
+    """The Sequential fast path: one callable per layer, each fed the previous one's array."""
+    model = every_layer_model()
+    plan = model.inference_plan((1, 9, 10, 2))
+    assert plan.run == plan.__call__
+    assert len(plan.steps) == len(model.layers) and all(callable(s) for s in plan.steps)

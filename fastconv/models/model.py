@@ -367,16 +367,26 @@ class Model(Layer):
                 for i, (a, name) in enumerate(zip(items, names))]
 
     def _check_x(self, x, where: str) -> list[np.ndarray]:
-        xs = self._arrays(x, self.input_names, where, "x")
+        if isinstance(x, np.ndarray) and not self.multi_input:  # the common case, kept short
+            xs = [_host_array(x, f"{where}: x")]
+        else:
+            xs = self._arrays(x, self.input_names, where, "x")
+        if len(xs) == 1:
+            a = xs[0]
+            self._prepare_inputs([(None, *a.shape[1:])])
+            expected = self._input_shapes()[0]
+            if expected is not None and (len(expected) != a.ndim or any(
+                    e is not None and e != s for e, s in zip(expected[1:], a.shape[1:]))):
+                raise ValueError(
+                    f"{where}: x has shape {a.shape}, but the model's input (layer "
+                    f"'{self.input_names[0]}') expects {tuple(expected)}")
+            return xs
         self._prepare_inputs([(None, *a.shape[1:]) for a in xs])
         for i, (a, expected, name) in enumerate(zip(xs, self._input_shapes(), self.input_names)):
-            if expected is None:
-                continue
-            if len(expected) != a.ndim or any(
-                    e is not None and e != s for e, s in zip(expected[1:], a.shape[1:])):
-                what = "x" if len(xs) == 1 else f"x[{i}]"
+            if expected is not None and (len(expected) != a.ndim or any(
+                    e is not None and e != s for e, s in zip(expected[1:], a.shape[1:]))):
                 raise ValueError(
-                    f"{where}: {what} has shape {a.shape}, but the model's input (layer "
+                    f"{where}: x[{i}] has shape {a.shape}, but the model's input (layer "
                     f"'{name}') expects {tuple(expected)}")
         if len({len(a) for a in xs}) > 1:
             raise ValueError(f"{where}: the inputs hold different numbers of samples: "
@@ -663,8 +673,9 @@ class Model(Layer):
                 o[start:start + len(parts[0])] = y
         return outs
 
-    def _unwrap(self, outs: list):
-        return outs[0] if len(self.output_names) == 1 else outs
+    @staticmethod
+    def _unwrap(outs: list):
+        return outs[0] if len(outs) == 1 else outs
 
     def predict(self, x, batch_size=32, verbose="auto"):
         """Outputs for ``x`` as a host NumPy array (a list of arrays for a model with several
