@@ -195,8 +195,9 @@ def small_sequential():
 
 def keras_predict(tmp_path, jobs: list[tuple[str, str, str]]) -> dict:
     """Run Keras (PyTorch backend) in a subprocess: for each (kind, path, x.npy) load the file
-    ('model': keras.saving.load_model; 'weights:<model.keras>': load that model, then the
-    weights) and predict x. Returns {path: predictions}."""
+    ('model': keras.saving.load_model, then save it again as *.resaved.keras;
+    'weights:<model.keras>': load that model, then the weights) and predict x. Returns
+    {path: predictions}."""
     out = tmp_path / "keras_out.npz"
     script = f"""
 import json, sys, numpy as np, keras
@@ -205,6 +206,7 @@ result = {{}}
 for kind, path, xpath in jobs:
     if kind == "model":
         model = keras.saving.load_model(path)
+        model.save(path.replace(".keras", ".resaved.keras"))
     else:
         model = keras.saving.load_model(kind.split(":", 1)[1])
         model.load_weights(path)
@@ -246,11 +248,47 @@ def test_keras_loads_what_fastconv_writes(tmp_path, rng):
     for path, want in expected.items():
         err = relative_error(got[path], want)
         assert err <= TOLERANCE, f"{Path(path).name}: Keras differs by {err:.2e}"
+    # and back: what Keras saved again loads in fastconv, frozen layers still frozen
+    for kind, path, xpath in jobs:
+        if kind != "model":
+            continue
+        again = load_model(path.replace(".keras", ".resaved.keras"))
+        original = load_model(path)
+        assert [layer.trainable for layer in again.layers] == [
+            layer.trainable for layer in original.layers]
+        err = relative_error(again.predict(np.load(xpath), verbose=0), expected[path])
+        assert err <= TOLERANCE, f"{Path(path).name} saved by Keras: {err:.2e}"
 
 
 def functional_models():
-    """A functional model with merge layers and BatchNormalization."""
-    return [("graph", graph_model, (9, 9, 3))]
+    """A functional model with merge layers and BatchNormalization; a frozen functional base
+    nested in a functional model and in a Sequential one (transfer learning's shape)."""
+    return [("graph", graph_model, (9, 9, 3)), ("nested", nested_model, (9, 9, 3)),
+            ("nested_seq", nested_sequential, (9, 9, 3))]
+
+
+def frozen_base():
+    from fastconv.layers import BatchNormalization
+    from fastconv.models import Model
+
+    inputs = Input((9, 9, 3), name="base_input")
+    x = BatchNormalization()(Conv2D(4, 3, activation="relu", name="base_conv")(inputs))
+    base = Model(inputs, MaxPooling2D()(x), name="base")
+    base.trainable = False
+    return base
+
+
+def nested_model():
+    from fastconv.models import Model
+
+    inputs = Input((9, 9, 3), name="image")
+    x = Flatten()(frozen_base()(inputs))
+    return Model(inputs, Dense(3, activation="softmax", name="head")(x), name="transfer")
+
+
+def nested_sequential():
+    return Sequential([Input((9, 9, 3)), frozen_base(), Flatten(),
+                       Dense(3, activation="softmax", name="head")], name="transfer_seq")
 
 
 def graph_model():

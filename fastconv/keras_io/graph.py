@@ -29,9 +29,10 @@ def model_from_keras_config(spec: dict, label: str = "<config>"):
                             f"{', '.join(_MODEL_CLASSES[:2])} models)")
     if not isinstance(config, dict) or not isinstance(config.get("layers"), list):
         raise _error(label, "its model config lists no layers")
-    if class_name == "Sequential":
-        return _sequential(config, label)
-    return _functional(config, label)
+    model = (_sequential if class_name == "Sequential" else _functional)(config, label)
+    if config.get("trainable") is False:  # a frozen (nested) model
+        model.trainable = False
+    return model
 
 
 def _layer(entry, label):
@@ -205,7 +206,7 @@ def _sequential_config(model) -> dict:
         else:
             layers.append(_entry(layer))
     return {"module": "keras", "class_name": "Sequential",
-            "config": {"name": model.name, "trainable": True, "dtype": model.dtype,
+            "config": {"name": model.name, "trainable": _trainable(model), "dtype": model.dtype,
                        "layers": layers, "build_input_shape": list(shape)},
             "registered_name": None, "build_config": {"input_shape": list(shape)}}
 
@@ -224,14 +225,24 @@ def _functional_config(model) -> dict:
         entry["inbound_nodes"] = [_keras_node(call) for call in calls]
         layers.append(entry)
     return {"module": "keras.src.models.functional", "class_name": "Functional",
-            "config": {"name": model.name, "trainable": True, "layers": layers,
-                       "input_layers": [_ref(r) for r in graph_inputs(model)],
-                       "output_layers": [_ref(r) for r in graph_outputs(model)]},
+            "config": {"name": model.name, "trainable": _trainable(model), "layers": layers,
+                       "input_layers": _refs_config(graph_inputs(model)),
+                       "output_layers": _refs_config(graph_outputs(model))},
             "registered_name": "Functional", "build_config": {"input_shape": None}}
 
 
 def _ref(ref):
     return [ref[0], ref[1], ref[2]]
+
+
+def _refs_config(refs):
+    """Keras writes one input or output as a flat reference: a list of them makes the model
+    return a list."""
+    return _ref(refs[0]) if len(refs) == 1 else [_ref(r) for r in refs]
+
+
+def _trainable(model) -> bool:
+    return bool(getattr(model, "trainable", True))
 
 
 def _keras_tensor(ref, shape):
