@@ -21,8 +21,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .. import allocation, initializers
 from .. import functional as F
-from .. import initializers
 from ..backends import get_backend
 from ..tensor import Tensor, Variable
 
@@ -192,8 +192,12 @@ class Layer:
     # -- weights -----------------------------------------------------------------------------
     def add_weight(self, name: str, shape, initializer="glorot_uniform",
                    trainable: bool = True) -> Variable:
-        values = initializers.get(initializer)(tuple(shape))
-        data = get_backend().asarray(values, dtype=self.dtype)
+        shape = tuple(shape)
+        nbytes = allocation.reserve(self.name, name, shape, self.dtype)  # before allocating
+        try:
+            data = get_backend().asarray(initializers.get(initializer)(shape), dtype=self.dtype)
+        except MemoryError:
+            raise allocation.too_large(self.name, name, shape, self.dtype, nbytes) from None
         var = Variable(data, name=f"{self.name}/{name}", trainable=trainable and self._trainable)
         self._weights.append(var)
         return var
