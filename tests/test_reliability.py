@@ -184,3 +184,93 @@ def test_denormal_inputs_cost_no_more_than_normal_ones(algo):
 
     ratio = best(denormal) / best(normal)
     assert ratio < 3, f"{algo}: denormal inputs {ratio:.1f}x slower"
+
+
+# -- saves: interrupted writers, temporaries, modes ---------------------------------------------
+
+_KILLED_WRITER = """
+import sys, time
+from pathlib import Path
+from fastconv.saving import _atomic_write
+
+def write(fh):
+    fh.write(b"partial" * 1000)
+    fh.flush()
+    print("writing", flush=True)
+    time.sleep(60)
+
+_atomic_write(Path(sys.argv[1]), write)
+"""
+
+
+def _temporaries(folder, name):
+    return sorted(p.name for p in folder.iterdir()
+                  if p.name.startswith(f".{name}.") and p.name.endswith(".tmp"))
+
+
+def _small_model():
+    return Sequential([Dense(3, input_shape=(4,))])
+
+
+def _kill_a_writer(path):
+    """Start a process that saves to ``path`` and SIGKILL it in the middle of the write."""
+    import signal
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", _KILLED_WRITER, str(path)],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "writing"
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=30)
+        child.stdout.close()
+
+
+def test_a_save_removes_the_temporaries_of_killed_saves(tmp_path):
+    """Each SIGKILL during a save leaves its temporary file (2.09 GB after 12 kills in the
+    issue); the next save of the same file removes them, and the last saved file loads."""
+    path = tmp_path / "model.fcm"
+    model = _small_model()
+    model.save(path)
+    for _ in range(3):
+        _kill_a_writer(path)  # each save first removes what earlier killed ones left
+        assert len(_temporaries(tmp_path, path.name)) == 1
+    fastconv.models.load_model(path)  # the earlier file is intact
+    model.save(path)
+    assert _temporaries(tmp_path, path.name) == []
+    np.testing.assert_array_equal(fastconv.models.load_model(path).get_weights()[0],
+                                  model.get_weights()[0])
+
+
+def test_a_save_leaves_the_temporary_of_a_save_in_progress(tmp_path):
+    """A temporary whose writer is alive (it holds a lock on it) is not touched, nor are files
+    that only look alike."""
+    fcntl = pytest.importorskip("fcntl")
+    path = tmp_path / "model.fcm"
+    busy = tmp_path / f".{path.name}.abcd1234.tmp"
+    other = tmp_path / f".{path.name}.backup.tmp"
+    busy.write_bytes(b"in progress")
+    other.write_bytes(b"not ours")
+    with open(busy, "rb+") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        _small_model().save(path)
+        assert busy.exists() and other.exists()
+    _small_model().save(path)  # the writer is gone now
+    assert not busy.exists() and other.exists()
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
+def test_saved_files_follow_the_umask(tmp_path, umask):
+    import os
+    import stat
+
+    old = os.umask(umask)
+    try:
+        _small_model().save(tmp_path / "m.fcm")
+        _small_model().save_weights(tmp_path / "w.fcm")
+    finally:
+        os.umask(old)
+    for name in ("m.fcm", "w.fcm"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o666 & ~umask
