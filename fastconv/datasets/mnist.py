@@ -1,10 +1,12 @@
 """MNIST, as Keras's ``mnist.load_data()``: uint8 images (N, 28, 28) and labels (N,).
 
-Where the files are looked for, in order: the ``path`` argument, ``$FASTCONV_DATA``, then the
-user cache (``<cache>/datasets/mnist``, see ``fastconv.config.cache_dir``). The four standard
-files (``train-images-idx3-ubyte.gz`` ...) are verified against their SHA-256 checksums before
-use. When none of those places holds them and ``download=True``, they are downloaded into the
-cache from the usual mirrors (where the internet is reachable), verified, then used.
+Where the files are looked for: the ``path`` argument alone when it is given; otherwise
+``$FASTCONV_DATA``, then the user cache (``<cache>/datasets/mnist``, see
+``fastconv.config.cache_dir``). The four standard files (``train-images-idx3-ubyte.gz`` ...) are
+verified against their SHA-256 checksums before use. When they are not found and
+``download=True``, they are downloaded from the usual mirrors (where the internet is reachable)
+into ``path``, or into the cache when no ``path`` is given, verified, then used. The error for
+files not found lists each folder looked in and the files it lacks.
 """
 
 from __future__ import annotations
@@ -56,9 +58,9 @@ def _sha256(path: Path) -> str:
 
 
 def _candidates(path) -> list[Path]:
+    if path is not None:  # an explicit folder is the only place looked in
+        return [Path(path).expanduser()]
     places = []
-    if path is not None:
-        places.append(Path(path).expanduser())
     env = config.env_data_dir()
     if env is not None:
         places.append(env)
@@ -68,6 +70,14 @@ def _candidates(path) -> list[Path]:
 
 def _complete(folder: Path) -> bool:
     return all((folder / name).is_file() for name in FILES)
+
+
+def _what_lacks(folder: Path) -> str:
+    """What a folder lacks, for the not-found message."""
+    if not folder.is_dir():
+        return "the folder does not exist"
+    missing = [name for name in FILES if not (folder / name).is_file()]
+    return "missing: " + ", ".join(missing)
 
 
 def _verify(folder: Path) -> None:
@@ -124,10 +134,11 @@ def load_data(path=None, download: bool = True):
     (60000,), (10000, 28, 28), (10000,)."""
     places = _candidates(path)
     folder = next((p for p in places if _complete(p)), None)
+    target = places[0] if path is not None else cache_folder()
     if folder is None and download:
         try:
-            _download(cache_folder())
-            folder = cache_folder()
+            _download(target)
+            folder = target
         except OSError as exc:
             download_error = str(exc)
         else:
@@ -135,13 +146,16 @@ def load_data(path=None, download: bool = True):
     else:
         download_error = None
     if folder is None:
-        looked = "\n".join(f"  - {p}" for p in places)
+        looked = "\n".join(f"  - {p}\n    ({_what_lacks(p)})" for p in places)
         names = ", ".join(FILES)
         hint = f"\nDownloading failed: {download_error}" if download_error else ""
+        where = ("Put the files in that folder, or call load_data() without path= to use "
+                 "FASTCONV_DATA or the cache" if path is not None else
+                 "Put the files in one of those folders, or point FASTCONV_DATA at the folder "
+                 "that holds them, or pass load_data(path=...)")
         raise DatasetNotFoundError(
             f"MNIST was not found. fastconv looked for the four files ({names}) in:\n{looked}"
-            f"{hint}\nPut the files in one of those folders, or point FASTCONV_DATA at the "
-            f"folder that holds them, or pass load_data(path=...).")
+            f"{hint}\n{where}.")
     _verify(folder)
     arrays = [_read_idx(folder / name, magic, shape) for name, (_, magic, shape) in FILES.items()]
     x_train, y_train, x_test, y_test = arrays
