@@ -493,7 +493,8 @@ def load_model(filepath, compile: bool = True):  # noqa: A002 - Keras's argument
     classes = {"Sequential": Sequential, "Functional": Functional}
     with _Archive(filepath, ("fastconv-model",)) as archive:
         spec = archive.manifest.get("model")
-        if not isinstance(spec, dict) or spec.get("class_name") not in classes:
+        if not isinstance(spec, dict) or not isinstance(spec.get("class_name"), str) or (
+                spec["class_name"] not in classes):
             raise archive.error(f"unsupported model description {str(spec)[:80]!r}")
         try:  # the configuration may ask for no more memory than the file's weights hold
             with archive.weight_budget():

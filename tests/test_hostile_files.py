@@ -97,7 +97,7 @@ WRONG_VALUES = [
     ("compile/optimizer", {"name": "adam", "config": {"learning_rate": "fast"}}),
     ("compile/optimizer", {"name": "adam", "config": {"beta_1": [1]}}),
     ("compile/loss", {}), ("compile/loss", {"name": "nope"}), ("compile/metrics", "accuracy"),
-    ("compile/metrics", [["accuracy"]]), ("model", None), ("model/config", []),
+    ("compile/metrics", [["accuracy"]]), ("model", None), ("model/class_name", {"a": []}), ("model/config", []),
     ("model/config/layers", 5), ("model/config/layers", []),
     ("model/config/layers/1", []), ("model/config/layers/1/config", []),
     ("model/config/layers/1/class_name", "Nope"), ("model/config/layers/1/class_name", 5),
