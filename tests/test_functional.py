@@ -517,3 +517,97 @@ def test_freezing_survives_save_and_load_with_optimizer_state(backend, rng, tmp_
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
     for got, want in zip(loaded.layers[0].get_weights(), base.get_weights()):
         np.testing.assert_array_equal(got, want)
+
+
+def _shared_base_model():
+    """One functional model called on two inputs (two nodes of one nested model)."""
+    x = Input((6, 6, 2), name="base_in")
+    base = Model(x, Conv2D(3, 3, name="base_conv")(x), name="base")
+    image, image2 = Input((6, 6, 2), name="image"), Input((6, 6, 2), name="image2")
+    added = Add(name="add")([base(image), base(image2)])
+    return Model([image, image2], Dense(2, name="head")(Flatten(name="flat")(added)),
+                 name="outer"), base
+
+
+def test_nested_summaries_match_keras(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    keras = _keras()
+    L = keras.layers
+    x = keras.Input((6, 6, 2), name="base_in")
+    base = keras.Model(x, L.Conv2D(3, 3, name="base_conv")(x), name="base")
+    i, j = keras.Input((6, 6, 2), name="image"), keras.Input((6, 6, 2), name="image2")
+    out = L.Dense(2, name="head")(L.Flatten(name="flat")(L.Add(name="add")([base(i), base(j)])))
+    want_graph = _keras_summary(keras.Model([i, j], out, name="outer"), 120)
+    want_seq = _keras_summary(keras.Sequential([base, L.Flatten(name="f2"), L.Dense(3, name="d3")],
+                                               name="seq"), 88)
+    model, ours = _shared_base_model()
+    assert _ours(model, 120) == want_graph
+    assert any("base[0][0]" in line and "base[1][0]" in line for line in want_graph)
+    seq = Sequential([ours, Flatten(name="f2"), Dense(3, name="d3")], name="seq")
+    assert _ours(seq, 88) == want_seq
+
+
+def test_nested_model_called_twice_saves_and_loads(backend, rng, tmp_path):
+    from fastconv.saving import load_model
+
+    model, base = _shared_base_model()
+    assert model.count_params() == base.count_params() + 48 * 2 + 2
+    a, b = (rng.standard_normal((3, 6, 6, 2)).astype("float32") for _ in range(2))
+    conv = base.get_layer("base_conv")
+    direct = model.get_layer("head")(Flatten()(F.add(conv(a), conv(b)))).numpy()
+    np.testing.assert_allclose(model.predict([a, b], verbose=0), direct, rtol=1e-5, atol=1e-6)
+    config = model.get_config()
+    head = next(e for e in config["layers"] if e["name"] == "add")
+    assert [t["config"]["keras_history"] for t in head["inbound_nodes"][0]["args"][0]] == [
+        ["base", 0, 0], ["base", 1, 0]]
+    model.save(tmp_path / "shared.fcm")
+    loaded = load_model(tmp_path / "shared.fcm")
+    np.testing.assert_array_equal(loaded.predict([a, b], verbose=0),
+                                  model.predict([a, b], verbose=0))
+
+
+def test_nested_model_with_two_outputs(backend, rng):
+    x = Input((4,), name="x")
+    inner = Model(x, [Dense(2, name="p")(x), Dense(3, name="q")(x)], name="inner")
+    y = Input((4,), name="y")
+    p, q = inner(y)
+    assert p.shape == (None, 2) and q.shape == (None, 3)
+    assert p._keras_history.tensor_index == 0 and q._keras_history.tensor_index == 1
+    model = Model(y, Concatenate(name="cat")([p, q]), name="outer2")
+    data = rng.standard_normal((5, 4)).astype("float32")
+    want = np.concatenate([dense64(inner.get_layer("p"), data),
+                           dense64(inner.get_layer("q"), data)], axis=1)
+    np.testing.assert_allclose(model.predict(data, verbose=0), want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(model(data).numpy(), want, rtol=1e-5, atol=1e-6)
+    assert _ours(model, 120)[4].startswith("│ y (InputLayer)")
+    clone = Functional.from_config(model.get_config())
+    assert [la.name for la in clone.layers] == ["y", "inner", "cat"]
+
+
+def test_deep_graph_maps_without_recursion(backend):
+    """A chain deeper than Python's recursion limit still maps, runs and rebuilds."""
+    x = Input((2,), name="x")
+    y = x
+    for _ in range(1200):
+        y = Dense(2, use_bias=False)(y)
+    model = Model(x, y)
+    assert len(model.layers) == 1201
+    model.set_weights([np.eye(2, dtype="float32")] * 1200)
+    data = np.array([[1.0, -2.0]], dtype="float32")
+    np.testing.assert_array_equal(model.predict(data, verbose=0), data)
+
+
+def test_malformed_configs_give_clear_errors():
+    config = two_branch_model().get_config()
+    broken = {**config, "output_layers": [["nowhere", 0, 0]]}
+    with pytest.raises(ValueError, match=r"output_layers .*'nowhere'.* not in the graph"):
+        Functional.from_config(broken)
+    bad_ref = {**config, "input_layers": [["a", 0, 5], ["b", 0, 0]]}
+    with pytest.raises(ValueError, match="layer 'a' has no output 5"):
+        Functional.from_config(bad_ref)
+    layers = [dict(entry) for entry in config["layers"]]
+    layers[2] = {**layers[2], "inbound_nodes": [{"args": [{"config": {"keras_history": ["ghost",
+                                                                                          0, 0]}}],
+                                                 "kwargs": {}}]}
+    with pytest.raises(ValueError, match=r"the inputs of layer\(s\) \['d1', .* are never produced"):
+        Functional.from_config({**config, "layers": layers})

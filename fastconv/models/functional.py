@@ -71,25 +71,32 @@ class Functional(Model):
         ordered = []  # nodes, inputs first
         first_visit: dict[int, int] = {}
 
-        def visit(tensor) -> None:
-            layer, node_index, _ = tensor._keras_history
-            node = layer._inbound_nodes[node_index]
-            if id(node) in finished:
-                return
-            if node.is_input and id(tensor) not in input_ids:
-                given = ", ".join(f"'{t._keras_history.layer.name}'" for t in self.inputs)
-                raise ValueError(f"{where}: the outputs depend on input '{layer.name}', which is "
-                                 f"not among the model's inputs ({given}); outputs must be "
-                                 f"computed from the inputs")
-            if id(node) in in_progress:
-                raise ValueError(f"{where}: layer '{layer.name}' is part of a cycle")
-            first_visit.setdefault(id(layer), len(first_visit))
-            in_progress.add(id(node))
-            for t in node.input_tensors:
-                visit(t)
-            in_progress.discard(id(node))
-            finished.add(id(node))
-            ordered.append(node)
+        def visit(root) -> None:
+            """Depth-first, inputs before the node that reads them (an explicit stack, so
+            that graphs deeper than Python's recursion limit map too)."""
+            stack = [(root, False)]
+            while stack:
+                tensor, done = stack.pop()
+                layer, node_index, _ = tensor._keras_history
+                node = layer._inbound_nodes[node_index]
+                if done:
+                    in_progress.discard(id(node))
+                    finished.add(id(node))
+                    ordered.append(node)
+                    continue
+                if id(node) in finished:
+                    continue
+                if node.is_input and id(tensor) not in input_ids:
+                    given = ", ".join(f"'{t._keras_history.layer.name}'" for t in self.inputs)
+                    raise ValueError(f"{where}: the outputs depend on input '{layer.name}', "
+                                     f"which is not among the model's inputs ({given}); "
+                                     f"outputs must be computed from the inputs")
+                if id(node) in in_progress:
+                    raise ValueError(f"{where}: layer '{layer.name}' is part of a cycle")
+                first_visit.setdefault(id(layer), len(first_visit))
+                in_progress.add(id(node))
+                stack.append((tensor, True))
+                stack.extend((t, False) for t in reversed(node.input_tensors))
 
         for t in self.outputs:
             visit(t)
@@ -246,9 +253,15 @@ class Functional(Model):
 
         def tensor(ref):
             if isinstance(ref, dict):
-                ref = ref["config"]["keras_history"]
+                ref = ref.get("config", {}).get("keras_history")
+            if not isinstance(ref, (list, tuple)) or len(ref) != 3:
+                raise ValueError(f"model config '{config.get('name')}': {ref!r} is not a "
+                                 f"tensor reference [layer, node, tensor]")
             name, node_index, tensor_index = ref
             outs = outputs_of.get((name, int(node_index)))
+            if outs is not None and not 0 <= int(tensor_index) < len(outs):
+                raise ValueError(f"model config '{config.get('name')}': layer '{name}' has no "
+                                 f"output {tensor_index}")
             return None if outs is None else outs[int(tensor_index)]
 
         while any(nodes for _, nodes in pending):
