@@ -362,3 +362,49 @@ def test_save_never_pickles(trained, tmp_path, monkeypatch):
     trained.save(tmp_path / "m.fcm")
     assert seen and not any(seen)
     assert saving.FORMAT_VERSION == 1
+
+
+def test_frozen_after_training_without_recompiling_saves_and_loads(trained, data, tmp_path):
+    """Train, freeze a layer without recompiling, save: the optimizer state of the frozen
+    weights is keyed by weight path, so the file loads, frozen, with all of its state."""
+    x, ids = data
+    conv = trained.layers[0]
+    conv.trainable = False
+    path = tmp_path / "frozen.fcm"
+    trained.save(path)
+    with zipfile.ZipFile(path) as zf:
+        names = [e["name"] for e in json.loads(zf.read("fastconv.json"))["optimizer"]["arrays"]]
+    assert f"{conv.name}/kernel/m" in names  # the frozen weights' moments are kept
+    loaded = load_model(path)
+    assert not loaded.layers[0].trainable
+    assert [w.name for w in loaded.trainable_weights] == [w.name for w in trained.trainable_weights]
+    state, want = (m.optimizer.get_state(m.weight_paths()) for m in (loaded, trained))
+    assert state["iterations"] == want["iterations"] == 3
+    assert sorted(state["arrays"]) == sorted(want["arrays"])
+    for key, value in want["arrays"].items():
+        np.testing.assert_array_equal(np.asarray(state["arrays"][key]), np.asarray(value))
+    for model in (trained, loaded):  # the same dropout masks for both
+        set_random_seed(7)
+        model.fit(x, ids, epochs=1, batch_size=8, verbose=0, shuffle=False)
+    for a, b in zip(loaded.get_weights(), trained.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(loaded.layers[0].get_weights()[0], conv.get_weights()[0])
+
+
+def test_optimizer_state_of_a_different_model_is_refused(trained, tmp_path):
+    """Keys name weights by path: state for a weight the model lacks is an error, not a silent
+    mismatch by position."""
+    path = tmp_path / "model.fcm"
+    trained.save(path)
+    members = {}
+    with zipfile.ZipFile(path) as zf:
+        for name in zf.namelist():
+            members[name] = zf.read(name)
+    manifest = json.loads(members["fastconv.json"])
+    manifest["optimizer"]["arrays"][0]["name"] = "no_such_layer/kernel/m"
+    members["fastconv.json"] = json.dumps(manifest).encode()
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, blob in members.items():
+            zf.writestr(name, blob)
+    with pytest.raises(InvalidModelFileError, match="no_such_layer/kernel/m"):
+        load_model(path)
