@@ -10,12 +10,25 @@ import numpy as np
 from ..backends import FUSED_ACTIVATIONS, get_backend
 from ..tensor import Tensor
 
+#: The dtypes ops compute in; float16 array-likes are computed in float32.
+COMPUTE_DTYPES = ("float32", "float64")
+
+
+def _unsupported(name: str, dtype) -> TypeError:
+    return TypeError(f"{name} has dtype {dtype}, which fastconv does not compute in: the "
+                     f"supported dtypes are {' and '.join(COMPUTE_DTYPES)} (float16 inputs are "
+                     f"computed in float32); cast it, e.g. x.astype('float32')")
+
 
 def as_tensor(x, name: str = "input", dtype=None) -> Tensor:
-    """A Tensor from a Tensor or array-like of numbers (non-float numbers become float32)."""
+    """A Tensor from a Tensor or array-like of numbers: float32 and float64 as they are,
+    float16 computed in float32, integers and booleans as ``dtype`` (default float32); other
+    dtypes (longdouble, complex) are refused with the supported ones named."""
     if isinstance(x, Tensor):
         if x.dtype.kind != "f":
             raise TypeError(f"{name} must hold floating-point numbers, got dtype {x.dtype}")
+        if x.dtype.name not in COMPUTE_DTYPES:
+            raise _unsupported(name, x.dtype)
         return x
     backend = get_backend()
     if isinstance(x, backend.xp.ndarray):
@@ -28,9 +41,28 @@ def as_tensor(x, name: str = "input", dtype=None) -> Tensor:
     kind = arr.dtype.kind
     if kind not in "biuf":
         raise TypeError(f"{name} must be an array of numbers, got dtype {arr.dtype}")
+    if kind == "f" and arr.dtype.name not in COMPUTE_DTYPES + ("float16",):
+        raise _unsupported(name, arr.dtype)
     if dtype is None:
-        dtype = arr.dtype if kind == "f" else np.float32
+        dtype = arr.dtype if arr.dtype.name in COMPUTE_DTYPES else np.float32
     return Tensor(backend.asarray(arr, dtype=dtype), backend=backend)
+
+
+def as_tensors(op: str, **named) -> list:
+    """``as_tensor`` for the operands of one op (None stays None), then ``same_dtype``:
+    array-likes of integers take the dtype of the floating-point operands, so that an int
+    input with a float64 kernel computes in float64."""
+    def kind(v):
+        dtype = getattr(v, "dtype", None)
+        return np.dtype(dtype).kind if dtype is not None else np.asarray(v).dtype.kind
+
+    floats = {k: as_tensor(v, f"{op} {k}") for k, v in named.items()
+              if v is not None and kind(v) == "f"}
+    like = next(iter(floats.values())).dtype if floats else None
+    out = {k: None if v is None else floats[k] if k in floats else as_tensor(
+        v, f"{op} {k}", dtype=like) for k, v in named.items()}
+    same_dtype(op, **out)
+    return list(out.values())
 
 
 def same_dtype(op: str, **tensors: Tensor) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..backends import algorithms as algos
 from ..geometry import conv_geometry, normalize_tuple
 from ..tensor import Function, Tensor
-from .base import as_tensor, check_activation, same_dtype
+from .base import as_tensors, check_activation
 from .shape import reshape
 
 
@@ -45,10 +45,7 @@ def conv2d(x, kernel, bias=None, strides=1, padding="valid", dilation=1, activat
     into the kernel's epilogue. ``algo``: None (current setting), ``'auto'``, ``'direct'``,
     ``'im2col'``, ``'winograd'`` or ``'winograd4'``.
     """
-    x = as_tensor(x, "conv2d input")
-    kernel = as_tensor(kernel, "conv2d kernel")
-    bias = None if bias is None else as_tensor(bias, "conv2d bias")
-    same_dtype("conv2d", input=x, kernel=kernel, bias=bias)
+    x, kernel, bias = as_tensors("conv2d", input=x, kernel=kernel, bias=bias)
     geom = conv_geometry(x.shape, kernel.shape, strides, padding, dilation)
     if bias is not None and bias.shape != (geom.o,):
         raise ValueError(f"conv2d: bias must have shape ({geom.o},), got {bias.shape}")
@@ -76,8 +73,7 @@ def conv1d(x, kernel, bias=None, strides=1, padding="valid", dilation=1, activat
     layouts), as :func:`conv2d` over a (batch, 1, steps, channels) image with a (1, k, in, out)
     kernel, so that every algorithm of every backend serves it. ``padding``: ``'valid'``,
     ``'same'`` or ``'causal'``."""
-    x = as_tensor(x, "conv1d input")
-    kernel = as_tensor(kernel, "conv1d kernel")
+    x, kernel = as_tensors("conv1d", input=x, kernel=kernel)
     if x.ndim != 3:
         raise ValueError(f"conv1d expects a 3D (batch, steps, channels) input, got shape "
                          f"{x.shape}")

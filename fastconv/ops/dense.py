@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..tensor import Function, Tensor
-from .base import as_tensor, check_activation, same_dtype
+from .base import as_tensors, check_activation
 
 
 class DenseOp(Function):
@@ -30,10 +30,7 @@ class DenseOp(Function):
 
 def dense(x, kernel, bias=None, activation=None) -> Tensor:
     """Fully connected layer over the last axis: ``act(x @ kernel + bias)``."""
-    x = as_tensor(x, "dense input")
-    kernel = as_tensor(kernel, "dense kernel")
-    bias = None if bias is None else as_tensor(bias, "dense bias")
-    same_dtype("dense", input=x, kernel=kernel, bias=bias)
+    x, kernel, bias = as_tensors("dense", input=x, kernel=kernel, bias=bias)
     if kernel.ndim != 2:
         raise ValueError(f"dense: kernel must be 2D (in, out), got shape {kernel.shape}")
     if x.ndim < 2 or x.shape[-1] != kernel.shape[0]:

@@ -60,12 +60,20 @@ class SoftmaxCrossEntropyOp(Function):
         return (g * (dy / n),)
 
 
+def _not_empty(op: str, shape) -> None:
+    """A batch mean over no samples is undefined (it would come back as NaN)."""
+    if 0 in shape:
+        raise ValueError(f"{op}: empty batch (predictions of shape {tuple(shape)}): a mean "
+                         f"over no samples is undefined")
+
+
 def softmax_cross_entropy(logits, y_true, sparse: bool = False) -> Tensor:
     """Cross-entropy between integer or one-hot labels and ``softmax(logits)``, batch mean."""
     logits = as_tensor(logits, "logits")
     if logits.ndim != 2:
         raise ValueError(f"softmax_cross_entropy expects (batch, classes) logits, got "
                          f"{logits.shape}")
+    _not_empty("softmax_cross_entropy", logits.shape)
     labels = _labels_array(logits._backend, y_true, logits.shape[0], logits.shape[1], sparse,
                            logits.dtype)
     return SoftmaxCrossEntropyOp.apply(logits, labels=labels, sparse=sparse)
@@ -109,6 +117,7 @@ def cross_entropy(y_pred, y_true, sparse: bool = False, from_logits: bool = Fals
         return softmax_cross_entropy(y_pred._logits, y_true, sparse)
     if y_pred.ndim != 2:
         raise ValueError(f"cross-entropy expects (batch, classes) predictions, got {y_pred.shape}")
+    _not_empty("cross-entropy", y_pred.shape)
     labels = _labels_array(y_pred._backend, y_true, y_pred.shape[0], y_pred.shape[1], sparse,
                            y_pred.dtype)
     return ProbabilityCrossEntropyOp.apply(y_pred, labels=labels, sparse=sparse, eps=eps)
@@ -125,6 +134,7 @@ class MeanSquaredErrorOp(Function):
 
 def mean_squared_error(y_pred, y_true) -> Tensor:
     y_pred = as_tensor(y_pred, "predictions")
+    _not_empty("mean_squared_error", y_pred.shape)
     target = y_true.data if isinstance(y_true, Tensor) else y_true
     target = y_pred._backend.asarray(target, dtype=y_pred.dtype)
     if target.shape != y_pred.shape:
