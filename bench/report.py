@@ -49,6 +49,7 @@ PLOTS = {
 REFERENCES = {
     "conv": ("torch",), "pool": ("torch",), "train": ("torch",), "infer": ("onnxruntime", "torch"),
     "startup": ("onnxruntime",), "batch": ("torch",), "threads": ("torch",), "autotune": (),
+    "apps": ("onnxruntime", "torch"),
 }
 LIBRARY_NAMES = {"torch": "PyTorch", "onnxruntime": "onnxruntime"}
 ALGO_ORDER = ("direct", "im2col", "winograd", "winograd4", "auto")
@@ -359,6 +360,17 @@ def infer_markdown(results: Results) -> str:
                         *_ref_columns(results, r, "infer")])
     return table(["Batch", "Implementation", "Median ms", "IQR ms", "img/s",
                   *_ref_headers("infer")], out)
+
+
+def apps_markdown(results: Results) -> str:
+    out = []
+    for workload, group in _grouped(results.section("apps"), lambda r: r.workload):
+        for i, r in enumerate(group):
+            out.append([workload if i == 0 else "", r.impl, num(r.median * 1e3),
+                        num(r.iqr * 1e3), num(r.images_per_s),
+                        *_ref_columns(results, r, "apps")])
+    return table(["Network", "Implementation", "Median ms", "IQR ms", "img/s",
+                  *_ref_headers("apps")], out)
 
 
 def startup_markdown(results: Results) -> str:
@@ -724,6 +736,11 @@ def markdown(results: Results, env: dict, skipped, plots: dict[str, Path],
         sections.append("## Lesson network\n\n### Training step (forward, loss, backward, Adam)"
                         "\n\n" + train_markdown(results) + "\n\n### Inference\n\n"
                         + infer_markdown(results))
+    if results.section("apps"):
+        sections.append("## Whole networks (inference)\n\nfastconv.applications' VGG16 "
+                        "without its top and ResNet50, `predict_on_batch`; PyTorch runs the "
+                        "same networks written with torch.nn, onnxruntime their ONNX export."
+                        "\n\n" + apps_markdown(results))
     if results.section("startup"):
         sections.append("## Start-up\n\nA fresh process: import, load the saved lesson model, "
                         "predict one image, timed from outside. *warm*: caches filled by an "
