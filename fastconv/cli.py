@@ -268,6 +268,17 @@ def cmd_autotune(args) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    """argparse type: an integer of at least 1 (checked before any data is loaded)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fastconv", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -275,17 +286,18 @@ def build_parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", help="version, backends, algorithms, threads and CPU features")
     info.add_argument("--explain", metavar="MODEL",
                       help="run a saved model once and show the convolution algorithm choices")
-    info.add_argument("--batch-size", type=int, default=32, help="batch for --explain")
+    info.add_argument("--batch-size", type=_positive_int, default=32,
+                      help="batch for --explain")
     info.set_defaults(func=cmd_info)
 
     train = sub.add_parser("train-mnist", help="train the lesson's network on MNIST")
-    train.add_argument("--epochs", type=int, default=10)
-    train.add_argument("--batch-size", type=int, default=32)
+    train.add_argument("--epochs", type=_positive_int, default=10)
+    train.add_argument("--batch-size", type=_positive_int, default=32)
     train.add_argument("--backend", help="numba-cpu (default), numpy ...")
     train.add_argument("--algo", help="auto (default), direct, im2col, winograd, winograd4")
     train.add_argument("--save", metavar="PATH", help="save the trained model there")
     train.add_argument("--data", metavar="DIR", help="folder with the MNIST files")
-    train.add_argument("--train-samples", type=int, default=None,
+    train.add_argument("--train-samples", type=_positive_int, default=None,
                        help="train on the first N images only")
     train.add_argument("--seed", type=int, default=None)
     train.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2))
