@@ -540,3 +540,41 @@ def test_layers_keras_lacks_are_refused_when_saving_keras_files(tmp_path):
     with pytest.raises(ValueError, match="LocalResponseNormalization.*Keras has no such layer"):
         model.save(tmp_path / "m.keras")
     assert not (tmp_path / "m.keras").exists()
+
+
+def test_keras2_legacy_h5_model(tmp_path, rng):
+    """A Keras 2 full-model file: ``batch_input_shape``, inbound nodes as
+    ``[[name, node, tensor, kwargs]]``, a merge layer fed by two of them."""
+    def node(*names):
+        return [[[name, 0, 0, {}] for name in names]]
+
+    config = {"class_name": "Model", "config": {
+        "name": "k2", "layers": [
+            {"class_name": "InputLayer", "name": "in", "inbound_nodes": [],
+             "config": {"batch_input_shape": [None, 5], "dtype": "float32", "name": "in"}},
+            {"class_name": "Dense", "name": "a", "inbound_nodes": node("in"),
+             "config": {"name": "a", "units": 3, "activation": "relu", "use_bias": True}},
+            {"class_name": "Dense", "name": "b", "inbound_nodes": node("in"),
+             "config": {"name": "b", "units": 3, "activation": "linear", "use_bias": False}},
+            {"class_name": "Add", "name": "sum", "inbound_nodes": node("a", "b"),
+             "config": {"name": "sum"}}],
+        "input_layers": [["in", 0, 0]], "output_layers": [["sum", 0, 0]]}}
+    arrays = {"a": [rng.standard_normal((5, 3)), rng.standard_normal(3)],
+              "b": [rng.standard_normal((5, 3))]}
+    path = tmp_path / "k2.h5"
+    with h5py.File(path, "w") as f:
+        f.attrs["model_config"] = json.dumps(config).encode()
+        weights = f.create_group("model_weights")
+        weights.attrs["layer_names"] = np.array([b"in", b"a", b"b", b"sum"])
+        for name in ("in", "a", "b", "sum"):
+            group = weights.create_group(name)
+            names = [f"{name}/kernel:0", f"{name}/bias:0"][:len(arrays.get(name, []))]
+            group.attrs["weight_names"] = np.array([n.encode() for n in names])
+            for n, a in zip(names, arrays.get(name, [])):
+                group.create_dataset(n, data=a.astype("float32"))
+    model = load_model(path)
+    x = rng.standard_normal((4, 5)).astype("float32")
+    a, b = (v.astype("float32").astype(np.float64) for v in arrays["a"]), arrays["b"][0]
+    kernel_a, bias_a = a
+    expected = np.maximum(x @ kernel_a + bias_a, 0) + x @ b.astype("float32")
+    np.testing.assert_allclose(model.predict(x, verbose=0), expected, rtol=1e-5, atol=1e-5)
