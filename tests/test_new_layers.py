@@ -564,6 +564,8 @@ def test_tensor_operators(backend, rng):
     np.testing.assert_allclose(backend.to_host(a.grad), 2 * a.numpy(), rtol=1e-15)
     f32 = Tensor(backend.asarray(np.ones(3, np.float32)))
     assert (f32 * 2).dtype == np.float32 and (2.5 - f32).dtype == np.float32
+    assert (f32 * np.arange(3)).dtype == np.float32  # integer arrays take the float dtype
+    np.testing.assert_array_equal((np.arange(3) - f32).numpy(), [-1, 0, 1])
     with pytest.raises(ValueError, match=r"multiply: shapes \(2, 3\) and \(4,\) do not broadcast"):
         a * np.ones(4)
     with pytest.raises(TypeError, match="subtract: dtypes differ"):

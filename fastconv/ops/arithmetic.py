@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..tensor import Function, Tensor
-from .base import as_tensor, broadcast_operands, same_dtype, unbroadcast
+from .base import as_tensor, as_tensors, broadcast_operands, unbroadcast
 
 
 class SubtractOp(Function):
@@ -98,8 +98,7 @@ def negative(x) -> Tensor:
 def matmul(a, b) -> Tensor:
     """Matrix product over the last two axes of tensors with at least 2 axes each; leading
     (batch) axes broadcast, as NumPy's ``matmul``."""
-    a, b = as_tensor(a, "matmul input"), as_tensor(b, "matmul input")
-    same_dtype("matmul", a=a, b=b)
+    a, b = as_tensors("matmul", a=a, b=b)
     if a.ndim < 2 or b.ndim < 2:
         raise ValueError(f"matmul: both operands need at least 2 axes, got shapes {a.shape} and "
                          f"{b.shape}")

@@ -93,13 +93,13 @@ def unbroadcast(g, shape):
 
 def broadcast_operands(op: str, a, b) -> tuple[Tensor, Tensor]:
     """The two operands of an element-wise op as Tensors of one dtype whose shapes broadcast
-    (NumPy's rules). A plain number takes the other operand's dtype."""
+    (NumPy's rules). A plain number takes the other operand's dtype, and so does an integer
+    array when the other operand holds floating-point numbers (``as_tensors``)."""
     if isinstance(a, Tensor) and isinstance(b, numbers.Real):
         b = as_tensor(b, f"{op} input", dtype=a.dtype)
     elif isinstance(b, Tensor) and isinstance(a, numbers.Real):
         a = as_tensor(a, f"{op} input", dtype=b.dtype)
-    a, b = as_tensor(a, f"{op} input"), as_tensor(b, f"{op} input")
-    same_dtype(op, a=a, b=b)
+    a, b = as_tensors(op, a=a, b=b)
     try:
         np.broadcast_shapes(a.shape, b.shape)
     except ValueError:
