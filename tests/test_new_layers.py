@@ -264,6 +264,30 @@ def test_batch_normalization_matches_keras(backend, rng):
         assert config[key] == keras_config[key]
 
 
+
+@pytest.mark.parametrize("training", [True, False])
+def test_batch_norm_gradients_match_pytorch(backend, rng, training):
+    """dx, dgamma and dbeta of batch normalisation against PyTorch's autograd, with the batch's
+    statistics (training) and with given ones."""
+    torch = pytest.importorskip("torch")
+    x = rng.standard_normal((4, 3, 5, 6)) * 2 + 1
+    gamma, beta, gy = rng.standard_normal(6), rng.standard_normal(6), rng.standard_normal(x.shape)
+    mean, var = rng.standard_normal(6), rng.uniform(0.5, 2.0, 6)
+    xt, gt, bt = (torch.from_numpy(a.copy()).requires_grad_(True) for a in (x, gamma, beta))
+    yt = torch.nn.functional.batch_norm(
+        xt.permute(0, 3, 1, 2), None if training else torch.from_numpy(mean),
+        None if training else torch.from_numpy(var), gt, bt, training=training, eps=1e-3)
+    (yt.permute(0, 2, 3, 1) * torch.from_numpy(gy)).sum().backward()
+    xf, gf, bf = (Tensor(backend.asarray(a), requires_grad=True) for a in (x, gamma, beta))
+    yf = (F.batch_norm_training(xf, gf, bf)[0] if training
+          else F.batch_norm(xf, mean, var, gf, bf))
+    np.testing.assert_allclose(yf.numpy(), yt.permute(0, 2, 3, 1).detach().numpy(), rtol=1e-10,
+                               atol=1e-12)
+    F.sum(yf * gy).backward()
+    for ours, theirs in ((xf, xt), (gf, gt), (bf, bt)):
+        np.testing.assert_allclose(backend.to_host(ours.grad), theirs.grad.numpy(), rtol=1e-9,
+                                   atol=1e-11)
+
 def test_fold_batch_norm_into_conv_and_dense(backend, rng):
     x = rng.standard_normal((2, 6, 5, 3))
     k, b = rng.standard_normal((3, 3, 3, 4)), rng.standard_normal(4)
@@ -576,3 +600,31 @@ def test_tensor_operators(backend, rng):
         a @ b
     with pytest.raises(TypeError, match="must be an array of numbers"):
         a * "x"
+
+
+
+# -- the ops package and its facade -------------------------------------------------------------
+
+
+def test_functional_facade_and_op_names():
+    """fastconv.functional re-exports the ops of fastconv.ops; every Function subclass there is
+    named <Name>Op, and none shares its name with a layer."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    import fastconv.ops as ops
+    from fastconv.tensor import Function
+
+    for name in F.__all__:
+        assert getattr(F, name) is getattr(ops, name), name
+    functions = set()
+    for info in pkgutil.iter_modules(ops.__path__):
+        module = importlib.import_module(f"fastconv.ops.{info.name}")
+        functions |= {name for name, obj in vars(module).items() if inspect.isclass(obj)
+                      and issubclass(obj, Function) and obj.__module__ == module.__name__}
+    assert functions and all(name.endswith("Op") for name in functions), sorted(functions)
+    assert set(functions) <= set(ops.__all__)
+    assert not functions & set(L.__all__)
+    for name in ("Conv2D", "Dense", "Add", "Concatenate", "Reshape", "Dropout"):
+        assert not hasattr(F, name), name
