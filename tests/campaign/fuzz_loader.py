@@ -3,8 +3,9 @@ loaded both ways (``load_model`` and ``load_weights``) with its peak memory meas
 
     nice -n 19 python -m tests.campaign.fuzz_loader --examples 100000
 
-prints the count of inputs, how each loader answered (loaded / refused), the largest ratio of
-peak memory to file size, and the time taken; any crash, exception other than
+prints, after each chunk of inputs, the count of inputs, how each loader answered (loaded /
+refused), the largest peak of traced memory
+and the time taken; any crash, exception other than
 ``InvalidModelFileError``, unnamed file or peak over the bound stops the run with the input that
 caused it (hypothesis shrinks it first). CI runs a sample of the same mutations
 (``tests/test_hostile_files.py::test_random_damage_sample``).
@@ -29,7 +30,8 @@ from . import hostile
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--examples", type=int, default=1000)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--chunk", type=int, default=1000,
+                        help="inputs per hypothesis run (a progress line after each)")
     args = parser.parse_args(argv)
     folder = tempfile.mkdtemp(prefix="fastconv-fuzz-")
     base = hostile.base_file(os.path.join(folder, "base.fcm"))
@@ -38,7 +40,20 @@ def main(argv=None) -> int:
     worst = [0.0, ""]
     start = time.perf_counter()
 
-    @settings(max_examples=args.examples, deadline=None, database=None, derandomize=False,
+    def report(final: bool) -> None:
+        elapsed = time.perf_counter() - start
+        total = sum(kinds.values())
+        print(f"{'final' if final else 'so far'}: inputs {total} "
+              f"({', '.join(f'{k} {v}' for k, v in sorted(kinds.items()))}); loads {2 * total} "
+              f"({', '.join(f'{k} {v}' for k, v in sorted(outcomes.items()))}); crashes 0, "
+              f"wrong exception types 0, unnamed files 0, peaks over the bound 0; largest peak "
+              f"of traced memory {worst[0] / 2**20:.1f} MiB ({worst[1]}), bound "
+              f"{hostile.MEMORY_FACTOR} x file size + {hostile.MEMORY_SLACK >> 20} MiB; "
+              f"{elapsed:.0f} s", flush=True)
+
+    chunk = min(args.chunk, args.examples)
+
+    @settings(max_examples=chunk, deadline=None, database=None,
               suppress_health_check=list(HealthCheck))
     @given(data=st.data())
     def run(data):
@@ -60,18 +75,10 @@ def main(argv=None) -> int:
         for loader, result in outcome.items():
             outcomes[f"{loader} {result}"] += 1
 
-    import random
-
-    random.seed(args.seed)
-    run()
-    elapsed = time.perf_counter() - start
-    total = sum(kinds.values())
-    print(f"inputs: {total} ({', '.join(f'{k} {v}' for k, v in sorted(kinds.items()))})")
-    print(f"loads: {2 * total} ({', '.join(f'{k} {v}' for k, v in sorted(outcomes.items()))})")
-    print("crashes: 0, wrong exception types: 0, unnamed files: 0, peaks over the bound: 0")
-    print(f"largest peak of traced memory: {worst[0] / 2**20:.1f} MiB ({worst[1]}); bound "
-          f"{hostile.MEMORY_FACTOR} x file size + {hostile.MEMORY_SLACK >> 20} MiB")
-    print(f"time: {elapsed:.0f} s")
+    while sum(kinds.values()) < args.examples:  # chunks, each reported as it ends
+        run()
+        report(final=False)
+    report(final=True)
     return 0
 
 
