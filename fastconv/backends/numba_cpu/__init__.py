@@ -182,7 +182,7 @@ class NumbaCpuBackend(Backend):
     def lrn_forward(self, x, radius, bias, alpha, beta):
         x = np.ascontiguousarray(x)
         y, scale = np.empty_like(x), np.empty_like(x)
-        scratch = np.empty((self.num_threads(), 2, x.shape[1]))
+        scratch = np.empty((self.num_threads(), 3, x.shape[1]))
         norm.lrn_forward(x.size * (2 * radius + 1), x, int(radius), float(bias), float(alpha),
                          float(beta), y, scale, scratch, _rows_per(x.shape[1]))
         return y, scale
@@ -190,7 +190,7 @@ class NumbaCpuBackend(Backend):
     def lrn_backward(self, dy, x, y, scale, radius, alpha, beta):
         dy = np.ascontiguousarray(dy)
         dx = np.empty_like(dy)
-        scratch = np.empty((self.num_threads(), 3, dy.shape[1]))
+        scratch = np.empty((self.num_threads(), 4, dy.shape[1]))
         norm.lrn_backward(dy.size * (2 * radius + 1), dy, np.ascontiguousarray(x),
                           np.ascontiguousarray(y), np.ascontiguousarray(scale), int(radius),
                           float(alpha), float(beta), dx, scratch, _rows_per(dy.shape[1]))

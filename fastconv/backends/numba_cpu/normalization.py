@@ -122,16 +122,28 @@ def _neg_pow(s, beta, out):
 
 
 @helper
+def _window_sum(a, radius, out):
+    """out[k] = sum(a[k'] for |k' - k| <= radius), clipped at the ends: one pass per offset,
+    each a contiguous loop that vectorises (a loop over the window per k does not)."""
+    n = a.shape[0]
+    out[:] = 0
+    for o in range(-radius, radius + 1):
+        for k in range(max(0, -o), min(n, n - o)):
+            out[k] += a[k + o]
+
+
+@helper
 def _lrn_forward(x, radius, bias, alpha, beta, y, scale, buf):
-    """Rows of ``x``; ``buf`` is a (2, channels) float64 scratch."""
+    """Rows of ``x``; ``buf`` is a (3, channels) float64 scratch."""
     rows, ch = x.shape
-    s, p = buf[0], buf[1]
+    sq, s, p = buf[0], buf[1], buf[2]
     for r in range(rows):
         for k in range(ch):
-            acc = 0.0  # float64 sum for float32 data too
-            for j in range(max(0, k - radius), min(ch, k + radius + 1)):
-                acc += x[r, j] * x[r, j]
-            s[k] = bias + alpha * acc
+            v = np.float64(x[r, k])  # float64 sums for float32 data too
+            sq[k] = v * v
+        _window_sum(sq, radius, s)
+        for k in range(ch):
+            s[k] = bias + alpha * s[k]
         _neg_pow(s, beta, p)
         for k in range(ch):
             scale[r, k] = s[k]
@@ -141,7 +153,7 @@ def _lrn_forward(x, radius, bias, alpha, beta, y, scale, buf):
 @sized_kernel(1 << 14)
 def lrn_forward(x, radius, bias, alpha, beta, y, scale, scratch, rows_per):
     """scale[c] = bias + alpha * sum(x[c']^2, |c' - c| <= radius); y = x * scale^-beta.
-    ``scratch``: one (2, channels) float64 block per thread."""
+    ``scratch``: one (3, channels) float64 block per thread."""
     rows = x.shape[0]
     for t in prange((rows + rows_per - 1) // rows_per):
         lo, hi = t * rows_per, min((t + 1) * rows_per, rows)
@@ -152,23 +164,21 @@ def lrn_forward(x, radius, bias, alpha, beta, y, scale, scratch, rows_per):
 @helper
 def _lrn_backward(dy, x, y, scale, radius, alpha, beta, dx, buf):
     rows, ch = dy.shape
-    t, s, p = buf[0], buf[1], buf[2]
+    t, s, p, acc = buf[0], buf[1], buf[2], buf[3]
     for r in range(rows):
         for k in range(ch):
             s[k] = scale[r, k]
             t[k] = dy[r, k] * y[r, k] / s[k]
         _neg_pow(s, beta, p)
+        _window_sum(t, radius, acc)
         for k in range(ch):
-            acc = 0.0
-            for j in range(max(0, k - radius), min(ch, k + radius + 1)):
-                acc += t[j]
-            dx[r, k] = dy[r, k] * p[k] - 2 * alpha * beta * x[r, k] * acc
+            dx[r, k] = dy[r, k] * p[k] - 2 * alpha * beta * x[r, k] * acc[k]
 
 
 @sized_kernel(1 << 14)
 def lrn_backward(dy, x, y, scale, radius, alpha, beta, dx, scratch, rows_per):
     """dx[c] = dy[c] * scale[c]^-beta - 2 alpha beta x[c] * sum(t[c'], |c' - c| <= radius) with
-    t = dy * y / scale; ``scratch``: one (3, channels) float64 block per thread."""
+    t = dy * y / scale; ``scratch``: one (4, channels) float64 block per thread."""
     rows = dy.shape[0]
     for t in prange((rows + rows_per - 1) // rows_per):
         lo, hi = t * rows_per, min((t + 1) * rows_per, rows)
