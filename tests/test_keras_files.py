@@ -578,3 +578,64 @@ def test_keras2_legacy_h5_model(tmp_path, rng):
     kernel_a, bias_a = a
     expected = np.maximum(x @ kernel_a + bias_a, 0) + x @ b.astype("float32")
     np.testing.assert_allclose(model.predict(x, verbose=0), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_config_asking_for_more_weights_than_the_file_holds(tmp_path):
+    """units=10**9 in a tiny archive: refused before 4 GB are allocated."""
+    archive_with(tmp_path / "huge.keras", sequential_config(
+        {"class_name": "Dense", "config": {"name": "wide", "units": 10**9}}), weights=b"x" * 100)
+    with pytest.raises(InvalidModelFileError, match="'wide'.*more than the file's weights"):
+        load_model(tmp_path / "huge.keras")
+
+
+def _mutations(config, rng, count):
+    """``count`` copies of ``config``, each with one value replaced or one key removed."""
+    import copy
+
+    values = [None, 0, -1, 3, 1.5, "", "x", [], [1], [None], {}, {"a": 1}, True, [[1, 2]],
+              10**12, "Lambda", [["a", 0, 0]]]
+    paths = []
+
+    def walk(obj, path):
+        if path:
+            paths.append(path)
+        items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(
+            obj, list) else ()
+        for key, value in items:
+            walk(value, (*path, key))
+
+    walk(config, ())
+    for _ in range(count):
+        mutated = copy.deepcopy(config)
+        path = paths[rng.integers(len(paths))]
+        parent = mutated
+        for key in path[:-1]:
+            parent = parent[key]
+        if isinstance(parent, dict) and rng.random() < 0.2:
+            del parent[path[-1]]
+        else:
+            parent[path[-1]] = values[rng.integers(len(values))]
+        yield mutated
+
+
+@needs_ref
+@pytest.mark.parametrize("model", MODELS)
+def test_mangled_configs_give_only_invalid_model_file_errors(tmp_path, model):
+    """One value of config.json changed at random, many times: each file either loads or is
+    refused with InvalidModelFileError, never another exception (nor a huge allocation)."""
+    from fastconv.utils import clear_session
+
+    with zipfile.ZipFile(ref_path(model, "keras")) as zf:
+        config = json.loads(zf.read("config.json"))
+        weights = zf.read("model.weights.h5")
+    rng = np.random.default_rng(5)
+    for i, mutated in enumerate(_mutations(config, rng, 60)):
+        path = tmp_path / f"m{i}.keras"
+        archive_with(path, mutated, weights)
+        clear_session()
+        try:
+            net = load_model(path)
+        except InvalidModelFileError as exc:
+            assert str(path) in str(exc)
+            continue
+        net.predict(np.zeros((1, *net.input_shape[1:]), "float32"), verbose=0)

@@ -91,16 +91,21 @@ class _KerasArchive:
     def error(self, why: str) -> InvalidModelFileError:
         return InvalidModelFileError(f"cannot load {self.path!r}: {why}")
 
-    def read(self, member: str, limit: int) -> bytes:
+    def member_size(self, member: str, limit: int | None = None) -> int:
+        """The size ``member`` claims, checked against what the archive can hold."""
         try:
             info = self.zf.getinfo(member)
         except KeyError:
             raise self.error(f"it has no {member}: not a Keras 3 archive") from None
         bound = info.compress_size * (1 if info.compress_type == zipfile.ZIP_STORED
                                       else _MAX_DEFLATE_RATIO)
-        if info.file_size > min(limit, bound, self.size * _MAX_DEFLATE_RATIO):
+        if info.file_size > min(limit or self.size, bound, self.size * _MAX_DEFLATE_RATIO):
             raise self.error(f"its {member} claims {info.file_size} bytes, more than the archive "
                              f"can hold: the file is corrupted")
+        return info.file_size
+
+    def read(self, member: str, limit: int) -> bytes:
+        self.member_size(member, limit)
         try:
             return self.zf.read(member)
         except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as exc:
@@ -140,6 +145,12 @@ def _build(model) -> None:
             pass
 
 
+def _max_params(weights_bytes: int) -> int:
+    """The most weights a file of ``weights_bytes`` can fill (2-byte float16 values, and some
+    slack for tiny files): a config asking for more is refused before allocating."""
+    return weights_bytes // 2 + 4096
+
+
 def load_model(filepath, compile: bool = True):  # noqa: A002 - Keras's argument name
     """A fastconv model from a Keras 3 ``.keras`` archive or a legacy full-model ``.h5`` file.
 
@@ -149,7 +160,9 @@ def load_model(filepath, compile: bool = True):  # noqa: A002 - Keras's argument
     head = _head(path)
     if head.startswith(_ZIP_MAGIC):
         with _KerasArchive(path) as archive:
-            model = model_from_keras_config(archive.config(), path)
+            size = archive.member_size(_ARCHIVE_WEIGHTS)
+            model = model_from_keras_config(archive.config(), path,
+                                            max_params=_max_params(size))
             _build(model)
             load_keras3(model, archive.weights(), f"{path}/{_ARCHIVE_WEIGHTS}")
         return model
@@ -167,7 +180,8 @@ def load_model(filepath, compile: bool = True):  # noqa: A002 - Keras's argument
             config = json.loads(text)
         except ValueError as exc:
             raise reader.error(f"its model_config is not valid JSON ({exc})") from None
-    model = model_from_keras_config(config, path)
+    model = model_from_keras_config(config, path,
+                                    max_params=_max_params(os.path.getsize(path)))
     _build(model)
     load_legacy(model, path, path, root="model_weights")
     return model

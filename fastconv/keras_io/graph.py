@@ -18,9 +18,60 @@ def _error(label: str, why: str) -> InvalidModelFileError:
     return InvalidModelFileError(f"cannot load {label!r}: {why}")
 
 
-def model_from_keras_config(spec: dict, label: str = "<config>"):
+class _Budget:
+    """The weights a config may make fastconv allocate, bounded by the weights it comes with:
+    each layer is charged its parameter count before it is built, and a config asking for more
+    than the file can hold (at 2 bytes a value, float16) is refused before anything is
+    allocated."""
+
+    def __init__(self, max_params: int | None, label: str):
+        self.left = max_params
+        self.label = label
+
+    def charge(self, layer, input_shape) -> None:
+        if self.left is None:
+            return
+        count = _param_count(layer, input_shape)
+        self.left -= count
+        if self.left < 0:
+            raise _error(self.label, f"layer '{layer.name}' ({type(layer).__name__}) would hold "
+                                     f"{count:,} weights, more than the file's weights can "
+                                     f"fill: the file is corrupted or not what it claims")
+
+
+def _param_count(layer, input_shape) -> int:
+    """An upper bound of the weights ``layer`` makes for ``input_shape`` (Keras's formulas)."""
+    cls = type(layer).__name__
+    if not isinstance(input_shape, tuple) or not input_shape:
+        return 0
+    channels = input_shape[-1] or 0
+    if cls in ("Conv1D", "Conv2D"):
+        taps = 1
+        for k in layer.kernel_size:
+            taps *= k
+        return (taps * channels + 1) * layer.filters
+    if cls == "Dense":
+        return (channels + 1) * layer.units
+    if cls == "BatchNormalization":
+        return 4 * channels
+    return 0
+
+
+def model_from_keras_config(spec: dict, label: str = "<config>", max_params: int | None = None):
     """A fastconv model for the Keras model description ``spec`` (``{"class_name": ...,
-    "config": ...}``, as in ``config.json`` or an ``.h5`` file's ``model_config``)."""
+    "config": ...}``, as in ``config.json`` or an ``.h5`` file's ``model_config``).
+    ``max_params``: refuse (InvalidModelFileError) a model with more weights than that, before
+    allocating them."""
+    try:
+        return _model(spec, label, _Budget(max_params, label))
+    except InvalidModelFileError:
+        raise
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError, RecursionError) as exc:
+        raise _error(label, f"its model config is malformed ({type(exc).__name__}: "
+                            f"{str(exc)[:200]})") from None
+
+
+def _model(spec, label, budget):
     if not isinstance(spec, dict):
         raise _error(label, "its model description is not a JSON object")
     class_name, config = spec.get("class_name"), spec.get("config")
@@ -29,33 +80,50 @@ def model_from_keras_config(spec: dict, label: str = "<config>"):
                             f"{', '.join(_MODEL_CLASSES[:2])} models)")
     if not isinstance(config, dict) or not isinstance(config.get("layers"), list):
         raise _error(label, "its model config lists no layers")
-    model = (_sequential if class_name == "Sequential" else _functional)(config, label)
+    model = (_sequential if class_name == "Sequential" else _functional)(config, label, budget)
     if config.get("trainable") is False:  # a frozen (nested) model
         model.trainable = False
     return model
 
 
-def _layer(entry, label):
+def _layer(entry, label, budget):
     if not isinstance(entry, dict):
         raise _error(label, f"a layer entry is not a JSON object: {str(entry)[:80]!r}")
     class_name = entry.get("class_name")
     if class_name in _MODEL_CLASSES:
-        return model_from_keras_config(entry, label)
+        return _model(entry, label, budget)
     return layer_from_keras(class_name, entry.get("config"), label)
 
 
-def _sequential(config, label):
+def _sequential(config, label, budget):
     from ..models import Sequential
 
     name = config.get("name")
     model = Sequential(name=name if isinstance(name, str) and name else None)
-    for entry in config["layers"]:
-        layer = _layer(entry, label)
+    layers = [_layer(entry, label, budget) for entry in config["layers"]]
+    build_shape = config.get("build_input_shape")
+    shape = None
+    if layers and getattr(layers[0], "batch_input_shape", None) is not None:
+        shape = tuple(layers[0].batch_input_shape)
+    elif isinstance(build_shape, list):
+        shape = tuple(build_shape)
+    for layer in layers:
+        if type(layer).__name__ == "InputLayer":
+            continue
+        if shape is not None and type(layer).__name__ not in _MODEL_CLASSES:
+            budget.charge(layer, shape)
+            try:
+                shape = tuple(layer.compute_output_shape((None, *shape[1:])))
+            except (TypeError, ValueError) as exc:
+                raise _error(label, f"layer '{layer.name}' does not fit the model: "
+                                    f"{exc}") from None
+        elif shape is not None:
+            shape = tuple(layer.output_shape)
+    for layer in layers:
         try:
             model.add(layer)
         except (TypeError, ValueError) as exc:
             raise _error(label, f"layer '{layer.name}' does not fit the model: {exc}") from None
-    build_shape = config.get("build_input_shape")
     if not model.built and isinstance(build_shape, list):
         try:
             model.build(tuple(build_shape))
@@ -68,20 +136,24 @@ def _sequential(config, label):
 
 def _history(obj, label):
     """(layer name, node index, tensor index) of one serialised tensor reference."""
-    if isinstance(obj, dict) and obj.get("class_name") == "__keras_tensor__":
-        history = (obj.get("config") or {}).get("keras_history")
-    else:
-        history = obj
+    history = obj
+    if isinstance(obj, dict):
+        config = obj.get("config")
+        history = config.get("keras_history") if isinstance(config, dict) else None
     if (not isinstance(history, (list, tuple)) or len(history) < 3
-            or not isinstance(history[0], str)):
+            or not isinstance(history[0], str)
+            or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0
+                       for i in history[1:3])):
         raise _error(label, f"malformed tensor reference {str(obj)[:80]!r}")
-    return history[0], int(history[1]), int(history[2])
+    return history[0], history[1], history[2]
 
 
 def _node_inputs(node, label):
     """The inputs of one inbound node: a reference, or a list of references."""
     if isinstance(node, dict):  # Keras 3
-        args, kwargs = node.get("args", []), node.get("kwargs") or {}
+        args, kwargs = node.get("args"), node.get("kwargs") or {}
+        if not isinstance(args, list) or not isinstance(kwargs, dict):
+            raise _error(label, f"malformed inbound node {str(node)[:80]!r}")
         for key, value in kwargs.items():
             if value is not None and key != "training":
                 raise _error(label, f"call argument {key}={str(value)[:40]!r} is not supported")
@@ -92,7 +164,7 @@ def _node_inputs(node, label):
         if isinstance(arg, list):
             return [_history(a, label) for a in arg]
         return _history(arg, label)
-    if isinstance(node, list):  # Keras 2: [[name, node, tensor, kwargs], ...]
+    if isinstance(node, list) and node:  # Keras 2: [[name, node, tensor, kwargs], ...]
         refs = [_history(ref, label) for ref in node]
         return refs[0] if len(refs) == 1 else refs
     raise _error(label, f"malformed inbound node {str(node)[:80]!r}")
@@ -107,7 +179,7 @@ def _refs(value, label):
     raise _error(label, f"malformed model inputs or outputs {str(value)[:80]!r}")
 
 
-def _functional(config, label):
+def _functional(config, label, budget):
     from ..models import Model
 
     tensors: dict[tuple, object] = {}
@@ -116,13 +188,13 @@ def _functional(config, label):
         if not isinstance(entry, dict):
             raise _error(label, "a layer entry is not a JSON object")
         if entry.get("class_name") == "InputLayer":
-            layer = _layer(entry, label)
+            layer = _layer(entry, label, budget)
             tensors[(layer.name, 0, 0)] = layer.output
             continue
         nodes = entry.get("inbound_nodes")
         if not isinstance(nodes, list):
             raise _error(label, f"layer {entry.get('name')!r} has no inbound_nodes")
-        pending.append((_layer(entry, label), [_node_inputs(n, label) for n in nodes]))
+        pending.append((_layer(entry, label, budget), [_node_inputs(n, label) for n in nodes]))
     # Layers are listed in call order as a rule; shared layers may need a few passes.
     while pending:
         progress, rest = False, []
@@ -138,6 +210,8 @@ def _functional(config, label):
                     break
                 args = ([tensors[r] for r in refs] if isinstance(refs, list)
                         else tensors[refs])
+                if not isinstance(refs, list) and type(layer).__name__ not in _MODEL_CLASSES:
+                    budget.charge(layer, tuple(args.shape))
                 try:
                     tensors[key] = layer(args)
                 except (TypeError, ValueError) as exc:

@@ -67,7 +67,8 @@ def _unsupported_class(class_name, name, label) -> InvalidModelFileError:
 
 def _dtype_name(value, where: str) -> str:
     if isinstance(value, dict):  # Keras 3 DTypePolicy
-        value = (value.get("config") or {}).get("name")
+        config = value.get("config")
+        value = config.get("name") if isinstance(config, dict) else None
     if value is None:
         return "float32"
     if value not in ("float32", "float64"):
