@@ -611,3 +611,24 @@ def test_malformed_configs_give_clear_errors():
                                                  "kwargs": {}}]}
     with pytest.raises(ValueError, match=r"the inputs of layer\(s\) \['d1', .* are never produced"):
         Functional.from_config({**config, "layers": layers})
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_summary_after_training_matches_keras(monkeypatch, optimizer):
+    """Optimizer variables (slots, iteration counter, learning rate) count in the totals."""
+    monkeypatch.setenv("COLUMNS", "200")
+    keras = _keras()
+    x = keras.Input((4,), name="x")
+    ref = keras.Model(x, keras.layers.Dense(3, name="d")(keras.layers.Dense(5, name="h")(x)),
+                      name="m")
+    ref.get_layer("h").trainable = False
+    ref.compile(optimizer=optimizer, loss="mse")
+    ref.train_on_batch(np.zeros((2, 4)), np.zeros((2, 3)))
+    want = _keras_summary(ref, 88)
+    x = Input((4,), name="x")
+    model = Model(x, Dense(3, name="d")(Dense(5, name="h")(x)), name="m")
+    model.get_layer("h").trainable = False
+    model.compile(optimizer=optimizer, loss="mse")
+    model.train_on_batch(np.zeros((2, 4)), np.zeros((2, 3)))
+    assert any("Optimizer params" in line for line in want)
+    assert _ours(model, 88) == want

@@ -136,14 +136,17 @@ def render_summary(model, line_length: int | None = None) -> str:
     trainable, frozen = model.trainable_weights, model.non_trainable_weights
     n_train = sum(w.size for w in trainable)
     n_frozen = sum(w.size for w in frozen)
-    lines.append(f" Total params: {n_train + n_frozen:,} "
-                 f"({readable_size(size(trainable) + size(frozen))})")
+    optimizer = model.optimizer
+    state = optimizer.get_state()["arrays"] if optimizer is not None else {}
+    n_opt = opt_bytes = 0
+    if state or (optimizer is not None and optimizer.iterations):  # Keras: once it is built
+        # Keras counts its iteration counter (int32) and learning rate (float32) too.
+        n_opt = sum(int(a.size) for a in state.values()) + 2
+        opt_bytes = sum(a.size * a.dtype.itemsize for a in state.values()) + 4 + 4
+    lines.append(f" Total params: {n_train + n_frozen + n_opt:,} "
+                 f"({readable_size(size(trainable) + size(frozen) + opt_bytes)})")
     lines.append(f" Trainable params: {n_train:,} ({readable_size(size(trainable))})")
     lines.append(f" Non-trainable params: {n_frozen:,} ({readable_size(size(frozen))})")
-    state = model.optimizer.get_state()["arrays"] if model.optimizer is not None else {}
-    if state:
-        # Keras counts the iteration counter and the learning rate as optimizer variables too.
-        count = sum(int(a.size) for a in state.values()) + 2
-        nbytes = sum(a.size * a.dtype.itemsize for a in state.values()) + 8 + 4
-        lines.append(f" Optimizer params: {count:,} ({readable_size(nbytes)})")
+    if n_opt:
+        lines.append(f" Optimizer params: {n_opt:,} ({readable_size(opt_bytes)})")
     return "\n".join(lines)
