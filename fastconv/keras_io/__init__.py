@@ -115,7 +115,7 @@ class _KerasArchive:
         raw = self.read(_ARCHIVE_CONFIG, _MAX_CONFIG_BYTES)
         try:
             config = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as exc:
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
             raise self.error(f"its {_ARCHIVE_CONFIG} is not valid JSON ({exc})") from None
         if not isinstance(config, dict):
             raise self.error(f"its {_ARCHIVE_CONFIG} is not a model description")
@@ -176,9 +176,11 @@ def load_model(filepath, compile: bool = True):  # noqa: A002 - Keras's argument
             f"architecture, then call model.load_weights({path!r})")
     with H5Reader(path, path) as reader:
         text = reader.text_attr(reader.file, "model_config")
+        if text is None:
+            raise reader.error("its model_config attribute is not text")
         try:
             config = json.loads(text)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise reader.error(f"its model_config is not valid JSON ({exc})") from None
     model = model_from_keras_config(config, path,
                                     max_params=_max_params(os.path.getsize(path)))
