@@ -4,8 +4,7 @@ loaded both ways (``load_model`` and ``load_weights``) with its peak memory meas
     nice -n 19 python -m tests.campaign.fuzz_loader --examples 100000
 
 prints, after each chunk of inputs, the count of inputs, how each loader answered (loaded /
-refused), the largest peak of traced memory
-and the time taken; any crash, exception other than
+refused), the largest peak of traced memory and the time taken; any crash, exception other than
 ``InvalidModelFileError``, unnamed file or peak over the bound stops the run with the input that
 caused it (hypothesis shrinks it first). CI runs a sample of the same mutations
 (``tests/test_hostile_files.py::test_random_damage_sample``).
