@@ -63,7 +63,20 @@ class InferencePlan:
             self.run = self.__call__
             return
         self._graph_plan(model, nodes, batch_shape)
-        self.run = self._run_graph
+        if self._is_chain():  # a functional chain runs as fast as a Sequential one
+            self.steps = [fn for fn, *_ in self.steps]
+            self.run = self.__call__
+        else:
+            self.run = self._run_graph
+
+    def _is_chain(self) -> bool:
+        """One input, one output, each step reading only the previous step's single output."""
+        previous = 0
+        for _, ins, multi, outs, _ in self.steps:
+            if multi or ins != previous or len(outs) != 1:
+                return False
+            previous = outs[0]
+        return self.n_inputs == 1 and self.output_slots == [previous]
 
     def _graph_plan(self, model, nodes, batch_shape) -> None:
         several = _is_shape_list(batch_shape)

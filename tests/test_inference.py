@@ -176,3 +176,17 @@ def test_sequential_plans_stay_chains(backend):
     plan = model.inference_plan((1, 9, 10, 2))
     assert plan.run == plan.__call__
     assert len(plan.steps) == len(model.layers) and all(callable(s) for s in plan.steps)
+
+
+def test_functional_chains_run_as_chains(backend, rng):
+    """A functional model without branches gets the Sequential fast path: plain steps."""
+    from fastconv.models import Model
+
+    x = Input((6, 6, 2))
+    y = Dense(3)(Flatten()(MaxPooling2D()(Conv2D(4, 3, activation="relu")(x))))
+    model = Model(x, y)
+    plan = model.inference_plan((2, 6, 6, 2))
+    assert plan.run == plan.__call__ and len(plan.steps) == 4
+    data = rng.standard_normal((2, 6, 6, 2)).astype(np.float32)
+    np.testing.assert_allclose(model.predict(data, verbose=0), graph_outputs(model, data),
+                               rtol=1e-5, atol=1e-6)
