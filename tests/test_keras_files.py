@@ -238,7 +238,7 @@ def test_keras_loads_what_fastconv_writes(tmp_path, rng):
     expected[str(tmp_path / "seq.keras")] = seq.predict(x, verbose=0)
     expected[str(tmp_path / "seq2.weights.h5")] = seq2.predict(x, verbose=0)
     for name, build, shape in functional_models():
-        xf = rng.random((4, *shape)).astype("float32")
+        xf = (rng.random((4, *shape)) * 255).astype("float32")
         np.save(tmp_path / f"x_{name}.npy", xf)
         net = build()
         net.save(tmp_path / f"{name}.keras")
@@ -264,7 +264,29 @@ def functional_models():
     """A functional model with merge layers and BatchNormalization; a frozen functional base
     nested in a functional model and in a Sequential one (transfer learning's shape)."""
     return [("graph", graph_model, (9, 9, 3)), ("nested", nested_model, (9, 9, 3)),
-            ("nested_seq", nested_sequential, (9, 9, 3))]
+            ("nested_seq", nested_sequential, (9, 9, 3)), ("misc", misc_sequential, (12, 3))]
+
+
+def misc_sequential():
+    """The other layers Keras shares with fastconv: Rescaling, Conv1D, 1D pooling, Reshape,
+    'same' average pooling, Activation."""
+    from fastconv.layers import (
+        Activation,
+        AveragePooling1D,
+        AveragePooling2D,
+        Conv1D,
+        GlobalAveragePooling2D,
+        MaxPooling1D,
+        Rescaling,
+        Reshape,
+    )
+
+    return Sequential([Input((12, 3)), Rescaling(1 / 255.0, offset=-0.5),
+                       Conv1D(4, 3, activation="relu", padding="same"), MaxPooling1D(2),
+                       Conv1D(5, 2, strides=2), AveragePooling1D(1), Reshape((3, 5, 1)),
+                       Conv2D(2, 2, padding="same"), AveragePooling2D(2, strides=1, padding="same"),
+                       GlobalAveragePooling2D(), Activation("tanh"),
+                       Dense(3, activation="softmax")], name="misc")
 
 
 def frozen_base():

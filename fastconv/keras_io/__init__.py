@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import time
 import zipfile
 
 from ..saving import InvalidModelFileError
@@ -29,6 +30,8 @@ __all__ = ["load_model", "load_weights", "save_model", "save_weights", "is_keras
            "model_from_keras_config", "keras_model_config", "supported_classes",
            "KERAS_CLASSES"]
 
+#: The Keras version whose .keras layout save_model writes (and its tests load the files with).
+KERAS_FORMAT_VERSION = "3.15.1"
 _ZIP_MAGIC = b"PK\x03\x04"
 _ARCHIVE_CONFIG = "config.json"
 _ARCHIVE_WEIGHTS = "model.weights.h5"
@@ -229,7 +232,11 @@ def save_model(model, filepath) -> None:
                          f"unknown); build it, or train it, before saving")
     config = keras_model_config(model)
     weights = _h5_bytes(model)
-    metadata = {"keras_version": "3.15.1", "date_saved": "", "fastconv_version": __version__}
+    # keras_version: the Keras release whose archive layout this follows (Keras reads it as
+    # information only); fastconv_version says who wrote the file.
+    metadata = {"keras_version": KERAS_FORMAT_VERSION,
+                "date_saved": time.strftime("%Y-%m-%d@%H:%M:%S"),
+                "fastconv_version": __version__}
 
     def write(fh):
         with zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_STORED) as zf:
