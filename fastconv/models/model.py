@@ -639,6 +639,17 @@ class Model(Layer):
         self._plans.clear()
         self._chunks.clear()
 
+    def __getstate__(self) -> dict:
+        """Pickling drops the inference plans and chunk sizes (closures over backend state);
+        they are made again on the next predict."""
+        state = self.__dict__.copy()
+        state["_plans"] = {}
+        state["_chunks"] = {}
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+
     def _predict_batch(self, xs: list[np.ndarray]) -> list[np.ndarray]:
         """Host outputs (one array per model output) for host inputs ``xs``."""
         backend = get_backend()
