@@ -195,3 +195,12 @@ def plan_key(model, batch_shape, backend) -> tuple:
         batch_shape = tuple(tuple(s) for s in batch_shape)
     return (tuple(batch_shape), backend.name, algos.current_conv_algo(), backend.num_threads(),
             model.dtype)
+
+
+def __getattr__(name):
+    """``load`` and ``Predictor`` live in fastconv.predictor (imported lazily: no cycle)."""
+    if name in ("load", "Predictor", "load_model_file"):
+        from . import predictor
+
+        return getattr(predictor, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
