@@ -9,9 +9,16 @@ Layout of the archive:
   ``allow_pickle=False``.
 
 ZIP's CRC-32 catches corrupted bytes and its central directory catches truncation; every name,
-shape and dtype is checked against the JSON before anything is used. Writes are atomic: the
-archive goes to a temporary file in the same folder, is flushed to disk, then renamed over the
-target, so a crash mid-save leaves any earlier file intact.
+shape and dtype is checked against the JSON before anything is used. Files are read as hostile:
+every declared size (zip members, the manifest, ``.npy`` headers, what the configuration's
+layers would allocate) is checked against the file's own size and a bound before anything is
+read or allocated, the JSON's nesting is bounded, and every failure is an
+``InvalidModelFileError`` that names the file and the problem.
+
+Writes are atomic: the archive goes to a temporary file in the same folder (locked while it is
+written), is flushed to disk, then renamed over the target, so a crash mid-save leaves any
+earlier file intact; the next save of the same file removes the temporaries that killed saves
+left. Saved files get the mode that the umask gives new files.
 """
 
 from __future__ import annotations
