@@ -386,11 +386,13 @@ def autotune_markdown(results: Results) -> str:
     for (impl, batch), group in _grouped(rows, lambda r: (r.impl, r.batch)):
         quiet = next((r for r in group if r.variant == "tuned quiet"), None)
         for r in group:
-            out.append([impl, str(batch), r.variant or "-", str(r.entries_kept),
+            same = "-" if quiet is None else "yes" if r.choices == quiet.choices else "no"
+            out.append([impl, str(batch), r.variant or "-", str(r.entries_kept), same,
                         num(r.median * 1e3), num(r.iqr * 1e3),
                         ratio_text(r.median / quiet.median if quiet else None)])
-    return table(["Implementation", "Batch", "Choices", "Entries kept", "Median ms/step",
-                  "IQR ms", "Step time / tuned quiet"], out)
+    return table(["Implementation", "Batch", "Choices", "Entries kept",
+                  "Same choices as tuned quiet", "Median ms/step", "IQR ms",
+                  "Step time / tuned quiet"], out)
 
 
 def batch_markdown(results: Results) -> str:
