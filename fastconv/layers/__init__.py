@@ -2,7 +2,7 @@
 
 from .base import Input, InputLayer, Layer
 from .convolutional import Conv1D, Conv2D
-from .core import Activation, Dense, Dropout, Flatten, Reshape
+from .core import Activation, Clip, Dense, Dropout, Flatten, LeakyReLU, Permute, Reshape
 from .merge import Add, Concatenate
 from .normalization import LRN, BatchNormalization, LocalResponseNormalization
 from .pooling import (
@@ -31,5 +31,5 @@ __all__ = [
     "GlobalMaxPooling2D", "MaxPooling1D", "AveragePooling1D", "MaxPool2D", "AvgPool2D",
     "MaxPool1D", "AvgPool1D", "GlobalAvgPool2D", "GlobalMaxPool2D", "Convolution1D",
     "Convolution2D", "BatchNormalization", "LocalResponseNormalization", "LRN", "Add",
-    "Concatenate", "ZeroPadding2D", "Rescaling",
+    "Concatenate", "ZeroPadding2D", "Rescaling", "LeakyReLU", "Clip", "Permute",
 ]

@@ -8,6 +8,8 @@ import numbers
 from .. import activations, initializers
 from .. import functional as F
 from ..backends import FUSED_ACTIVATIONS
+from ..ops.activation import ClipOp, LeakyReLUOp, clip, leaky_relu
+from ..ops.shape import TransposeOp, transpose
 from .base import Layer, _identity, register
 
 
@@ -188,3 +190,89 @@ class Activation(Layer):
 
     def get_config(self):
         return {**super().get_config(), "activation": self.activation}
+
+
+@register
+class LeakyReLU(Layer):
+    """``x`` where ``x >= 0``, ``negative_slope * x`` elsewhere (Keras's layer; ONNX's
+    LeakyRelu)."""
+
+    def __init__(self, negative_slope=0.3, **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(negative_slope, numbers.Real) or isinstance(negative_slope, bool):
+            raise ValueError(f"LeakyReLU layer '{self.name}': negative_slope must be a number, "
+                             f"got {negative_slope!r}")
+        self.negative_slope = float(negative_slope)
+
+    def call(self, x, training=False):
+        return leaky_relu(x, self.negative_slope)
+
+    def inference_step(self, input_shape, backend):
+        slope = self.negative_slope
+        return lambda a: LeakyReLUOp.evaluate(backend, a, negative_slope=slope)
+
+    def get_config(self):
+        return {**super().get_config(), "negative_slope": self.negative_slope}
+
+
+@register
+class Clip(Layer):
+    """``x`` clipped to ``[min_value, max_value]`` (None: no bound on that side); ONNX's Clip
+    (``Clip(0, 6)`` is ReLU6)."""
+
+    def __init__(self, min_value=None, max_value=None, **kwargs):
+        super().__init__(**kwargs)
+        where = f"Clip layer '{self.name}'"
+        for key, v in (("min_value", min_value), ("max_value", max_value)):
+            if v is not None and (not isinstance(v, numbers.Real) or isinstance(v, bool)
+                                  or math.isnan(v)):
+                raise ValueError(f"{where}: {key} must be a number or None, got {v!r}")
+        if min_value is not None and max_value is not None and min_value > max_value:
+            raise ValueError(f"{where}: min_value {min_value!r} is greater than max_value "
+                             f"{max_value!r}")
+        self.min_value = None if min_value is None else float(min_value)
+        self.max_value = None if max_value is None else float(max_value)
+
+    def call(self, x, training=False):
+        return clip(x, self.min_value, self.max_value)
+
+    def inference_step(self, input_shape, backend):
+        low, high = self.min_value, self.max_value
+        return lambda a: ClipOp.evaluate(backend, a, low=low, high=high)
+
+    def get_config(self):
+        return {**super().get_config(), "min_value": self.min_value,
+                "max_value": self.max_value}
+
+
+@register
+class Permute(Layer):
+    """Permute the non-batch axes (Keras's layer): ``dims`` numbers them from 1, e.g.
+    ``Permute((3, 1, 2))`` takes NHWC to NCHW."""
+
+    def __init__(self, dims, **kwargs):
+        super().__init__(**kwargs)
+        dims = tuple(dims)
+        if (not all(isinstance(d, numbers.Integral) and not isinstance(d, bool) for d in dims)
+                or sorted(dims) != list(range(1, len(dims) + 1))):
+            raise ValueError(f"Permute layer '{self.name}': dims must be a permutation of "
+                             f"1..{len(dims)}, got {dims!r}")
+        self.dims = tuple(int(d) for d in dims)
+
+    @property
+    def input_ndim(self):
+        return len(self.dims) + 1
+
+    def compute_output_shape(self, input_shape):
+        shape = tuple(input_shape)
+        return (shape[0], *(shape[d] for d in self.dims))
+
+    def call(self, x, training=False):
+        return transpose(x, (0, *self.dims))
+
+    def inference_step(self, input_shape, backend):
+        axes = (0, *self.dims)
+        return lambda a: TransposeOp.evaluate(backend, a, axes=axes)
+
+    def get_config(self):
+        return {**super().get_config(), "dims": list(self.dims)}

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from .. import functional as F
-from ..geometry import normalize_tuple, output_length_for, pool_geometry
+from ..geometry import normalize_tuple, output_length_for, resolve_padding
+from ..ops.pool import pool2d_plan
 from .base import Layer, register
 from .convolutional import check_data_format, check_padding
 
@@ -12,14 +13,40 @@ class _Pooling(Layer):
     rank = 2
     op = None  # the functional op
 
-    def __init__(self, pool_size=2, strides=None, padding="valid", data_format=None, **kwargs):
+    def __init__(self, pool_size=2, strides=None, padding="valid", data_format=None,
+                 ceil_mode=False, count_include_pad=False, **kwargs):
         super().__init__(**kwargs)
         where = f"{type(self).__name__} layer '{self.name}'"
         check_data_format(where, data_format)
         self.pool_size = normalize_tuple(pool_size, self.rank, f"{where}: pool_size")
         self.strides = normalize_tuple(self.pool_size if strides is None else strides, self.rank,
                                        f"{where}: strides")
-        self.padding = check_padding(where, padding)
+        if self.rank == 2 and not isinstance(padding, str):
+            # explicit ((top, bottom), (left, right)) padding, as ONNX's and PyTorch's pooling
+            t, b, left, r = resolve_padding(padding, self.pool_size, self.strides, (1, 1),
+                                            (None, None), f"{where}: padding")
+            if t >= self.pool_size[0] or b >= self.pool_size[0] or max(left, r) >= \
+                    self.pool_size[1]:
+                raise ValueError(f"{where}: padding {padding!r} must be smaller than the pool "
+                                 f"{self.pool_size} on each side")
+            self.padding = ((t, b), (left, r))
+        else:
+            self.padding = check_padding(where, padding)
+        if (ceil_mode or count_include_pad) and self.rank != 2:
+            raise ValueError(f"{where}: ceil_mode and count_include_pad are 2D pooling options")
+        self.ceil_mode = bool(ceil_mode)
+        self.count_include_pad = bool(count_include_pad)
+        if self.count_include_pad and type(self).op is not F.avg_pool2d:
+            raise ValueError(f"{where}: count_include_pad is an average pooling option")
+
+    def _plan(self, input_shape):
+        return pool2d_plan(input_shape, self.pool_size, self.strides, self.padding,
+                           self.ceil_mode, self.count_include_pad,
+                           op=f"{type(self).__name__} layer '{self.name}'")
+
+    @property
+    def _keras_semantics(self) -> bool:
+        return isinstance(self.padding, str) and not self.ceil_mode
 
     @property
     def input_ndim(self):
@@ -27,6 +54,11 @@ class _Pooling(Layer):
 
     def compute_output_shape(self, input_shape):
         spatial = tuple(input_shape)[1:-1]
+        if not self._keras_semantics:
+            if any(d is None for d in spatial):
+                return (input_shape[0], None, None, input_shape[-1])
+            _, geom = self._plan((1, *spatial, 1))
+            return (input_shape[0], geom.oh, geom.ow, input_shape[-1])
         out = []
         for size, p, s in zip(spatial, self.pool_size, self.strides):
             if size is not None and self.padding == "valid" and p > size:
@@ -42,18 +74,35 @@ class _Pooling(Layer):
     def inference_step(self, input_shape, backend):
         if self.rank != 2:
             return super().inference_step(input_shape, backend)
-        geom = pool_geometry(input_shape, self.pool_size, self.strides, self.padding)
+        pre, geom = self._plan(input_shape)
         if type(self).op is F.max_pool2d:
             return lambda a: backend.max_pool2d_forward(a, geom, with_argmax=False)[0]
-        return lambda a: backend.avg_pool2d_forward(a, geom)
+        if pre is None:
+            return lambda a: backend.avg_pool2d_forward(a, geom)
+        return lambda a: backend.avg_pool2d_forward(F.ZeroPad2DOp.evaluate(backend, a, pads=pre),
+                                                    geom)
 
     def call(self, x, training=False):
-        return type(self).op(x, self.pool_size if self.rank == 2 else self.pool_size[0],
-                             self.strides if self.rank == 2 else self.strides[0], self.padding)
+        if self.rank != 2:
+            return type(self).op(x, self.pool_size[0], self.strides[0], self.padding)
+        if self.count_include_pad:
+            return F.avg_pool2d(x, self.pool_size, self.strides, self.padding, self.ceil_mode,
+                                True)
+        if self.ceil_mode:
+            return type(self).op(x, self.pool_size, self.strides, self.padding, self.ceil_mode)
+        return type(self).op(x, self.pool_size, self.strides, self.padding)
 
     def get_config(self):
-        return {**super().get_config(), "pool_size": list(self.pool_size),
-                "strides": list(self.strides), "padding": self.padding}
+        padding = (self.padding if isinstance(self.padding, str)
+                   else [list(p) for p in self.padding])
+        config = {**super().get_config(), "pool_size": list(self.pool_size),
+                  "strides": list(self.strides), "padding": padding}
+        # fastconv's options beyond Keras's appear only when set, so Keras reads the rest
+        if self.ceil_mode:
+            config["ceil_mode"] = True
+        if self.count_include_pad:
+            config["count_include_pad"] = True
+        return config
 
 
 @register
@@ -61,17 +110,22 @@ class MaxPooling2D(_Pooling):
     op = staticmethod(F.max_pool2d)
 
     def __init__(self, pool_size=(2, 2), strides=None, padding="valid", data_format=None,
-                 **kwargs):
-        super().__init__(pool_size, strides, padding, data_format, **kwargs)
+                 ceil_mode=False, **kwargs):
+        super().__init__(pool_size, strides, padding, data_format, ceil_mode, **kwargs)
 
 
 @register
 class AveragePooling2D(_Pooling):
+    """Average pooling; fastconv's options beyond Keras's: explicit ``padding``
+    ``((top, bottom), (left, right))``, ``ceil_mode`` and ``count_include_pad`` (ONNX's and
+    PyTorch's semantics)."""
+
     op = staticmethod(F.avg_pool2d)
 
     def __init__(self, pool_size=(2, 2), strides=None, padding="valid", data_format=None,
-                 **kwargs):
-        super().__init__(pool_size, strides, padding, data_format, **kwargs)
+                 ceil_mode=False, count_include_pad=False, **kwargs):
+        super().__init__(pool_size, strides, padding, data_format, ceil_mode, count_include_pad,
+                         **kwargs)
 
 
 @register

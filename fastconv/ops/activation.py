@@ -49,6 +49,46 @@ class SoftmaxOp(Function):
         return (y * (dy - (dy * y).sum(axis=self.axis, keepdims=True)),)
 
 
+class LeakyReLUOp(Function):
+    """``x`` where ``x >= 0``, ``negative_slope * x`` elsewhere (ONNX's LeakyRelu)."""
+
+    def forward(self, x, *, negative_slope):
+        self.slope = x.dtype.type(negative_slope)
+        self.positive = x >= 0
+        return self.backend.xp.where(self.positive, x, x * self.slope)
+
+    def backward(self, dy):
+        return (self.backend.xp.where(self.positive, dy, dy * self.slope),)
+
+
+class ClipOp(Function):
+    """``min(max(x, low), high)`` (ONNX's Clip; a None bound is no bound). The gradient passes
+    where ``low <= x <= high``."""
+
+    def forward(self, x, *, low, high):
+        xp = self.backend.xp
+        lo = -xp.inf if low is None else x.dtype.type(low)
+        hi = xp.inf if high is None else x.dtype.type(high)
+        self.inside = (x >= lo) & (x <= hi)
+        return xp.minimum(xp.maximum(x, lo), hi).astype(x.dtype, copy=False)
+
+    def backward(self, dy):
+        return (self.backend.xp.where(self.inside, dy, dy.dtype.type(0)),)
+
+
+def leaky_relu(x, negative_slope: float = 0.3) -> Tensor:
+    """``x`` for ``x >= 0``, ``negative_slope * x`` otherwise."""
+    return LeakyReLUOp.apply(as_tensor(x, "leaky_relu input"), negative_slope=float(negative_slope))
+
+
+def clip(x, low=None, high=None) -> Tensor:
+    """``x`` clipped to ``[low, high]`` (None: unbounded on that side)."""
+    if low is not None and high is not None and low > high:
+        raise ValueError(f"clip: low {low!r} is greater than high {high!r}")
+    return ClipOp.apply(as_tensor(x, "clip input"), low=None if low is None else float(low),
+                        high=None if high is None else float(high))
+
+
 def relu(x) -> Tensor:
     return ReLUOp.apply(as_tensor(x, "relu input"))
 

@@ -34,6 +34,27 @@ def flatten(x) -> Tensor:
     return reshape(x, (x.shape[0], -1))
 
 
+class TransposeOp(Function):
+    """Axes permuted by ``axes`` (as ``numpy.transpose``); backward: the inverse permutation."""
+
+    def forward(self, x, *, axes):
+        self.inverse = tuple(int(i) for i in np.argsort(axes))
+        return self.backend.xp.ascontiguousarray(x.transpose(axes))
+
+    def backward(self, dy):
+        return (self.backend.xp.ascontiguousarray(dy.transpose(self.inverse)),)
+
+
+def transpose(x, axes) -> Tensor:
+    """``x`` with its axes permuted: ``axes`` holds every axis index once."""
+    x = as_tensor(x, "transpose input")
+    axes = tuple(int(a) for a in axes)
+    if sorted(axes) != list(range(x.ndim)):
+        raise ValueError(f"transpose: axes {axes} is not a permutation of the {x.ndim} axes of "
+                         f"an input of shape {x.shape}")
+    return TransposeOp.apply(x, axes=axes)
+
+
 class ZeroPad2DOp(Function):
     """Zeros around the H and W axes of NHWC ``x``. Backward: the gradient's inner window."""
 
