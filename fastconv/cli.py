@@ -1,4 +1,7 @@
-"""The ``fastconv`` command: ``info``, ``train-mnist``, ``autotune`` and ``bench``."""
+"""The ``fastconv`` command: info, predict, convert, summary, train-mnist, autotune, bench.
+
+Errors print one line to stderr (``fastconv: error: ...``) and exit with status 2.
+"""
 
 from __future__ import annotations
 
@@ -130,6 +133,11 @@ def cmd_train_mnist(args) -> int:
         fastconv.set_backend(args.backend)
     if args.algo:
         fastconv.set_conv_algo(args.algo)
+    if args.data is not None and not os.path.isdir(args.data):
+        raise FileNotFoundError(f"--data {args.data!r}: no such folder (it should hold the four "
+                                f"MNIST *-ubyte.gz files)")
+    if args.save:
+        _check_output_path(args.save, "--save")
     if args.seed is not None:
         set_random_seed(args.seed)
     (x_train, y_train), (x_test, y_test) = mnist.load_data(args.data)
@@ -268,6 +276,156 @@ def cmd_autotune(args) -> int:
     return 0
 
 
+def _check_output_path(path: str, option: str) -> None:
+    """Fail now, not after the work, when ``path`` cannot be written."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"{option} {path!r}: the folder {folder!r} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise PermissionError(f"{option} {path!r}: the folder {folder!r} is not writable")
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"{option} {path!r} is a folder; give a file name")
+
+
+def _load_npy(path: str):
+    import numpy as np
+
+    try:
+        return np.load(path, allow_pickle=False)
+    except ValueError as exc:
+        if "allow_pickle" in str(exc):
+            raise ValueError(f"{path!r} holds Python objects (an object array); fastconv "
+                             f"predict reads numeric arrays only and never unpickles "
+                             f"input") from None
+        raise ValueError(f"{path!r} is not a readable .npy file ({exc})") from None
+    except (OSError, EOFError) as exc:
+        raise ValueError(f"{path!r} is not a readable .npy file ({exc})") from None
+
+
+def read_inputs(path: str, item_ndim: int):
+    """Samples from an .npy file or from every .npy file of a folder (in name order), each
+    holding one sample or a batch; returns (array, number of files)."""
+    import numpy as np
+
+    if os.path.isdir(path):
+        names = sorted(n for n in os.listdir(path) if n.lower().endswith(".npy"))
+        if not names:
+            raise FileNotFoundError(f"{path!r} holds no .npy files")
+        files = [os.path.join(path, n) for n in names]
+    elif os.path.exists(path):
+        files = [path]
+    else:
+        raise FileNotFoundError(f"no such file or folder: {path!r}")
+    arrays = []
+    for f in files:
+        a = _load_npy(f)
+        if a.dtype.kind not in "biuf":
+            raise TypeError(f"{f!r} holds dtype {a.dtype}; expected numbers")
+        arrays.append(a[None] if a.ndim == item_ndim else a)
+    shapes = {a.shape[1:] for a in arrays}
+    if len(shapes) > 1:
+        raise ValueError(f"the .npy files in {path!r} hold samples of different shapes: "
+                         f"{sorted(shapes)}")
+    return (arrays[0] if len(arrays) == 1 else np.concatenate(arrays)), len(files)
+
+
+def _top_k(probabilities, k: int):
+    """A structured array (N, k) with fields 'index' (int64) and 'probability', best first."""
+    import numpy as np
+
+    p = probabilities.reshape(len(probabilities), -1)
+    k = min(k, p.shape[1])
+    order = np.argsort(-p, axis=1, kind="stable")[:, :k]
+    out = np.empty((len(p), k), dtype=[("index", np.int64), ("probability", p.dtype)])
+    out["index"] = order
+    out["probability"] = np.take_along_axis(p, order, axis=1)
+    return out
+
+
+def _predict_on_cluster(args, x):
+    from . import distributed as fcd
+
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        raise RuntimeError("--scheduler needs Dask: pip install 'fastconv[distributed]'") from None
+    if args.scheduler == "local":
+        cluster = LocalCluster(processes=True, threads_per_worker=1, dashboard_address=None)
+    else:
+        cluster = None
+    try:
+        with Client(cluster if cluster is not None else args.scheduler) as client:
+            return fcd.predict(args.model, x, client=client, batch_size=args.batch_size,
+                               backend=args.backend).compute()
+    finally:
+        if cluster is not None:
+            cluster.close()
+
+
+def cmd_predict(args) -> int:
+    """Predict every sample of INPUT and write the outputs (or the top k) to --out."""
+    import numpy as np
+
+    from .predictor import Predictor
+
+    _check_output_path(args.out, "--out")
+    predictor = Predictor.load(args.model, backend=args.backend)
+    if predictor.model.multi_input or isinstance(predictor.output_shape, list):
+        raise ValueError(f"{args.model!r} has several inputs or outputs; fastconv predict "
+                         f"takes single-input, single-output models")
+    expected = predictor.input_shape
+    x, n_files = read_inputs(args.input, len(expected) - 1 if expected else 0)
+    x = predictor.check_input(x)
+    if args.scheduler:
+        y = _predict_on_cluster(args, x)
+    else:
+        y = predictor.predict(x, batch_size=args.batch_size)
+    out = _top_k(y, args.top_k) if args.top_k else y
+    with open(args.out, "wb") as fh:  # exactly this name (np.save would add .npy)
+        np.save(fh, out, allow_pickle=False)
+    what = f"top {out.shape[1]} (index, probability)" if args.top_k else f"outputs {y.shape}"
+    print(f"{len(x)} samples from {n_files} file{'s' if n_files != 1 else ''}: {what} "
+          f"written to {args.out}")
+    return 0
+
+
+_FORMATS = {".fcm": "fastconv", ".keras": "Keras 3", ".h5": "Keras HDF5", ".hdf5": "Keras HDF5",
+            ".onnx": "ONNX"}
+
+
+def cmd_convert(args) -> int:
+    """Read SRC in any format fastconv reads and write it as DST's extension says."""
+    from .predictor import load_model_file
+
+    suffix = os.path.splitext(args.dst)[1].lower()
+    if suffix not in _FORMATS:
+        raise ValueError(f"{args.dst!r}: unknown format {suffix or '(no extension)'!r}; "
+                         f"DST ends with one of {', '.join(_FORMATS)}")
+    if suffix in (".h5", ".hdf5"):
+        raise ValueError(f"{args.dst!r}: fastconv reads legacy HDF5 model files but does not "
+                         f"write them; write .keras (Keras 3), .fcm or .onnx")
+    _check_output_path(args.dst, "DST")
+    model = load_model_file(args.src)
+    if suffix == ".onnx":
+        try:
+            from . import onnx as fc_onnx
+        except ImportError as exc:
+            raise RuntimeError(f"writing ONNX needs the onnx package (pip install onnx): "
+                               f"{exc}") from None
+        fc_onnx.export(model, args.dst)
+    else:
+        model.save(args.dst)
+    print(f"converted {args.src} -> {args.dst} ({_FORMATS[suffix]})")
+    return 0
+
+
+def cmd_summary(args) -> int:
+    from .predictor import load_model_file
+
+    load_model_file(args.model).summary()
+    return 0
+
+
 def _positive_int(text: str) -> int:
     """argparse type: an integer of at least 1 (checked before any data is loaded)."""
     try:
@@ -279,31 +437,100 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fastconv", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+class _Parser(argparse.ArgumentParser):
+    """No abbreviated options (``--epoch`` is not ``--epochs``); a usage error is one line."""
 
-    info = sub.add_parser("info", help="version, backends, algorithms, threads and CPU features")
+    def __init__(self, *args, **kwargs):
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from ._version import __version__
+
+    parser = _Parser(prog="fastconv", description="fastconv, a convolution engine: run, "
+                     "convert and inspect models, train the MNIST lesson network, tune and "
+                     "benchmark the kernels.")
+    parser.add_argument("--version", action="version", version=f"fastconv {__version__}",
+                        help="show fastconv's version and exit")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser,
+                                metavar="COMMAND")
+
+    info = sub.add_parser("info", help="version, backends, algorithms, threads and CPU features",
+                          description="Show the version, the backends, the convolution "
+                          "algorithms, the thread count and the CPU's SIMD features.")
     info.add_argument("--explain", metavar="MODEL",
                       help="run a saved model once and show the convolution algorithm choices")
-    info.add_argument("--batch-size", type=_positive_int, default=32,
-                      help="batch for --explain")
+    info.add_argument("--batch-size", type=_positive_int, default=32, metavar="N",
+                      help="batch for --explain (default 32)")
     info.set_defaults(func=cmd_info)
 
-    train = sub.add_parser("train-mnist", help="train the lesson's network on MNIST")
-    train.add_argument("--epochs", type=_positive_int, default=10)
-    train.add_argument("--batch-size", type=_positive_int, default=32)
+    predict = sub.add_parser(
+        "predict", help="run a model on .npy inputs and write its outputs",
+        description="Run MODEL (.fcm, .keras, .h5 or .onnx) on INPUT and write the outputs "
+        "(probabilities for a softmax model) to --out as an .npy file. INPUT is an .npy file or "
+        "a folder of .npy files, read in name order; each holds one sample or a batch of "
+        "samples, numeric (object arrays are refused). With --top-k K, --out holds a "
+        "structured array of shape (N, K) with the fields 'index' (class, int64) and "
+        "'probability', best first.")
+    predict.add_argument("model", metavar="MODEL", help="model file: .fcm, .keras, .h5, .onnx")
+    predict.add_argument("input", metavar="INPUT", help=".npy file, or a folder of them")
+    predict.add_argument("--out", required=True, metavar="OUT",
+                         help="output .npy file (written under exactly this name)")
+    predict.add_argument("--batch-size", type=_positive_int, default=32, metavar="N",
+                         help="samples computed at a time (default 32)")
+    predict.add_argument("--top-k", type=_positive_int, default=None, metavar="K",
+                         help="write the K best classes of each sample: fields 'index' and "
+                              "'probability'")
+    predict.add_argument("--backend", default=None,
+                         help="numba-cpu (default) or numpy; on a cluster, the workers' backend")
+    predict.add_argument("--scheduler", default=None, metavar="ADDRESS|local",
+                         help="predict on a Dask cluster: a scheduler address "
+                              "(tcp://host:8786), or 'local' for a cluster of this machine's "
+                              "cores; MODEL's path must be readable by every worker")
+    predict.set_defaults(func=cmd_predict)
+
+    convert = sub.add_parser(
+        "convert", help="convert a model between .fcm, .keras/.h5 and .onnx",
+        description="Read SRC (.fcm, .keras, .h5 or .onnx) and write it to DST in the format "
+        "its extension names (.fcm, .keras or .onnx).")
+    convert.add_argument("src", metavar="SRC", help="model file to read")
+    convert.add_argument("dst", metavar="DST", help="file to write: .fcm, .keras or .onnx")
+    convert.set_defaults(func=cmd_convert)
+
+    summary = sub.add_parser("summary", help="print a model file's layer table",
+                             description="Print the layers, output shapes and parameter counts "
+                             "of a model file, as Keras's model.summary() does.")
+    summary.add_argument("model", metavar="MODEL", help="model file: .fcm, .keras, .h5, .onnx")
+    summary.set_defaults(func=cmd_summary)
+
+    train = sub.add_parser("train-mnist", help="train the lesson's network on MNIST",
+                           description="Train the lesson's network on MNIST and report its test "
+                           "accuracy.")
+    train.add_argument("--epochs", type=_positive_int, default=10, metavar="N",
+                       help="passes over the training images (default 10)")
+    train.add_argument("--batch-size", type=_positive_int, default=32, metavar="N",
+                       help="images per training step (default 32)")
     train.add_argument("--backend", help="numba-cpu (default), numpy ...")
     train.add_argument("--algo", help="auto (default), direct, im2col, winograd, winograd4")
-    train.add_argument("--save", metavar="PATH", help="save the trained model there")
-    train.add_argument("--data", metavar="DIR", help="folder with the MNIST files")
-    train.add_argument("--train-samples", type=_positive_int, default=None,
-                       help="train on the first N images only")
-    train.add_argument("--seed", type=int, default=None)
-    train.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2))
+    train.add_argument("--save", metavar="PATH",
+                       help="save the trained model there (its folder must exist)")
+    train.add_argument("--data", metavar="DIR",
+                       help="folder with the MNIST files, the only place looked in (default: "
+                            "$FASTCONV_DATA, then the cache, then a download)")
+    train.add_argument("--train-samples", type=_positive_int, default=None, metavar="N",
+                       help="train on the first N images only (default: all 60000)")
+    train.add_argument("--seed", type=int, default=None, metavar="N",
+                       help="random seed for weights and shuffling (default: unseeded)")
+    train.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2),
+                       help="0 silent, 1 progress bar (default), 2 one line per epoch")
     train.set_defaults(func=cmd_train_mnist)
 
-    tune = sub.add_parser("autotune", help="show, clear or re-measure the autotuning cache")
+    tune = sub.add_parser("autotune", help="show, clear or re-measure the autotuning cache",
+                          description="Show, clear or re-measure the autotuning cache.")
     action = tune.add_mutually_exclusive_group()
     action.add_argument("--show", action="store_true",
                         help="list the cached choices (the default)")
@@ -312,7 +539,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="measure the cached shapes of this machine again")
     tune.set_defaults(func=cmd_autotune)
 
-    bench = sub.add_parser("bench", help="run the benchmark suite and write a report")
+    bench = sub.add_parser("bench", help="run the benchmark suite and write a report",
+                           description="Run the benchmark suite and write a report.")
     bench.add_argument("--quick", action="store_true", help="a short run (a few minutes)")
     bench.add_argument("--backend", action="append",
                        help="backend to measure (repeatable; default: every backend)")
@@ -330,12 +558,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(exc: BaseException) -> str:
+    return " ".join(part.strip() for part in str(exc).splitlines() if part.strip())
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, TypeError, FileNotFoundError, RuntimeError) as exc:
-        print(f"fastconv: error: {exc}", file=sys.stderr)
+    except (ValueError, TypeError, OSError, RuntimeError) as exc:
+        print(f"fastconv: error: {_one_line(exc)}", file=sys.stderr)
         return 2
 
 
