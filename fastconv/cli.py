@@ -87,7 +87,8 @@ def cmd_info(args) -> int:
 
 
 def explain(path: str, batch_size: int) -> int:
-    """Run a saved model once (forward and backward) and show every algorithm choice."""
+    """Run a saved model (forward and backward, as many times as autotuning waits for) and show
+    every algorithm choice."""
     import logging
 
     import numpy as np
@@ -100,11 +101,13 @@ def explain(path: str, batch_size: int) -> int:
     model = load_model(path, compile=False)
     shape = (batch_size, *model.input_shape[1:])
     x = Tensor(np.random.default_rng(0).random(shape, dtype=np.float32))
-    with enable_grad():
-        y = model(x, training=True)
-        from fastconv import functional as F
+    from fastconv import functional as F
+    from fastconv.backends.autotune import TUNE_AFTER_CALLS
 
-        F.sum(y).backward()
+    for _ in range(TUNE_AFTER_CALLS):  # as often as training takes to tune a shape
+        with enable_grad():
+            y = model(x, training=True)
+            F.sum(y).backward()
     print(f"\nconvolution algorithms for {path} at batch {batch_size}:")
     for row in algorithms.choices():
         g = row["geometry"]
