@@ -483,6 +483,8 @@ def test_candidates_are_the_plausible_algorithms_and_the_heuristic():
     assert algorithms.tuning_candidates(be, GEOM5, "forward") == ("direct", "im2col")
     one_channel = conv_geometry((8, 12, 12, 1), (3, 3, 1, 32), 1, "valid")
     assert algorithms.tuning_candidates(be, one_channel, "forward") == ("direct", "im2col")
+    two_out = conv_geometry((8, 12, 12, 16), (3, 3, 16, 2), 1, "valid")
+    assert algorithms.tuning_candidates(be, two_out, "backward_data") == ("direct", "im2col")
 
 
 def test_the_heuristic_is_timed_even_when_implausible(monkeypatch):

@@ -107,8 +107,9 @@ def resolve(backend, geom: ConvGeometry, dtype, conv_pass: str,
 
 # -- auto ---------------------------------------------------------------------------------------
 
-#: Winograd is not timed below this many input channels: its tile transforms then dominate
-#: a GEMM stage of almost nothing (and compiling it would only slow the first run).
+#: Winograd is not timed with fewer input or output channels than this: its tile transforms
+#: then dominate a GEMM stage (channels in x channels out per tile point) of almost nothing, and
+#: compiling it would only slow the first run.
 WINOGRAD_MIN_CHANNELS = 4
 
 
@@ -120,7 +121,8 @@ def tuning_candidates(backend, geom: ConvGeometry, conv_pass: str) -> tuple[str,
         a for a in candidates
         if not (a.startswith("winograd")
                 # Winograd's backward-weight is im2col's: timing it twice would only add noise
-                and (conv_pass == "backward_weight" or geom.c < WINOGRAD_MIN_CHANNELS)))
+                and (conv_pass == "backward_weight"
+                     or min(geom.c, geom.o) < WINOGRAD_MIN_CHANNELS)))
     guess = heuristic(backend, geom, conv_pass)
     return plausible if guess in plausible else (guess, *plausible)
 
