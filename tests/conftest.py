@@ -5,7 +5,9 @@
   enrolled by registering it, without touching the tests.
 * ``conv_algo`` runs a test once per convolution algorithm in fastconv's algorithm table, inside
   ``fastconv.use_conv_algo``.
-* ``mnist_dir`` is ``$FASTCONV_DATA`` (CI sets it); tests that need MNIST skip without it.
+* ``mnist_dir`` is the folder fastconv itself would read MNIST from: ``$FASTCONV_DATA`` when it is
+  set (CI sets it), otherwise the user cache; tests that need MNIST skip, saying where they
+  looked, only when neither holds it.
 
 Autotuning is switched off (``FASTCONV_AUTOTUNE=0``) and the cache goes to a temporary folder
 for the whole session, so tests never time kernels or write to the user's home. fastconv reads
@@ -15,13 +17,13 @@ the environment the suite runs in (``FASTCONV_BACKEND=numpy`` in CI until numba-
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 import fastconv
+from fastconv import config
 from fastconv.backends import algorithms
 from fastconv.datasets import mnist
 from fastconv.utils import clear_session, set_random_seed
@@ -67,18 +69,36 @@ def conv_algo(request):
         yield request.param
 
 
+#: Where fastconv.datasets.mnist looks without an explicit path ($FASTCONV_DATA, then the user
+#: cache), taken before the session fixture points the cache at a temporary folder.
+_MNIST_PLACES = mnist._candidates(None)
+_MNIST_FROM_ENV = config.env_data_dir()
+
+
 @pytest.fixture(scope="session")
 def mnist_dir() -> Path:
-    """The folder named by ``$FASTCONV_DATA`` (skips when the variable is not set)."""
-    value = os.environ.get("FASTCONV_DATA", "").strip()
-    if not value:
-        pytest.skip("FASTCONV_DATA is not set; point it at the folder holding the four MNIST "
-                    "*-ubyte.gz files (CI uses ../shared/data/mnist)")
-    folder = Path(value)
-    missing = [name for name in mnist.FILES if not (folder / name).is_file()]
-    if missing:
-        pytest.fail(f"FASTCONV_DATA={value!r} lacks the MNIST files {missing}")
-    return folder
+    """The folder holding the four MNIST files, found as fastconv finds them: an explicit
+    ``$FASTCONV_DATA`` must hold them; otherwise the user cache is used when complete. Skips
+    only when MNIST is in neither place (tests never download)."""
+    if _MNIST_FROM_ENV is not None:
+        missing = [name for name in mnist.FILES if not (_MNIST_FROM_ENV / name).is_file()]
+        if missing:
+            pytest.fail(f"FASTCONV_DATA={str(_MNIST_FROM_ENV)!r} lacks the MNIST files {missing}")
+        yield _MNIST_FROM_ENV
+        return
+    for folder in _MNIST_PLACES:
+        if all((folder / name).is_file() for name in mnist.FILES):
+            # the tests' cache is a temporary folder: name the user cache's folder explicitly,
+            # so that load_data() without a path finds it there too
+            mp = pytest.MonkeyPatch()
+            mp.setenv("FASTCONV_DATA", str(folder))
+            yield folder
+            mp.undo()
+            return
+    pytest.skip(f"MNIST not found: FASTCONV_DATA is unset and {', '.join(map(str, _MNIST_PLACES))}"
+                f" lacks the four *-ubyte.gz files; set FASTCONV_DATA to their folder, or "
+                f"download them once with python -c \"from fastconv.datasets import mnist; "
+                f"mnist.load_data()\"")
 
 
 @pytest.fixture

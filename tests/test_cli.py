@@ -339,3 +339,30 @@ def test_summary(saved, capsys):
     for layer in model.layers:
         assert layer.name in out
     assert "Total params" in out
+
+
+def test_tests_find_mnist_as_the_library_does(mnist_dir, tmp_path):
+    """Without FASTCONV_DATA the suite uses MNIST from the user cache, and skips with a clear
+    reason only when the cache lacks it too (the README's test command names no folder)."""
+    import os
+    from pathlib import Path
+
+    from fastconv.datasets import mnist
+
+    root = Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("FASTCONV_DATA", "FASTCONV_CACHE_DIR", "XDG_CACHE_HOME")}
+    cache = tmp_path / "xdg" / "fastconv" / "datasets" / "mnist"
+    cache.mkdir(parents=True)
+    command = [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider",
+               "tests/test_mnist.py::test_load_data_from_fastconv_data"]
+    env["XDG_CACHE_HOME"] = str(tmp_path / "xdg")
+    empty = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True,
+                           timeout=300)
+    assert "1 skipped" in empty.stdout and "MNIST not found" in empty.stdout, empty.stdout
+    assert str(cache) in empty.stdout
+    for name in mnist.FILES:
+        (cache / name).symlink_to(mnist_dir / name)
+    found = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True,
+                           timeout=300)
+    assert "1 passed" in found.stdout, found.stdout + found.stderr
