@@ -6,6 +6,7 @@
 See ``_import`` and ``_export`` for the layout conversions (ONNX's NCHW, fastconv's NHWC).
 """
 
+from ._export import export
 from ._import import SUPPORTED_OPS, UnsupportedOnnxError, import_model, load
 
-__all__ = ["load", "import_model", "SUPPORTED_OPS", "UnsupportedOnnxError"]
+__all__ = ["load", "export", "import_model", "SUPPORTED_OPS", "UnsupportedOnnxError"]

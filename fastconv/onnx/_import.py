@@ -80,9 +80,11 @@ def _name(text: str, used: set) -> str:
 
 
 class _Importer:
-    def __init__(self, model, where: str, budget: int, constants: dict | None = None):
+    def __init__(self, model, where: str, budget: int, constants: dict | None = None,
+                 expand_groups: bool = False):
         from onnx import numpy_helper
 
+        self.expand_groups = expand_groups
         self.model = model
         self.graph = model.graph
         self.where = where
@@ -98,6 +100,7 @@ class _Importer:
             self.values[name] = np.asarray(value)
         self.inputs = []
         self.input_layouts = []
+        self.declared_batch = None  # the batch size the file's first input names, if any
 
     # -- helpers -----------------------------------------------------------------------------
     def _charge(self, nbytes: int, what: str) -> None:
@@ -201,6 +204,8 @@ class _Importer:
                     f"{self.where}: input '{vi.name}' of shape {dims} has no batch axis "
                     f"(fastconv models take a batch of at least 1D samples)")
             name = _name(vi.name, self.used_names)
+            if self.declared_batch is None:
+                self.declared_batch = dims[0]
             if len(dims) == 4:
                 t = L.Input((dims[2], dims[3], dims[1]), name=name)
                 s = Sym(t, "nchw")
@@ -349,10 +354,16 @@ class _Importer:
         if x.layout == "nchw" and axis == 1:
             return self.apply(L.Activation("softmax", name=self.layer_name(node)), x, "nchw")
         x = self.as_plain(node, x)
-        if axis != rank - 1:
-            raise self._fail(node, f"softmax over axis {axis} of a {rank}D tensor: fastconv's "
-                                   f"softmax runs over the last axis (or the channels)")
-        return self.apply(L.Activation("softmax", name=self.layer_name(node)), x)
+        if axis == 0:
+            raise self._fail(node, "softmax over the batch axis")
+        if axis == rank - 1:
+            return self.apply(L.Activation("softmax", name=self.layer_name(node)), x)
+        # the axis moved last, softmax, and back
+        order = [d for d in range(1, rank) if d != axis] + [axis]
+        back = [order.index(d) + 1 for d in range(1, rank)]
+        t = L.Permute(tuple(order), name=self.layer_name(node, "_last"))(x.t)
+        t = L.Activation("softmax", name=self.layer_name(node))(t)
+        return Sym(L.Permute(tuple(back), name=self.layer_name(node, "_back"))(t))
 
     def _spatial(self, node, a, x: Sym, kernel):
         """(strides, dilations, (top, bottom, left, right)) of a Conv or a pooling."""
@@ -389,9 +400,20 @@ class _Importer:
         w = np.asarray(self.const(node, 1, "W (the kernel)"), dtype=np.float32)
         b = self.const(node, 2, "B (the bias)", optional=True)
         group = int(a.get("group", 1))
-        if group != 1:
-            raise self._fail(node, f"group={group}: grouped and depthwise convolutions are not "
-                                   f"supported (group=1 only)")
+        if w.ndim == 4 and group != 1:
+            if not self.expand_groups:
+                raise self._fail(node, f"group={group}: grouped and depthwise convolutions are "
+                                       f"not supported (group=1 only; load(..., "
+                                       f"expand_groups=True) runs them as one convolution with "
+                                       f"a block-diagonal kernel)")
+            o, ig = w.shape[:2]
+            if o % group:
+                raise self._fail(node, f"group={group} does not divide {o} output channels")
+            full = np.zeros((o, ig * group, *w.shape[2:]), np.float32)
+            og = o // group
+            for g in range(group):
+                full[g * og:(g + 1) * og, g * ig:(g + 1) * ig] = w[g * og:(g + 1) * og]
+            w = full
         if w.ndim != 4:
             raise self._fail(node, f"only 2D convolutions are supported (kernel shape "
                                    f"{w.shape})")
@@ -412,8 +434,10 @@ class _Importer:
             else:
                 t = self.apply(L.ZeroPadding2D(((pads[0], pads[1]), (pads[2], pads[3])),
                                                name=self.layer_name(node, "_pad")), x, "nchw")
+        # zeros: the file's weights replace them at once (no random draw of a large kernel)
         layer = L.Conv2D(w.shape[0], kernel, strides, padding, dilation_rate=dil,
-                         use_bias=b is not None, name=self.layer_name(node))
+                         use_bias=b is not None, kernel_initializer="zeros",
+                         name=self.layer_name(node))
         out = self.apply(layer, t, "nchw")
         weights = [w.transpose(2, 3, 1, 0)]
         if b is not None:
@@ -486,7 +510,8 @@ class _Importer:
         if x.t.shape[-1] != w.shape[0]:
             raise self._fail(node, f"the kernel has {w.shape[0]} rows but the input has "
                                    f"{x.t.shape[-1]} features")
-        layer = L.Dense(w.shape[1], use_bias=b is not None, name=self.layer_name(node))
+        layer = L.Dense(w.shape[1], use_bias=b is not None, kernel_initializer="zeros",
+                        name=self.layer_name(node))
         out = self.apply(layer, x)
         weights = [np.ascontiguousarray(w, dtype=np.float32)]
         if b is not None:
@@ -557,27 +582,23 @@ class _Importer:
         if x.flat_chw is not None:
             src = (src[0], math.prod(x.flat_chw))
         allowzero = bool(a.get("allowzero", 0))
+        rest = math.prod(src[1:]) if None not in src[1:] else None
         target = [src[i] if (d == 0 and not allowzero and i < len(src)) else d
-                  for i, d in enumerate(shape)]
-        rest = math.prod(d for d in src[1:]) if None not in src[1:] else None
-        batch = src[0]
-        if len(target) == 2 and target[0] in (batch, -1) and target[1] in (rest, -1) and not (
-                target[0] == -1 and target[1] == -1):
-            if target[0] == -1 and batch is None:
-                pass
-            return self._flatten(node, x)
-        if target[0] not in (batch, 0) and not (target[0] == -1 and None not in src[1:]
-                                                 and -1 not in target[1:]
-                                                 and math.prod(target[1:]) == rest):
-            if target[0] != -1 or batch is None or math.prod(src) != math.prod(
-                    d for d in target if d != -1) * batch:
-                raise self._fail(node, f"reshaping {src} to {shape} changes the batch axis; "
-                                       f"fastconv keeps the batch axis")
-        x = self.as_plain(node, x)
-        rest_target = tuple(target[1:])
-        if any(d == 0 for d in rest_target):
+                  for i, d in enumerate(shape)][1:]
+        first = shape[0] if shape else None
+        kept = ((first == 0 and not allowzero) or (first is not None and first > 0
+                                                   and first == self.declared_batch)
+                or (first == -1 and rest is not None and all(d > 0 for d in target)
+                    and math.prod(target) == rest))
+        if not kept:
+            raise self._fail(node, f"reshaping {src} to {shape} changes the batch axis; "
+                                   f"fastconv keeps the batch axis")
+        if any(d == 0 for d in target):
             raise self._fail(node, f"zero-sized target shape {shape}")
-        return self.apply(L.Reshape(rest_target, name=self.layer_name(node)), x)
+        if len(target) == 1 and target[0] in (-1, rest):
+            return self._flatten(node, x)
+        x = self.as_plain(node, x)
+        return self.apply(L.Reshape(tuple(target), name=self.layer_name(node)), x)
 
     def op_Transpose(self, node, a):  # noqa: N802
         x = self.as_plain(node, self.sym(node, 0))
@@ -856,25 +877,29 @@ def read_model(path):
 
 
 def import_model(model, where: str = "ONNX model", size: int | None = None,
-                 constants: dict | None = None):
+                 constants: dict | None = None, expand_groups: bool = False):
     """``(fastconv model, input layouts, output layouts)`` from a ModelProto; a layout is
-    ``"nchw"`` where fastconv holds the tensor as NHWC."""
+    ``"nchw"`` where fastconv holds the tensor as NHWC. ``constants`` binds graph inputs to
+    values (weights given as inputs); ``expand_groups`` runs a grouped Conv as one convolution
+    with a block-diagonal kernel (``group`` times the work, exact; fine-tuning may then fill the
+    zero blocks) instead of refusing it."""
     if size is None:
         size = model.ByteSize()
     budget = max(MIN_CONSTANT_BUDGET, 16 * size)
-    imp = _Importer(model, where, budget, constants)
+    imp = _Importer(model, where, budget, constants, expand_groups)
     imp.pending_weights = []
     return imp.run()
 
 
-def load(path):
+def load(path, expand_groups: bool = False):
     """A trainable fastconv functional model from the ONNX file ``path``.
 
     ONNX's NCHW images become fastconv's NHWC (a 4D input ``(N, C, H, W)`` becomes
     ``Input((H, W, C))``, a 4D output comes out NHWC); kernels are converted to HWIO.
     Raises UnsupportedOnnxError listing every unsupported operator of the file, and
     fastconv.saving.InvalidModelFileError naming the file when it is not a readable ONNX model.
+    ``expand_groups``: see ``import_model``.
     """
     model, size = read_model(path)
-    out, _, _ = import_model(model, os.fspath(path), size)
+    out, _, _ = import_model(model, os.fspath(path), size, expand_groups=expand_groups)
     return out

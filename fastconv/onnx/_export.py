@@ -1,0 +1,380 @@
+"""fastconv -> ONNX.
+
+Layout: the exported graph takes and returns fastconv's NHWC (channels-last) tensors, and runs
+NCHW inside: one Transpose after each image input, one before each image output and before a
+Flatten/Reshape/Dense/Permute that reads the channels-last order. Why: onnxruntime's CPU kernels
+for Conv, MaxPool/AveragePool, BatchNormalization and LRN are NCHW kernels (its layout
+transformer turns them into blocked NCHWc, not NHWC); an NHWC graph with Transposes around
+every Conv/Pool costs two memory passes per layer that ORT's transpose optimiser removes only
+partly, while the NCHW graph pays one Transpose at the input and one at the Flatten. Each tensor
+remembers its layout (``"cf"`` channels first, ``"cl"`` channels last) and is converted only
+where a node needs the other one, once.
+
+Weights: HWIO kernels become OIHW, Dense kernels (in, out) stay as Gemm's B (transB=0).
+Every layer of fastconv maps; ``export`` checks the result with ``onnx.checker`` (full check).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from .. import layers as L
+from ..geometry import resolve_padding, same_padding
+
+_TO_CF = {3: (0, 2, 1), 4: (0, 3, 1, 2)}
+_TO_CL = {3: (0, 2, 1), 4: (0, 2, 3, 1)}
+
+
+class _Val:
+    """An ONNX tensor: its name in each layout made so far, and fastconv's (NHWC) shape."""
+
+    def __init__(self, name: str, layout: str, shape: tuple):
+        self.names = {layout: name}
+        self.shape = tuple(shape)
+
+    @property
+    def rank(self) -> int:
+        return len(self.shape)
+
+
+class _Exporter:
+    def __init__(self, opset: int):
+        self.opset = opset
+        self.nodes = []
+        self.inits = []
+        self.used = set()
+
+    def fresh(self, base: str) -> str:
+        base = base.replace("/", "_") or "t"
+        name, i = base, 1
+        while name in self.used:
+            i += 1
+            name = f"{base}_{i}"
+        self.used.add(name)
+        return name
+
+    def const(self, base: str, array) -> str:
+        from onnx import numpy_helper
+
+        name = self.fresh(base)
+        self.inits.append(numpy_helper.from_array(np.asarray(array), name))
+        return name
+
+    def node(self, op: str, inputs, base: str, **attrs) -> str:
+        from onnx import helper
+
+        out = self.fresh(base)
+        self.nodes.append(helper.make_node(op, list(inputs), [out], name=out, **attrs))
+        return out
+
+    def get(self, v: _Val, layout: str) -> str:
+        """``v``'s name in ``layout`` (a Transpose made once when needed)."""
+        if v.rank not in (3, 4):
+            return next(iter(v.names.values()))
+        if layout not in v.names:
+            src = next(iter(v.names.values()))
+            perm = _TO_CF[v.rank] if layout == "cf" else _TO_CL[v.rank]
+            v.names[layout] = self.node("Transpose", [src], f"{src}_{layout}", perm=list(perm))
+        return v.names[layout]
+
+    def any_layout(self, v: _Val) -> tuple[str, str]:
+        layout = "cf" if "cf" in v.names else next(iter(v.names))
+        return v.names[layout], layout
+
+    # -- models ------------------------------------------------------------------------------
+    def model(self, model, vals: list) -> list:
+        from ..models import Functional, Sequential
+
+        if isinstance(model, Sequential):
+            x = vals[0]
+            for layer in model.layers:
+                x = self.layer(layer, [x], None)[0]
+            return [x]
+        if isinstance(model, Functional):
+            values = {id(t): v for t, v in zip(model.inputs, vals)}
+            for node in model.graph_nodes:
+                args = [values[id(t)] for t in node.input_tensors]
+                outs = self.layer(node.layer, args, None, multi=node.multi)
+                for t, v in zip(node.outputs, outs):
+                    values[id(t)] = v
+            return [values[id(t)] for t in model.outputs]
+        raise TypeError(f"export: cannot export model of type {type(model).__name__}")
+
+    def layer(self, layer, xs: list, _shape, multi: bool = False) -> list:
+        from ..models import Model
+
+        if isinstance(layer, Model):
+            return self.model(layer, xs)
+        if isinstance(layer, L.InputLayer):
+            return xs
+        handler = getattr(self, f"l_{type(layer).__name__}", None)
+        if handler is None:
+            raise NotImplementedError(f"export: layer '{layer.name}' of type "
+                                      f"{type(layer).__name__} has no ONNX form")
+        in_shape = [x.shape for x in xs] if multi else xs[0].shape
+        out_shape = tuple(layer.compute_output_shape(in_shape))
+        name, layout = handler(layer, xs if multi else xs[0], out_shape)
+        return [_Val(name, layout, out_shape)]
+
+    # -- activations ---------------------------------------------------------------------------
+    def activation(self, act: str, name: str, layout: str, rank: int, base: str) -> str:
+        if act == "linear":
+            return name
+        if act == "relu":
+            return self.node("Relu", [name], base)
+        if act == "sigmoid":
+            return self.node("Sigmoid", [name], base)
+        if act == "tanh":
+            return self.node("Tanh", [name], base)
+        if act == "softmax":
+            axis = 1 if layout == "cf" and rank in (3, 4) else -1
+            return self.node("Softmax", [name], base, axis=axis)
+        raise NotImplementedError(f"export: activation {act!r}")
+
+    def l_Activation(self, layer, x, out_shape):  # noqa: N802
+        name, layout = self.any_layout(x)
+        return self.activation(layer.activation, name, layout, x.rank, layer.name), layout
+
+    def l_LeakyReLU(self, layer, x, out_shape):  # noqa: N802
+        name, layout = self.any_layout(x)
+        return self.node("LeakyRelu", [name], layer.name, alpha=layer.negative_slope), layout
+
+    def l_Clip(self, layer, x, out_shape):  # noqa: N802
+        name, layout = self.any_layout(x)
+        low = "" if layer.min_value is None else self.const(f"{layer.name}_min", np.float32(
+            layer.min_value))
+        high = "" if layer.max_value is None else self.const(f"{layer.name}_max", np.float32(
+            layer.max_value))
+        return self.node("Clip", [name, low, high], layer.name), layout
+
+    def l_Dropout(self, layer, x, out_shape):  # noqa: N802
+        name, layout = self.any_layout(x)
+        return name, layout
+
+    # -- convolution and dense -------------------------------------------------------------------
+    def _conv(self, layer, x, kernel, pads, strides, dilations, rank):
+        w = layer.kernel.numpy().astype(np.float32)
+        inputs = [self.get(x, "cf"), self.const(f"{layer.name}_W", kernel(w))]
+        if layer.bias is not None:
+            inputs.append(self.const(f"{layer.name}_B", layer.bias.numpy().astype(np.float32)))
+        y = self.node("Conv", inputs, f"{layer.name}_conv" if layer.activation != "linear"
+                      else layer.name, pads=list(pads), strides=list(strides),
+                      dilations=list(dilations), kernel_shape=list(w.shape[:rank]))
+        return self.activation(layer.activation, y, "cf", x.rank, layer.name), "cf"
+
+    def l_Conv2D(self, layer, x, out_shape):  # noqa: N802
+        _, h, w, _ = x.shape
+        t, b, left, r = resolve_padding(layer.padding, layer.kernel_size, layer.strides,
+                                        layer.dilation_rate, (h, w))
+        return self._conv(layer, x, lambda k: k.transpose(3, 2, 0, 1), (t, left, b, r),
+                          layer.strides, layer.dilation_rate, 2)
+
+    def l_Conv1D(self, layer, x, out_shape):  # noqa: N802
+        steps = x.shape[1]
+        k, d, s = layer.kernel_size[0], layer.dilation_rate[0], layer.strides[0]
+        keff = (k - 1) * d + 1
+        if layer.padding == "same":
+            pads = same_padding(steps, keff, s)
+        elif layer.padding == "causal":
+            pads = (keff - 1, 0)
+        else:
+            pads = (0, 0)
+        return self._conv(layer, x, lambda w: w.transpose(2, 1, 0), (pads[0], pads[1]), (s,),
+                          (d,), 1)
+
+    def l_Dense(self, layer, x, out_shape):  # noqa: N802
+        name = self.get(x, "cl")
+        w = self.const(f"{layer.name}_W", layer.kernel.numpy().astype(np.float32))
+        base = f"{layer.name}_dense" if layer.activation != "linear" else layer.name
+        if x.rank == 2:
+            inputs = [name, w]
+            if layer.bias is not None:
+                inputs.append(self.const(f"{layer.name}_B",
+                                         layer.bias.numpy().astype(np.float32)))
+            y = self.node("Gemm", inputs, base)
+        else:
+            y = self.node("MatMul", [name, w], base if layer.bias is None else f"{base}_mm")
+            if layer.bias is not None:
+                y = self.node("Add", [y, self.const(f"{layer.name}_B", layer.bias.numpy().astype(
+                    np.float32))], base)
+        return self.activation(layer.activation, y, "cl", x.rank, layer.name), "cl"
+
+    # -- pooling ---------------------------------------------------------------------------------
+    def _pool2d(self, layer, x, out_shape):
+        pre, g = layer._plan((1, *x.shape[1:]))
+        name = self.get(x, "cf")
+        if pre is not None:
+            t, b, left, r = pre
+            pads = self.const(f"{layer.name}_pads", np.array([0, 0, t, left, 0, 0, b, r],
+                                                             np.int64))
+            name = self.node("Pad", [name, pads], f"{layer.name}_pad")
+        op = "MaxPool" if isinstance(layer, L.MaxPooling2D) else "AveragePool"
+        attrs = {}
+        if op == "AveragePool":
+            attrs["count_include_pad"] = 0
+        y = self.node(op, [name], layer.name, kernel_shape=[g.ph, g.pw], strides=[g.sh, g.sw],
+                      pads=[g.pt, g.pl, g.pb, g.pr], **attrs)
+        return y, "cf"
+
+    l_MaxPooling2D = _pool2d
+    l_AveragePooling2D = _pool2d
+
+    def _pool1d(self, layer, x, out_shape):
+        steps = x.shape[1]
+        p, s = layer.pool_size[0], layer.strides[0]
+        pads = same_padding(steps, p, s) if layer.padding == "same" else (0, 0)
+        op = "MaxPool" if isinstance(layer, L.MaxPooling1D) else "AveragePool"
+        attrs = {"count_include_pad": 0} if op == "AveragePool" else {}
+        return self.node(op, [self.get(x, "cf")], layer.name, kernel_shape=[p], strides=[s],
+                         pads=list(pads), **attrs), "cf"
+
+    l_MaxPooling1D = _pool1d
+    l_AveragePooling1D = _pool1d
+
+    def _global(self, layer, x, out_shape):
+        op = ("GlobalMaxPool" if isinstance(layer, L.GlobalMaxPooling2D)
+              else "GlobalAveragePool")
+        y = self.node(op, [self.get(x, "cf")], f"{layer.name}_pool" if not layer.keepdims
+                      else layer.name)
+        if layer.keepdims:
+            return y, "cf"
+        return self.node("Flatten", [y], layer.name, axis=1), "cl"
+
+    l_GlobalAveragePooling2D = _global
+    l_GlobalMaxPooling2D = _global
+
+    # -- shapes ----------------------------------------------------------------------------------
+    def l_Flatten(self, layer, x, out_shape):  # noqa: N802
+        return self.node("Flatten", [self.get(x, "cl")], layer.name, axis=1), "cl"
+
+    def l_Reshape(self, layer, x, out_shape):  # noqa: N802
+        shape = self.const(f"{layer.name}_shape", np.array([0, *layer.target_shape], np.int64))
+        return self.node("Reshape", [self.get(x, "cl"), shape], layer.name), "cl"
+
+    def l_Permute(self, layer, x, out_shape):  # noqa: N802
+        return self.node("Transpose", [self.get(x, "cl")], layer.name,
+                         perm=[0, *layer.dims]), "cl"
+
+    def l_ZeroPadding2D(self, layer, x, out_shape):  # noqa: N802
+        (t, b), (left, r) = layer.padding
+        pads = self.const(f"{layer.name}_pads", np.array([0, 0, t, left, 0, 0, b, r], np.int64))
+        return self.node("Pad", [self.get(x, "cf"), pads], layer.name), "cf"
+
+    def l_Rescaling(self, layer, x, out_shape):  # noqa: N802
+        name, layout = self.any_layout(x)
+
+        def operand(v, what):
+            a = np.asarray(v, np.float32)
+            if a.ndim and layout == "cf" and x.rank in (3, 4):
+                a = a.reshape((1,) * (x.rank - a.ndim) + a.shape).transpose(_TO_CF[x.rank])
+            return self.const(f"{layer.name}_{what}", a)
+
+        y = self.node("Mul", [name, operand(layer.scale, "scale")], f"{layer.name}_scale")
+        return self.node("Add", [y, operand(layer.offset, "offset")], layer.name), layout
+
+    # -- normalisation ---------------------------------------------------------------------------
+    def l_BatchNormalization(self, layer, x, out_shape):  # noqa: N802
+        c = layer.moving_mean.shape[0]
+        gamma = np.ones(c) if layer.gamma is None else layer.gamma.numpy().astype(np.float64)
+        beta = np.zeros(c) if layer.beta is None else layer.beta.numpy().astype(np.float64)
+        mean = layer.moving_mean.numpy().astype(np.float64)
+        var = layer.moving_variance.numpy().astype(np.float64)
+        axis = layer.axis % x.rank
+        if axis == x.rank - 1:
+            layout = "cf" if x.rank in (3, 4) else "cl"
+            inputs = [self.get(x, layout)] + [
+                self.const(f"{layer.name}_{k}", v.astype(np.float32))
+                for k, v in (("scale", gamma), ("B", beta), ("mean", mean), ("var", var))]
+            return self.node("BatchNormalization", inputs, layer.name,
+                             epsilon=layer.epsilon), layout
+        # another axis: the inference formula as one scale and one shift along it
+        scale = gamma / np.sqrt(var + layer.epsilon)
+        shift = beta - mean * scale
+        shape = [1] * x.rank
+        shape[axis] = c
+        name = self.get(x, "cl")
+        y = self.node("Mul", [name, self.const(f"{layer.name}_scale", scale.reshape(shape)[0]
+                                               .astype(np.float32))], f"{layer.name}_scale")
+        return self.node("Add", [y, self.const(f"{layer.name}_shift", shift.reshape(shape)[0]
+                                               .astype(np.float32))], layer.name), "cl"
+
+    def l_LocalResponseNormalization(self, layer, x, out_shape):  # noqa: N802
+        size = 2 * layer.depth_radius + 1
+        return self.node("LRN", [self.get(x, "cf")], layer.name, size=size,
+                         alpha=layer.alpha * size, beta=layer.beta, bias=layer.bias), "cf"
+
+    # -- merging ---------------------------------------------------------------------------------
+    def l_Add(self, layer, xs, out_shape):  # noqa: N802
+        layout = "cf" if all("cf" in x.names for x in xs) or (
+            "cf" in xs[0].names and all(x.rank == xs[0].rank for x in xs)) else "cl"
+        names = [self.get(x, layout) for x in xs]
+        if len(names) == 1:
+            return self.node("Identity", names, layer.name), layout
+        if len(names) == 2:
+            return self.node("Add", names, layer.name), layout
+        return self.node("Sum", names, layer.name), layout
+
+    def l_Concatenate(self, layer, xs, out_shape):  # noqa: N802
+        rank = xs[0].rank
+        axis = layer.axis % rank
+        if rank in (3, 4) and all("cf" in x.names for x in xs):
+            cf_axis = {4: {3: 1, 1: 2, 2: 3}, 3: {2: 1, 1: 2}}[rank][axis]
+            return self.node("Concat", [x.names["cf"] for x in xs], layer.name,
+                             axis=cf_axis), "cf"
+        return self.node("Concat", [self.get(x, "cl") for x in xs], layer.name, axis=axis), "cl"
+
+
+def export(model, path, opset: int = 17):
+    """Write ``model`` (Sequential or functional, nested models included) to ``path`` as ONNX.
+
+    The graph takes and returns NHWC tensors, as fastconv (inputs named after the model's input
+    layers, with a symbolic batch axis ``N``). Returns the ModelProto, checked by
+    ``onnx.checker.check_model(full_check=True)``.
+    """
+    import onnx
+    from onnx import TensorProto, helper
+
+    from ..models import Functional, Model, Sequential
+
+    if not isinstance(model, Model):
+        raise TypeError(f"export: expected a fastconv Model, got {type(model).__name__}")
+    if not isinstance(opset, int) or not 13 <= opset <= 22:
+        raise ValueError(f"export: opset must be an int from 13 to 22, got {opset!r}")
+    if isinstance(model, Sequential):
+        if not model.built:
+            raise ValueError(f"export: model '{model.name}' is not built; give it an input "
+                             f"shape or call it on data first")
+        shapes = [tuple(model.input_shape)]
+        names = [model._input_layer.name if model._input_layer is not None else "input"]
+    elif isinstance(model, Functional):
+        shapes = [tuple(t.shape) for t in model.inputs]
+        names = model.input_names
+    else:
+        raise TypeError(f"export: cannot export model of type {type(model).__name__}")
+    ex = _Exporter(opset)
+    vals, graph_inputs = [], []
+    for name, shape in zip(names, shapes):
+        if any(d is None for d in shape[1:]):
+            raise ValueError(f"export: input '{name}' has an unknown size in {shape}; give the "
+                             f"model a fully known input shape")
+        onnx_name = ex.fresh(name)
+        graph_inputs.append(helper.make_tensor_value_info(onnx_name, TensorProto.FLOAT,
+                                                          ["N", *shape[1:]]))
+        vals.append(_Val(onnx_name, "cl", (None, *shape[1:])))
+    outs = ex.model(model, vals)
+    out_names = (model.output_names if isinstance(model, Functional)
+                 else [model.layers[-1].name])
+    graph_outputs = []
+    for v, name in zip(outs, out_names):
+        out = ex.fresh(f"{name}_output")
+        ex.nodes.append(helper.make_node("Identity", [ex.get(v, "cl")], [out], name=out))
+        graph_outputs.append(helper.make_tensor_value_info(out, TensorProto.FLOAT,
+                                                           ["N", *v.shape[1:]]))
+    graph = helper.make_graph(ex.nodes, model.name, graph_inputs, graph_outputs, ex.inits)
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
+                              producer_name="fastconv")
+    onnx.checker.check_model(proto, full_check=True)
+    onnx.save(proto, os.fspath(path))
+    return proto

@@ -1,0 +1,71 @@
+"""A small ``onnx.backend.base.Backend`` over fastconv, so that ONNX's own backend tests (the node
+tests of ``onnx.backend.test``) run against the importer.
+
+``prepare`` keeps the model; ``run`` imports it with the given inputs that are read as weights
+(any input a layer needs as a constant: a Conv's W, a Gemm's B, a Reshape's shape ...) bound as
+constants, transposes the image inputs to NHWC, predicts with fastconv and transposes the image
+outputs back to NCHW.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from onnx.backend.base import Backend, BackendRep
+
+from ._import import import_model
+
+#: Inputs read as data by each operator (indices); every other input is a weight.
+_DATA_SLOTS = {"Add": None, "Sum": None, "Concat": None, "Mul": None, "Sub": None, "Div": None}
+
+
+def _weight_inputs(model) -> set:
+    """Graph inputs that some node reads in a weight slot (not as data)."""
+    graph_inputs = {i.name for i in model.graph.input}
+    weights = set()
+    for node in model.graph.node:
+        slots = _DATA_SLOTS.get(node.op_type, (0,))
+        for k, name in enumerate(node.input):
+            if name in graph_inputs and slots is not None and k not in slots:
+                weights.add(name)
+    return weights
+
+
+class FastconvRep(BackendRep):
+    def __init__(self, model):
+        self.model = model
+
+    def run(self, inputs, **kwargs):
+        names = [i.name for i in self.model.graph.input
+                 if i.name not in {t.name for t in self.model.graph.initializer}]
+        if isinstance(inputs, dict):
+            inputs = [inputs[n] for n in names]
+        inputs = [np.asarray(a) for a in (inputs if isinstance(inputs, (list, tuple))
+                                           else [inputs])]
+        weights = _weight_inputs(self.model)
+        constants = {n: a for n, a in zip(names, inputs) if n in weights}
+        data = [a for n, a in zip(names, inputs) if n not in weights]
+        net, in_layouts, out_layouts = import_model(self.model, constants=constants)
+        feed = [np.ascontiguousarray(a.transpose(0, 2, 3, 1) if lay == "nchw" else a,
+                                     dtype=np.float32)
+                for a, lay in zip(data, in_layouts)]
+        out = net.predict(feed if len(feed) > 1 else feed[0], verbose=0,
+                          batch_size=max(len(feed[0]), 1))
+        outs = out if isinstance(out, list) else [out]
+        return tuple(np.ascontiguousarray(o.transpose(0, 3, 1, 2)) if lay == "nchw" else o
+                     for o, lay in zip(outs, out_layouts))
+
+
+class FastconvBackend(Backend):
+    @classmethod
+    def prepare(cls, model, device: str = "CPU", **kwargs):
+        super().prepare(model, device, **kwargs)
+        return FastconvRep(model)
+
+    @classmethod
+    def supports_device(cls, device: str) -> bool:
+        return device == "CPU"
+
+
+prepare = FastconvBackend.prepare
+run_model = FastconvBackend.run_model
+supports_device = FastconvBackend.supports_device
