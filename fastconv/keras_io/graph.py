@@ -269,10 +269,11 @@ def keras_model_config(model) -> dict:
 
 def _sequential_config(model) -> dict:
     shape = model.input_shape
+    input_layer = getattr(model, "_input_layer", None)
     layers = [{"module": "keras.layers", "class_name": "InputLayer",
                "config": {"batch_shape": list(shape), "dtype": model.dtype,
-                          "name": getattr(model, "_input_layer", None) and
-                          model._input_layer.name or "input_layer"},
+                          "name": input_layer.name if input_layer is not None
+                          else "input_layer"},
                "registered_name": None}]
     for layer in model.layers:
         if type(layer).__name__ in _MODEL_CLASSES:
