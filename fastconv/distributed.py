@@ -85,15 +85,32 @@ def _predict_block(block: np.ndarray, path: str, batch_size: int, backend: str |
     return worker_predictor(path, backend).predict(block, batch_size=batch_size)
 
 
+def _default_client():
+    """The current ``distributed.Client``, or None."""
+    try:
+        from distributed import default_client
+
+        return default_client()
+    except (ImportError, ValueError):
+        return None
+
+
 def _workers(client) -> int:
     if client is None:
-        try:
-            from distributed import default_client
-
-            client = default_client()
-        except (ImportError, ValueError):
-            return os.cpu_count() or 1
+        return os.cpu_count() or 1
     return max(1, len(client.scheduler_info().get("workers", {})))
+
+
+def _blocks(da, x: np.ndarray, rows: int, client):
+    """``x`` as a dask array of ``rows``-sample blocks. On a cluster the blocks are scattered to
+    the workers first, so that the task graph holds references, not megabytes of images (under
+    fresh keys: a later call never reuses an earlier call's results)."""
+    if client is None:
+        return da.from_array(x, chunks=(rows, *x.shape[1:]))
+    parts = [x[i:i + rows] for i in range(0, len(x), rows)] or [x]
+    futures = client.scatter(parts, hash=False)
+    return da.concatenate([da.from_delayed(f, shape=p.shape, dtype=p.dtype)
+                           for f, p in zip(futures, parts)])
 
 
 def predict(model_path, x, client=None, batch_size: int | None = None,
@@ -128,8 +145,9 @@ def predict(model_path, x, client=None, batch_size: int | None = None,
             x = x.rechunk({i: -1 for i in range(1, x.ndim)})
     else:
         x = local.check_input(x)
-        per_block = math.ceil(len(x) / (2 * _workers(client)) / batch_size) * batch_size
-        x = da.from_array(x, chunks=(max(per_block, batch_size), *x.shape[1:]))
+        active = client if client is not None else _default_client()
+        per_block = math.ceil(len(x) / (2 * _workers(active)) / batch_size) * batch_size
+        x = _blocks(da, x, max(per_block, batch_size), active)
     if x.dtype.kind not in "biuf":
         raise TypeError(f"distributed.predict: expected an array of numbers, found dtype "
                         f"{x.dtype}")

@@ -145,3 +145,14 @@ def test_bad_arguments(client, model_file, tmp_path):
         fcd.predict(model_file, da.zeros((4, 10, 10, 1), dtype=np.complex64, chunks=2))
     with pytest.raises(TypeError, match="found dtype object"):
         fcd.predict(model_file, np.empty((4, 10, 10, 1), dtype=object))
+
+
+def test_numpy_input_is_scattered_not_put_in_the_graph(client, model_file):
+    x = images(5000, seed=7)  # 2 MB of images
+    result = fcd.predict(model_file, x, batch_size=64)  # the current Client: scattered
+    assert len(cloudpickle.dumps(dict(result.__dask_graph__()))) < 100_000 < x.nbytes
+    expected = load_model(model_file, compile=False).predict(x, batch_size=64, verbose=0)
+    np.testing.assert_array_equal(result.compute(), expected)
+    again = fcd.predict(model_file, x, batch_size=64)  # fresh keys: computed again, same answer
+    assert again.name != result.name
+    np.testing.assert_array_equal(again.compute(), expected)
