@@ -193,7 +193,7 @@ def test_constant_of_shape_bomb_is_refused_before_allocating(tmp_path):
         fo.load(tmp_path / "bomb.onnx")
 
 
-# -- the real architectures inside the onnx wheel ---------------------------------------------------
+# -- the real architectures inside the onnx wheel ---------------------------------------------
 
 LIGHT = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data", "light")
 

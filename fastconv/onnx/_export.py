@@ -375,6 +375,7 @@ def export(model, path, opset: int = 17):
     graph = helper.make_graph(ex.nodes, model.name, graph_inputs, graph_outputs, ex.inits)
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
                               producer_name="fastconv")
+    helper.set_model_props(proto, {"fastconv.input_layout": "NHWC"})
     onnx.checker.check_model(proto, full_check=True)
     onnx.save(proto, os.fspath(path))
     return proto

@@ -101,6 +101,9 @@ class _Importer:
         self.inputs = []
         self.input_layouts = []
         self.declared_batch = None  # the batch size the file's first input names, if any
+        # fastconv's own exports say that their inputs are channels-last (NHWC)
+        self.channels_last_inputs = any(p.key == "fastconv.input_layout" and p.value == "NHWC"
+                                        for p in model.metadata_props)
 
     # -- helpers -----------------------------------------------------------------------------
     def _charge(self, nbytes: int, what: str) -> None:
@@ -206,7 +209,11 @@ class _Importer:
             name = _name(vi.name, self.used_names)
             if self.declared_batch is None:
                 self.declared_batch = dims[0]
-            if len(dims) == 4:
+            consumers = [n for n in self.graph.node if vi.name in n.input]
+            channels_last = self.channels_last_inputs or consumers and all(
+                n.op_type == "Transpose" and list(_attrs(n).get("perm", ())) == [0, 3, 1, 2]
+                for n in consumers)  # an NHWC input, as fastconv exports them
+            if len(dims) == 4 and not channels_last:
                 t = L.Input((dims[2], dims[3], dims[1]), name=name)
                 s = Sym(t, "nchw")
             else:
@@ -250,8 +257,8 @@ class _Importer:
                 raise UnsupportedOnnxError(f"{self.where}: output '{vo.name}' is a constant or "
                                            f"is never computed; fastconv models compute their "
                                            f"outputs from their inputs")
-            if v.flat_chw is not None:
-                v = self.as_plain(_FakeNode(vo.name), v)
+            if v.flat_chw is not None or (self.channels_last_inputs and v.layout == "nchw"):
+                v = self.as_plain(_FakeNode(vo.name), v)  # fastconv's exports: outputs as named
             outputs.append(v.t)
             layouts.append(v.layout)
         name = _name(self.graph.name or "onnx_model", set())
@@ -601,7 +608,15 @@ class _Importer:
         return self.apply(L.Reshape(tuple(target), name=self.layer_name(node)), x)
 
     def op_Transpose(self, node, a):  # noqa: N802
-        x = self.as_plain(node, self.sym(node, 0))
+        x = self.sym(node, 0)
+        perm = [int(p) for p in a.get("perm", ())]
+        if len(x.t.shape) == 4 and x.flat_chw is None:
+            # fastconv holds 4D images as NHWC: these two transposes only relabel the layout
+            if x.layout == "plain" and perm == [0, 3, 1, 2]:
+                return Sym(x.t, "nchw")
+            if x.layout == "nchw" and perm == [0, 2, 3, 1]:
+                return Sym(x.t, "plain")
+        x = self.as_plain(node, x)
         rank = len(x.t.shape)
         perm = [int(p) for p in a.get("perm", range(rank - 1, -1, -1))]
         if perm[0] != 0:
