@@ -91,11 +91,11 @@ def test_pooling_matches_pytorch_ceil_mode_and_count_include_pad(rng):
     xt = torch.tensor(x).permute(0, 3, 1, 2)
     for ceil_mode in (False, True):
         for cip in (False, True):
-            got = F.avg_pool2d(x, 3, 2, 1, ceil_mode, cip).numpy()
+            got = F.avg_pool2d(x, 3, 2, ((1, 1), (1, 1)), ceil_mode, cip).numpy()
             want = torch.nn.functional.avg_pool2d(xt, 3, 2, 1, ceil_mode, cip)
             np.testing.assert_allclose(got, want.permute(0, 2, 3, 1).numpy(), rtol=1e-6,
                                        atol=1e-7)
-        got = F.max_pool2d(x, 3, 2, 1, ceil_mode).numpy()
+        got = F.max_pool2d(x, 3, 2, ((1, 1), (1, 1)), ceil_mode).numpy()
         want = torch.nn.functional.max_pool2d(xt, 3, 2, 1, ceil_mode=ceil_mode)
         np.testing.assert_array_equal(got, want.permute(0, 2, 3, 1).numpy())
 
@@ -105,6 +105,8 @@ def test_pool_plan_refuses_padding_as_large_as_the_window():
         pool2d_plan((1, 5, 5, 1), 2, 2, ((2, 0), (0, 0)))
     with pytest.raises(ValueError, match="smaller than the pool"):
         L.MaxPooling2D(2, padding=((0, 0), (0, 3)))
+    with pytest.raises(ValueError, match="'valid' or 'same', or explicit"):
+        pool2d_plan((1, 5, 5, 1), 2, 2, 1, ceil_mode=True)
     with pytest.raises(ValueError, match="average pooling option"):
         L.MaxPooling2D(2, count_include_pad=True)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .. import functional as F
 from ..geometry import normalize_tuple, output_length_for, resolve_padding
-from ..ops.pool import pool2d_plan
+from ..ops.pool import is_explicit_padding, pool2d_plan
 from .base import Layer, register
 from .convolutional import check_data_format, check_padding
 
@@ -21,7 +21,7 @@ class _Pooling(Layer):
         self.pool_size = normalize_tuple(pool_size, self.rank, f"{where}: pool_size")
         self.strides = normalize_tuple(self.pool_size if strides is None else strides, self.rank,
                                        f"{where}: strides")
-        if self.rank == 2 and not isinstance(padding, str):
+        if self.rank == 2 and not isinstance(padding, str) and is_explicit_padding(padding):
             # explicit ((top, bottom), (left, right)) padding, as ONNX's and PyTorch's pooling
             t, b, left, r = resolve_padding(padding, self.pool_size, self.strides, (1, 1),
                                             (None, None), f"{where}: padding")

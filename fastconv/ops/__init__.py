@@ -12,7 +12,21 @@ Layouts: NHWC activations, HWIO convolution kernels, (in, out) dense kernels.
 """
 
 from ..tensor import is_grad_enabled
-from .activation import ReLUOp, SigmoidOp, SoftmaxOp, TanhOp, linear, relu, sigmoid, softmax, tanh
+from .activation import (
+    ClipOp,
+    LeakyReLUOp,
+    ReLUOp,
+    SigmoidOp,
+    SoftmaxOp,
+    TanhOp,
+    clip,
+    leaky_relu,
+    linear,
+    relu,
+    sigmoid,
+    softmax,
+    tanh,
+)
 from .arithmetic import (
     DivideOp,
     MatMulOp,
@@ -60,7 +74,7 @@ from .pool import (
     max_pool2d,
 )
 from .regularization import DropoutOp, dropout
-from .shape import ReshapeOp, ZeroPad2DOp, flatten, reshape, zero_pad2d
+from .shape import ReshapeOp, TransposeOp, ZeroPad2DOp, flatten, reshape, transpose, zero_pad2d
 
 __all__ = [
     # the functional API (what ``fastconv.functional`` exports)
@@ -77,5 +91,7 @@ __all__ = [
     "SoftmaxOp", "ReshapeOp", "ZeroPad2DOp", "DropoutOp", "AddOp", "SubtractOp", "MultiplyOp",
     "DivideOp", "NegativeOp", "MatMulOp", "ConcatenateOp", "SumOp", "ScaleOp", "BatchNormOp",
     "LocalResponseNormOp", "SoftmaxCrossEntropyOp", "ProbabilityCrossEntropyOp",
-    "MeanSquaredErrorOp",
+    "MeanSquaredErrorOp", "LeakyReLUOp", "ClipOp", "TransposeOp",
+    # ops for ONNX import (checked in tests/test_onnx_ops.py): leaky_relu, clip, transpose
+    "leaky_relu", "clip", "transpose",
 ]

@@ -27,6 +27,15 @@ class AvgPool2DOp(Function):
         return (self.backend.avg_pool2d_backward(dy, self.geom),)
 
 
+def is_explicit_padding(padding) -> bool:
+    """Whether ``padding`` is ``((top, bottom), (left, right))`` (pooling's explicit form)."""
+    try:
+        pairs = [tuple(p) for p in padding]
+    except TypeError:
+        return False
+    return len(pairs) == 2 and all(len(p) == 2 for p in pairs)
+
+
 def _ceil_extra(size: int, k: int, s: int, before: int, after: int) -> int:
     """Padding added after an axis so that the output length rounds up (ONNX's and PyTorch's
     ``ceil_mode``): ``ceil((size + before + after - k) / s) + 1`` windows, less the last one
@@ -44,13 +53,16 @@ def pool2d_plan(x_shape, pool_size=(2, 2), strides=None, padding="valid", ceil_m
     added to the input before pooling (average pooling that counts the padding), None when
     there are none; ``geom`` the pooling of the (padded) input, whose own padding never counts.
 
-    ``padding`` is 'valid', 'same' (Keras's), an int, ``(ph, pw)`` or ``((top, bottom),
-    (left, right))``; ``ceil_mode`` rounds the output length up by padding after each axis.
+    ``padding`` is 'valid', 'same' (Keras's) or ``((top, bottom), (left, right))``;
+    ``ceil_mode`` rounds the output length up by padding after each axis.
     """
     if len(x_shape) != 4:
         raise ValueError(f"{op} expects a 4D NHWC input, got shape {tuple(x_shape)}")
     if isinstance(padding, str) and not ceil_mode:
         return None, pool_geometry(x_shape, pool_size, strides, padding, op=op)
+    if not isinstance(padding, str) and not is_explicit_padding(padding):
+        raise ValueError(f"{op}: padding must be 'valid' or 'same', or explicit as "
+                         f"((top, bottom), (left, right)); got {padding!r}")
     n, h, w, c = (int(v) for v in x_shape)
     ph, pw = normalize_tuple(pool_size, 2, f"{op}: pool_size")
     sh, sw = normalize_tuple(pool_size if strides is None else strides, 2, f"{op}: strides")
