@@ -208,6 +208,8 @@ def onnx_network(torch_cpu, torch_network, network, tmp_path_factory):
 def test_apps_fastconv(measure, network, fc_backend, settings, batch):
     check_batch(settings, batch)
     name, model, size = network
+    if settings.mode == "smoke" and fc_backend.name == "numpy":
+        pytest.skip("the smoke run times whole networks on numba-cpu only (numpy takes seconds)")
     gflop = NETWORKS[name][1] * batch * (size / 224) ** 2
     subjects.check_budget(settings, fc_backend, gflop)
     x = images(batch, size)
