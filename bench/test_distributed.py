@@ -3,8 +3,8 @@
 of 2 worker processes with one thread each (``fastconv.distributed.predict``, each worker's
 Numba kernels on 1 thread), throughput in img/s.
 
-The cluster row includes what a user pays per call: the graph is built, the images travel to
-the workers inside it and the predictions come back; the model itself was loaded by each worker
+The cluster row includes what a user pays per call: the images are scattered to the workers in
+blocks, the graph is built and run, and the predictions come back; the model itself was loaded by each worker
 in the warm-up call and stays in its cache. Rows go to the report's inference table under their
 own batch (the image count), ``dask-2x1/<backend>`` beside ``<backend>/auto``.
 """
@@ -76,7 +76,8 @@ def test_dask_predict_cluster(measure, settings, lesson_file, dask_client, fc_ba
     x = lesson.images(_images(settings))
 
     def run():
-        result = fcd.predict(lesson_file, x, batch_size=BATCH, backend=backend_name)
+        result = fcd.predict(lesson_file, x, client=dask_client, batch_size=BATCH,
+                             backend=backend_name)
         return dask_client.compute(result, sync=True)
 
     expected = load(lesson_file, backend=backend_name).predict(x, batch_size=BATCH)
