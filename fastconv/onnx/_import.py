@@ -530,10 +530,12 @@ class _Importer:
         x = self.sym(node, 0)
         if a.get("transA", 0):
             raise self._fail(node, "transA=1 (the batch must stay the first axis of A)")
-        w = np.asarray(self.const(node, 1, "B (the weights)"), np.float64)
+        w = np.asarray(self.const(node, 1, "B (the weights)"), np.float32)
         if a.get("transB", 0):
-            w = w.T
-        w = w * float(a.get("alpha", 1.0))
+            w = w.T  # a view: _dense makes the one contiguous copy
+        alpha = float(a.get("alpha", 1.0))
+        if alpha != 1.0:
+            w = w * np.float32(alpha)
         c = self.const(node, 2, "C (the bias)", optional=True)
         b = None
         if c is not None:
@@ -553,7 +555,7 @@ class _Importer:
 
     def op_MatMul(self, node, a):  # noqa: N802
         x = self.sym(node, 0)
-        w = np.asarray(self.const(node, 1, "B (the weights)"), np.float64)
+        w = np.asarray(self.const(node, 1, "B (the weights)"), np.float32)
         if w.ndim != 2:
             raise self._fail(node, f"B must be a 2D constant, got shape {w.shape}")
         if len(x.onnx_shape) < 2:
