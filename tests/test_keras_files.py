@@ -18,7 +18,7 @@ import pytest
 
 h5py = pytest.importorskip("h5py", reason="Keras files need h5py (pip install 'fastconv[keras]')")
 
-from fastconv import keras_io  # noqa: E402
+from fastconv import keras_io, optimizers  # noqa: E402
 from fastconv.layers import Conv2D, Dense, Dropout, Flatten, Input, MaxPooling2D  # noqa: E402
 from fastconv.layers.base import layer_class  # noqa: E402
 from fastconv.models import Sequential, load_model  # noqa: E402
@@ -227,6 +227,8 @@ def test_keras_loads_what_fastconv_writes(tmp_path, rng):
     x = rng.random((5, 10, 10, 2)).astype("float32")
     np.save(tmp_path / "x_seq.npy", x)
     seq = small_sequential()
+    seq.compile(optimizer=optimizers.Adam(0.0123), loss="sparse_categorical_crossentropy",
+                metrics=["accuracy"])
     seq.save(tmp_path / "seq.keras")
     seq.save_weights(tmp_path / "seq.weights.h5")
     # different weights in the weights file, so that loading it visibly changes the model
@@ -248,6 +250,12 @@ def test_keras_loads_what_fastconv_writes(tmp_path, rng):
     for path, want in expected.items():
         err = relative_error(got[path], want)
         assert err <= TOLERANCE, f"{Path(path).name}: Keras differs by {err:.2e}"
+    # the compile settings went to Keras and came back
+    again = load_model(tmp_path / "seq.resaved.keras")
+    assert again.compiled and again.loss.name == "sparse_categorical_crossentropy"
+    assert again.optimizer.name == "adam"
+    assert again.optimizer.learning_rate == pytest.approx(0.0123)
+    assert [m.name for m in again._metrics] == ["accuracy"]
     # and back: what Keras saved again loads in fastconv, frozen layers still frozen
     for kind, path, xpath in jobs:
         if kind != "model":
@@ -586,6 +594,9 @@ def test_keras2_legacy_h5_model(tmp_path, rng):
     path = tmp_path / "k2.h5"
     with h5py.File(path, "w") as f:
         f.attrs["model_config"] = json.dumps(config).encode()
+        f.attrs["training_config"] = json.dumps({
+            "optimizer_config": {"class_name": "RMSprop", "config": {"lr": 0.002, "rho": 0.8}},
+            "loss": "mse", "metrics": ["mae"]}).encode()
         weights = f.create_group("model_weights")
         weights.attrs["layer_names"] = np.array([b"in", b"a", b"b", b"sum"])
         for name in ("in", "a", "b", "sum"):
@@ -600,6 +611,8 @@ def test_keras2_legacy_h5_model(tmp_path, rng):
     kernel_a, bias_a = a
     expected = np.maximum(x @ kernel_a + bias_a, 0) + x @ b.astype("float32")
     np.testing.assert_allclose(model.predict(x, verbose=0), expected, rtol=1e-5, atol=1e-5)
+    assert model.optimizer.get_config()["learning_rate"] == pytest.approx(0.002)
+    assert model.optimizer.rho == pytest.approx(0.8) and model.loss.name == "mean_squared_error"
 
 
 def test_config_asking_for_more_weights_than_the_file_holds(tmp_path):
@@ -661,3 +674,22 @@ def test_mangled_configs_give_only_invalid_model_file_errors(tmp_path, model):
             assert str(path) in str(exc)
             continue
         net.predict(np.zeros((1, *net.input_shape[1:]), "float32"), verbose=0)
+
+
+def test_compile_settings_round_trip_and_refusals(tmp_path, caplog):
+    model = small_sequential()
+    model.compile(optimizer=optimizers.SGD(0.05, momentum=0.8, nesterov=True),
+                  loss="categorical_crossentropy", metrics=["accuracy"])
+    model.save(tmp_path / "m.keras")
+    again = load_model(tmp_path / "m.keras")
+    assert again.optimizer.get_config() == model.optimizer.get_config()
+    assert not load_model(tmp_path / "m.keras", compile=False).compiled
+    with zipfile.ZipFile(tmp_path / "m.keras") as zf:
+        config = json.loads(zf.read("config.json"))
+        weights = zf.read("model.weights.h5")
+    config["compile_config"]["optimizer"]["config"]["weight_decay"] = 0.01
+    archive_with(tmp_path / "decay.keras", config, weights)
+    with caplog.at_level("WARNING", logger="fastconv.keras_io"):
+        loaded = load_model(tmp_path / "decay.keras")
+    assert not loaded.compiled
+    assert "weight_decay=0.01 is not supported" in caplog.text

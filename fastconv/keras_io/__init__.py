@@ -4,7 +4,8 @@
   file as a fastconv model (architecture from the JSON config, then the weights);
 * ``load_weights(model, path)`` reads a Keras 3 ``.weights.h5`` file or a legacy HDF5 weights
   file (the layout keras.applications downloads) into a built fastconv model;
-* ``save_model(model, path)`` writes a Keras 3 ``.keras`` archive that Keras itself loads, and
+* ``save_model(model, path)`` writes a Keras 3 ``.keras`` archive that Keras itself loads
+  (architecture, weights and compile settings, not optimizer state), and
   ``save_weights(model, path)`` a Keras 3 ``.weights.h5`` file.
 
 h5py is an optional dependency (``pip install 'fastconv[keras]'``). Nothing in a file is ever
@@ -22,6 +23,7 @@ import zipfile
 
 from ..saving import InvalidModelFileError
 from ._h5 import HDF5_SIGNATURE, H5Reader, is_hdf5
+from .compiling import compile_from_keras, keras_compile_config
 from .graph import keras_model_config, model_from_keras_config
 from .layers import KERAS_CLASSES, supported_classes
 from .weights import h5_layout, load_keras3, load_legacy, write_keras3
@@ -157,17 +159,21 @@ def _max_params(weights_bytes: int) -> int:
 def load_model(filepath, compile: bool = True):  # noqa: A002 - Keras's argument name
     """A fastconv model from a Keras 3 ``.keras`` archive or a legacy full-model ``.h5`` file.
 
-    The model comes back uncompiled (as ``compile=False`` in Keras); compile it to train.
+    With ``compile=True`` the model is compiled as the file says when fastconv has the same
+    optimizer, loss and metrics (Adam, SGD, RMSprop; optimizer state starts afresh); otherwise
+    it comes back uncompiled and the reason is logged (``fastconv.keras_io`` logger).
     """
     path = _label(filepath)
     head = _head(path)
     if head.startswith(_ZIP_MAGIC):
         with _KerasArchive(path) as archive:
             size = archive.member_size(_ARCHIVE_WEIGHTS)
-            model = model_from_keras_config(archive.config(), path,
-                                            max_params=_max_params(size))
+            config = archive.config()
+            model = model_from_keras_config(config, path, max_params=_max_params(size))
             _build(model)
             load_keras3(model, archive.weights(), f"{path}/{_ARCHIVE_WEIGHTS}")
+        if compile:
+            compile_from_keras(model, config.get("compile_config"), path)
         return model
     if not is_hdf5(head):
         raise InvalidModelFileError(f"cannot load {path!r}: it is neither a Keras archive "
@@ -185,10 +191,17 @@ def load_model(filepath, compile: bool = True):  # noqa: A002 - Keras's argument
             config = json.loads(text)
         except (ValueError, RecursionError) as exc:
             raise reader.error(f"its model_config is not valid JSON ({exc})") from None
+        training = reader.text_attr(reader.file, "training_config") if compile else None
     model = model_from_keras_config(config, path,
                                     max_params=_max_params(os.path.getsize(path)))
     _build(model)
     load_legacy(model, path, path, root="model_weights")
+    if training:
+        try:
+            compile_from_keras(model, json.loads(training), path)
+        except (ValueError, RecursionError):
+            raise InvalidModelFileError(f"cannot load {path!r}: its training_config is not "
+                                        f"valid JSON") from None
     return model
 
 
@@ -231,6 +244,9 @@ def save_model(model, filepath) -> None:
         raise ValueError(f"save: model '{model.name}' is not built yet (its input shape is "
                          f"unknown); build it, or train it, before saving")
     config = keras_model_config(model)
+    compile_config = keras_compile_config(model)
+    if compile_config is not None:
+        config["compile_config"] = compile_config
     weights = _h5_bytes(model)
     # keras_version: the Keras release whose archive layout this follows (Keras reads it as
     # information only); fastconv_version says who wrote the file.
