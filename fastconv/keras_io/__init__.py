@@ -198,10 +198,11 @@ def load_model(filepath, compile: bool = True):  # noqa: A002 - Keras's argument
     load_legacy(model, path, path, root="model_weights")
     if training:
         try:
-            compile_from_keras(model, json.loads(training), path)
+            settings = json.loads(training)
         except (ValueError, RecursionError):
             raise InvalidModelFileError(f"cannot load {path!r}: its training_config is not "
                                         f"valid JSON") from None
+        compile_from_keras(model, settings, path)
     return model
 
 
