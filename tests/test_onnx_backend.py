@@ -19,7 +19,7 @@ from fastconv.onnx.backend import FastconvBackend  # noqa: E402
 NO_BATCH = "a 1D input has no batch axis (fastconv models take batches)"
 NOT_FLOAT = "integer tensors (fastconv models compute in float)"
 BATCH_AXIS = "the operation mixes the batch axis with the others (fastconv keeps it apart)"
-NOT_2D = "1D/3D windows (fastconv pools and convolves 2D images)"
+NOT_2D = "3D windows (fastconv pools and convolves 1D and 2D data)"
 DILATED_POOL = "dilated pooling"
 TRAINING = "training-mode semantics at inference (batch statistics, random dropout)"
 SECOND_OUTPUT = "a second output (dropout mask, max-pool indices)"
@@ -28,7 +28,7 @@ EXPECTED_FAILURES = {
     "test_add_int8": NOT_FLOAT, "test_add_int16": NOT_FLOAT, "test_add_uint8": NOT_FLOAT,
     "test_add_uint16": NOT_FLOAT, "test_add_uint32": NOT_FLOAT, "test_add_uint64": NOT_FLOAT,
     "test_add_bcast": "a constant-free broadcast of a batchless input",
-    "test_averagepool_1d_default": NOT_2D, "test_averagepool_3d_default": NOT_2D,
+    "test_averagepool_3d_default": NOT_2D,
     "test_averagepool_2d_dilations": DILATED_POOL,
     "test_averagepool_3d_dilations_small": NOT_2D,
     "test_averagepool_3d_dilations_large_count_include_pad_is_0_ceil_mode_is_True": NOT_2D,
@@ -70,7 +70,7 @@ EXPECTED_FAILURES = {
     "test_maxpool_2d_uint8": NOT_FLOAT,
     "test_maxpool_with_argmax_2d_precomputed_pads": SECOND_OUTPUT,
     "test_maxpool_with_argmax_2d_precomputed_strides": SECOND_OUTPUT,
-    "test_maxpool_1d_default": NOT_2D, "test_maxpool_3d_default": NOT_2D,
+    "test_maxpool_3d_default": NOT_2D,
     "test_maxpool_2d_dilations": DILATED_POOL, "test_maxpool_3d_dilations": NOT_2D,
     "test_maxpool_3d_dilations_use_ref_impl": NOT_2D,
     "test_maxpool_3d_dilations_use_ref_impl_large": NOT_2D,

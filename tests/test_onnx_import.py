@@ -32,7 +32,9 @@ def torch_export(net, x, path):
 
 
 def nhwc(x):
-    return np.ascontiguousarray(x.numpy().transpose(0, 2, 3, 1))
+    """Channels first (PyTorch, ONNX) to channels last (fastconv)."""
+    return np.ascontiguousarray(x.numpy().transpose(0, 2, 3, 1) if x.dim() == 4
+                                else x.numpy().transpose(0, 2, 1))
 
 
 class SmallCNN(nn.Module):
@@ -94,6 +96,23 @@ class Asymmetric(nn.Module):
         return self.fc(torch.flatten(y, 1))
 
 
+class Sequence1D(nn.Module):
+    """Conv1d with asymmetric padding and dilation, ceil_mode 1D pooling, then a Linear layer
+    after a flatten of (channels, steps)."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv1d(3, 5, 3, padding=2, dilation=2)
+        self.c2 = nn.Conv1d(5, 4, 2, stride=2)
+        self.fc = nn.Linear(4 * 5, 3)
+
+    def forward(self, x):
+        y = nn.functional.pad(torch.relu(self.c1(x)), (1, 0))
+        y = nn.functional.max_pool1d(y, 3, 2, padding=1, ceil_mode=True)
+        y = nn.functional.avg_pool1d(self.c2(y), 2, 1, padding=1, count_include_pad=True)
+        return self.fc(torch.flatten(y, 1))
+
+
 def _randomise_bn(net, seed):
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -106,8 +125,8 @@ def _randomise_bn(net, seed):
 
 
 @pytest.mark.parametrize("make,shape", [(SmallCNN, (2, 3, 12, 12)), (ResBlock, (2, 3, 10, 9)),
-                                        (Asymmetric, (2, 3, 17, 14))],
-                         ids=["small_cnn", "resnet_block", "asymmetric_ceil"])
+                                        (Asymmetric, (2, 3, 17, 14)), (Sequence1D, (2, 3, 13))],
+                         ids=["small_cnn", "resnet_block", "asymmetric_ceil", "sequence_1d"])
 def test_pytorch_exports_match_pytorch(tmp_path, make, shape):
     torch.manual_seed(0)
     net = make()

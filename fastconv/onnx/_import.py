@@ -1,8 +1,10 @@
 """ONNX -> fastconv: a (trainable) functional model from an ONNX graph.
 
 Layout: ONNX images are NCHW, fastconv's NHWC. A 4D tensor of the ONNX graph is held in
-fastconv as NHWC (layout ``"nchw"``: the ONNX axes (N, C, H, W) are fastconv's (0, 3, 1, 2));
-every other tensor keeps the ONNX axes (layout ``"plain"``). Kernels go from OIHW to HWIO, a
+fastconv as NHWC (layout ``"nchw"``: the ONNX axes (N, C, H, W) are fastconv's (0, 3, 1, 2)), and
+a 3D tensor that a Conv or a pooling reads as (N, C, L) is held as (N, L, C) (layout ``"nchw"``
+too); every other tensor keeps the ONNX axes (layout ``"plain"``). 1D convolutions and poolings
+run as 2D ones over a (1, L) image. Kernels go from OIHW to HWIO, a
 Gemm's ``transB`` is applied to its kernel, and a Flatten of an image gives fastconv's H, W, C
 order, so the first Dense layer after it gets its rows reordered from ONNX's C, H, W order
 (the flattened tensor remembers ``(C, H, W)`` until a Gemm/MatMul absorbs it). Where no weight
@@ -40,6 +42,11 @@ MIN_CONSTANT_BUDGET = 1 << 30
 
 _NCHW_TO_NHWC = (0, 2, 3, 1)
 _NHWC_TO_NCHW = (0, 3, 1, 2)
+#: fastconv's axes of a channels-last tensor -> ONNX's channels-first, by rank
+_TO_ONNX = {3: (0, 2, 1), 4: _NHWC_TO_NCHW}
+#: Permute layer dims taking ONNX's channels-first order to fastconv's, and back
+_PERMUTE_IN = {3: (2, 1), 4: (2, 3, 1)}
+_PERMUTE_OUT = {3: (2, 1), 4: (3, 1, 2)}
 
 
 class UnsupportedOnnxError(ValueError):
@@ -58,7 +65,7 @@ class Sym:
     def onnx_shape(self) -> tuple:
         shape = tuple(self.t.shape)
         if self.layout == "nchw":
-            return tuple(shape[i] for i in _NHWC_TO_NCHW)
+            return tuple(shape[i] for i in _TO_ONNX[len(shape)])
         return shape
 
 
@@ -148,13 +155,15 @@ class _Importer:
     def permute(self, s: Sym, dims, name) -> object:
         return L.Permute(dims, name=_name(name, self.used_names))(s.t)
 
-    def as_nchw(self, node, s: Sym) -> Sym:
+    def as_nchw(self, node, s: Sym, ranks=(4,)) -> Sym:
         """``s`` held as NHWC (a 4D tensor)."""
-        if s.layout == "nchw":
+        rank = len(s.t.shape)
+        if s.layout == "nchw" and (rank == 4 or rank in ranks):
             return s
-        if len(s.t.shape) != 4:
+        if rank != 4 and rank not in ranks:
             raise self._fail(node, f"expects a 4D (N, C, H, W) input, got shape {s.onnx_shape}")
-        return Sym(self.permute(s, (2, 3, 1), f"{node.output[0]}_to_nhwc"), "nchw")
+        s = self.as_plain(node, s)
+        return Sym(self.permute(s, _PERMUTE_IN[rank], f"{node.output[0]}_to_nhwc"), "nchw")
 
     def as_plain(self, node, s: Sym) -> Sym:
         """``s`` with ONNX's axis order."""
@@ -165,7 +174,7 @@ class _Importer:
             t = L.Flatten(name=_name(f"{node.output[0]}_reflat", self.used_names))(t)
             return Sym(t)
         if s.layout == "nchw":
-            return Sym(self.permute(s, (3, 1, 2), f"{node.output[0]}_to_nchw"))
+            return Sym(self.permute(s, _PERMUTE_OUT[len(s.t.shape)], f"{node.output[0]}_to_nchw"))
         return s
 
     # -- the graph ---------------------------------------------------------------------------
@@ -216,6 +225,9 @@ class _Importer:
             if len(dims) == 4 and not channels_last:
                 t = L.Input((dims[2], dims[3], dims[1]), name=name)
                 s = Sym(t, "nchw")
+            elif len(dims) == 3 and consumers and all(
+                    n.op_type in ("Conv", "MaxPool", "AveragePool") for n in consumers):
+                s = Sym(L.Input((dims[2], dims[1]), name=name), "nchw")
             else:
                 s = Sym(L.Input(tuple(dims[1:]), name=name))
             self.values[vi.name] = s
@@ -402,9 +414,34 @@ class _Importer:
             raise self._fail(node, f"negative pads {pads}")
         return strides, dil, pads
 
+    def _as_2d(self, node, x: Sym, a: dict) -> tuple[Sym, dict]:
+        """A (N, C, L) tensor as a (N, C, 1, L) image, and a 1D window's attributes as 2D."""
+        _, steps, c = x.t.shape
+        t = L.Reshape((1, steps, c), name=self.layer_name(node, "_2d"))(x.t)
+        a = dict(a)
+        for key in ("kernel_shape", "strides", "dilations"):
+            if key in a:
+                a[key] = [1, *a[key]]
+        if "pads" in a:
+            a["pads"] = [0, a["pads"][0], 0, a["pads"][1]]
+        return Sym(t, "nchw"), a
+
+    def _as_1d(self, node, y: Sym) -> Sym:
+        _, one, steps, c = y.t.shape
+        t = L.Reshape((steps, c), name=self.layer_name(node, "_1d"))(y.t)
+        return Sym(t, "nchw")
+
     def op_Conv(self, node, a):  # noqa: N802
-        x = self.as_nchw(node, self.sym(node, 0))
+        x = self.as_nchw(node, self.sym(node, 0), ranks=(3, 4))
         w = np.asarray(self.const(node, 1, "W (the kernel)"), dtype=np.float32)
+        if len(x.t.shape) == 3:
+            if w.ndim != 3:
+                raise self._fail(node, f"a {w.ndim}D kernel for a 1D input")
+            x2, a2 = self._as_2d(node, x, a)
+            return self._as_1d(node, self._conv2d(node, a2, x2, w[:, :, None, :]))
+        return self._conv2d(node, a, x, w)
+
+    def _conv2d(self, node, a, x: Sym, w):
         b = self.const(node, 2, "B (the bias)", optional=True)
         group = int(a.get("group", 1))
         if w.ndim == 4 and group != 1:
@@ -453,7 +490,13 @@ class _Importer:
         return out
 
     def _pool(self, node, a, cls):
-        x = self.as_nchw(node, self.sym(node, 0))
+        x = self.as_nchw(node, self.sym(node, 0), ranks=(3, 4))
+        if len(x.t.shape) == 3:
+            x2, a2 = self._as_2d(node, x, a)
+            return self._as_1d(node, self._pool2d(node, a2, x2, cls))
+        return self._pool2d(node, a, x, cls)
+
+    def _pool2d(self, node, a, x: Sym, cls):
         kernel = tuple(int(k) for k in a["kernel_shape"])
         strides, dil, pads = self._spatial(node, a, x, kernel)
         if dil != (1, 1):
@@ -577,7 +620,7 @@ class _Importer:
             return Sym(x.t, "plain", x.flat_chw)
         out = self.apply(L.Flatten(name=self.layer_name(node)), x)
         if x.layout == "nchw":
-            _, h, w, c = x.t.shape
+            _, h, w, c = x.t.shape if len(x.t.shape) == 4 else (None, 1, *x.t.shape[1:])
             if None in (h, w, c):
                 raise self._fail(node, "flattening an image of unknown size")
             if c > 1 and h * w > 1:
@@ -612,11 +655,12 @@ class _Importer:
     def op_Transpose(self, node, a):  # noqa: N802
         x = self.sym(node, 0)
         perm = [int(p) for p in a.get("perm", ())]
-        if len(x.t.shape) == 4 and x.flat_chw is None:
-            # fastconv holds 4D images as NHWC: these two transposes only relabel the layout
-            if x.layout == "plain" and perm == [0, 3, 1, 2]:
+        rank = len(x.t.shape)
+        if rank in (3, 4) and x.flat_chw is None:
+            # fastconv holds images channels-last: these transposes only relabel the layout
+            if x.layout == "plain" and perm == list(_TO_ONNX[rank]):
                 return Sym(x.t, "nchw")
-            if x.layout == "nchw" and perm == [0, 2, 3, 1]:
+            if x.layout == "nchw" and perm == list(np.argsort(_TO_ONNX[rank])):
                 return Sym(x.t, "plain")
         x = self.as_plain(node, x)
         rank = len(x.t.shape)
@@ -675,7 +719,7 @@ class _Importer:
             if v.shape[0] != 1:
                 raise self._fail(node, f"a constant of shape {v.shape} varies along the batch")
             if x.layout == "nchw":
-                v = v.transpose(_NCHW_TO_NHWC)
+                v = v.transpose(np.argsort(_TO_ONNX[v.ndim]))
             return v[0]
 
         if x.flat_chw is not None:
@@ -723,7 +767,7 @@ class _Importer:
         if len(xs) == 1:
             return xs[0]
         if xs[0].layout == "nchw":
-            axis = {1: 3, 2: 1, 3: 2}[axis]
+            axis = {4: {1: 3, 2: 1, 3: 2}, 3: {1: 2, 2: 1}}[rank][axis]
         layer = L.Concatenate(axis=axis, name=self.layer_name(node))
         return self.apply(layer, xs, xs[0].layout)
 
@@ -779,12 +823,17 @@ class _Importer:
         k = len(axes)
         before = dict(zip(axes, pads[:k]))
         after = dict(zip(axes, pads[k:]))
-        if rank != 4 or any(before.get(i, 0) or after.get(i, 0) for i in (0, 1)):
+        if rank not in (3, 4) or any(before.get(i, 0) or after.get(i, 0) for i in (0, 1)):
             raise self._fail(node, f"pads {pads}: only padding of H and W (axes 2, 3 of NCHW) "
-                                   f"is supported")
+                                   f"or of L (axis 2 of NCL) is supported")
         if min(pads) < 0:
             raise self._fail(node, f"negative pads {pads} (cropping)")
-        x = self.as_nchw(node, x)
+        x = self.as_nchw(node, x, ranks=(3,))
+        if rank == 3:
+            x2, _ = self._as_2d(node, x, {})
+            layer = L.ZeroPadding2D(((0, 0), (before.get(2, 0), after.get(2, 0))),
+                                    name=self.layer_name(node))
+            return self._as_1d(node, self.apply(layer, x2, "nchw"))
         padding = ((before.get(2, 0), after.get(2, 0)), (before.get(3, 0), after.get(3, 0)))
         return self.apply(L.ZeroPadding2D(padding, name=self.layer_name(node)), x, "nchw")
 

@@ -14,6 +14,10 @@ from onnx.backend.base import Backend, BackendRep
 
 from ._import import import_model
 
+#: channels-first (ONNX) -> channels-last (fastconv) axes, and back, by rank
+_IN = {3: (0, 2, 1), 4: (0, 2, 3, 1)}
+_OUT = {3: (0, 2, 1), 4: (0, 3, 1, 2)}
+
 #: Inputs read as data by each operator (indices); every other input is a weight.
 _DATA_SLOTS = {"Add": None, "Sum": None, "Concat": None, "Mul": None, "Sub": None, "Div": None}
 
@@ -45,13 +49,13 @@ class FastconvRep(BackendRep):
         constants = {n: a for n, a in zip(names, inputs) if n in weights}
         data = [a for n, a in zip(names, inputs) if n not in weights]
         net, in_layouts, out_layouts = import_model(self.model, constants=constants)
-        feed = [np.ascontiguousarray(a.transpose(0, 2, 3, 1) if lay == "nchw" else a,
+        feed = [np.ascontiguousarray(a.transpose(_IN[a.ndim]) if lay == "nchw" else a,
                                      dtype=np.float32)
                 for a, lay in zip(data, in_layouts)]
         out = net.predict(feed if len(feed) > 1 else feed[0], verbose=0,
                           batch_size=max(len(feed[0]), 1))
         outs = out if isinstance(out, list) else [out]
-        return tuple(np.ascontiguousarray(o.transpose(0, 3, 1, 2)) if lay == "nchw" else o
+        return tuple(np.ascontiguousarray(o.transpose(_OUT[o.ndim])) if lay == "nchw" else o
                      for o, lay in zip(outs, out_layouts))
 
 
