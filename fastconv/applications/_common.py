@@ -49,9 +49,10 @@ def check_arguments(name: str, include_top: bool, weights, input_shape, pooling,
     return shape
 
 
-def finish(name: str, inputs, x, include_top: bool, pooling, classes: int,
-           classifier_activation, weights, pool_names=(None, None), top=None):
-    """Add the head (``top(x)`` or global pooling), make the model, load the weights."""
+def finish(name: str, inputs, x, top, include_top: bool, pooling, weights,
+           pool_names=(None, None)):
+    """Add the head (``top(x)``: the classifier, or global pooling without it), make the
+    model, load the weights."""
     from ..layers import GlobalAveragePooling2D, GlobalMaxPooling2D
     from ..models import Model
 

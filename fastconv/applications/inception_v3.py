@@ -118,8 +118,7 @@ def InceptionV3(include_top=True, weights=None, input_tensor=None,  # noqa: N802
         x = GlobalAveragePooling2D(name="avg_pool")(x)
         return Dense(classes, activation=classifier_activation, name="predictions")(x)
 
-    return finish(name, inputs, x, include_top, pooling, classes, classifier_activation,
-                  weights, top=top)
+    return finish(name, inputs, x, top, include_top, pooling, weights)
 
 
 def preprocess_input(x):

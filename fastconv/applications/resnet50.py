@@ -69,8 +69,8 @@ def ResNet50(include_top=True, weights=None, input_tensor=None, input_shape=None
         x = GlobalAveragePooling2D(name="avg_pool")(x)
         return Dense(classes, activation=classifier_activation, name="predictions")(x)
 
-    return finish(name, inputs, x, include_top, pooling, classes, classifier_activation,
-                  weights, pool_names=("avg_pool", "max_pool"), top=top)
+    return finish(name, inputs, x, top, include_top, pooling, weights,
+                  pool_names=("avg_pool", "max_pool"))
 
 
 def preprocess_input(x):

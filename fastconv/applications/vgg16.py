@@ -32,8 +32,7 @@ def VGG16(include_top=True, weights=None, input_tensor=None, input_shape=None,  
         x = Dense(4096, activation="relu", name="fc2")(x)
         return Dense(classes, activation=classifier_activation, name="predictions")(x)
 
-    return finish(name, inputs, x, include_top, pooling, classes, classifier_activation,
-                  weights, top=top)
+    return finish(name, inputs, x, top, include_top, pooling, weights)
 
 
 def preprocess_input(x):
