@@ -212,6 +212,16 @@ def test_constant_of_shape_bomb_is_refused_before_allocating(tmp_path):
         fo.load(tmp_path / "bomb.onnx")
 
 
+def test_broadcast_bomb_is_refused_before_allocating(tmp_path):
+    a = np.zeros((1 << 17, 1), np.float32)
+    b = np.zeros((1, 1 << 17), np.float32)  # 2 x 512 KiB that broadcast to 64 GiB
+    nodes = [helper.make_node("Mul", ["a", "b"], ["w"]),
+             helper.make_node("Add", ["x", "w"], ["y"])]
+    onnx.save(_graph(nodes, {"a": a, "b": b}), tmp_path / "bomb.onnx")
+    with pytest.raises(InvalidModelFileError, match="bomb.onnx.*budget"):
+        fo.load(tmp_path / "bomb.onnx")
+
+
 # -- the real architectures inside the onnx wheel ---------------------------------------------
 
 LIGHT = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data", "light")

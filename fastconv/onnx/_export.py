@@ -333,10 +333,11 @@ def export(model, path, opset: int = 17):
     layers, with a symbolic batch axis ``N``). Returns the ModelProto, checked by
     ``onnx.checker.check_model(full_check=True)``.
     """
-    import onnx
-    from onnx import TensorProto, helper
-
     from ..models import Functional, Model, Sequential
+    from ._import import require_onnx
+
+    onnx = require_onnx()
+    from onnx import TensorProto, helper
 
     if not isinstance(model, Model):
         raise TypeError(f"export: expected a fastconv Model, got {type(model).__name__}")

@@ -310,6 +310,20 @@ class _Importer:
                      else np.zeros(1, np.float32))
             self._charge(math.prod(shape) * value.dtype.itemsize, node.output[0])
             return [np.full(shape, value[0], dtype=value.dtype)]
+        if op in ("Add", "Sub", "Mul", "Div", "Gather"):
+            # these may produce more than their inputs: charged before they allocate
+            if op == "Gather":
+                axis = int(a.get("axis", 0))
+                shape = list(np.shape(ins[0]))
+                size = math.prod(shape[:axis] + list(np.shape(ins[1])) + shape[axis + 1:])
+            else:
+                try:
+                    size = math.prod(np.broadcast_shapes(np.shape(ins[0]), np.shape(ins[1])))
+                except ValueError:
+                    raise self._fail(node, f"inputs of shapes {np.shape(ins[0])} and "
+                                           f"{np.shape(ins[1])} do not broadcast") from None
+            self._charge(size * 8, node.output[0])
+            self.budget += size * 8  # charged again, at its real size, below
         out = _fold(op, a, ins, self.opset)
         if out is None:
             raise self._fail(node, "cannot be evaluated on constants")
@@ -919,9 +933,19 @@ def _tensor_nbytes(init) -> int:
     return math.prod(init.dims) * itemsize
 
 
+def require_onnx():
+    """The ``onnx`` module, or an ImportError that says how to install it."""
+    try:
+        import onnx
+    except ImportError:
+        raise ImportError("fastconv.onnx needs the onnx package: pip install "
+                          "'fastconv[onnx]' (or pip install onnx)") from None
+    return onnx
+
+
 def read_model(path):
     """The ModelProto in ``path``; InvalidModelFileError naming the file otherwise."""
-    import onnx
+    onnx = require_onnx()
     from google.protobuf.message import DecodeError
 
     path = os.fspath(path)
