@@ -4,9 +4,9 @@ of 2 worker processes with one thread each (``fastconv.distributed.predict``, ea
 Numba kernels on 1 thread), throughput in img/s.
 
 The cluster row includes what a user pays per call: the images are scattered to the workers in
-blocks, the graph is built and run, and the predictions come back; the model itself was loaded by each worker
-in the warm-up call and stays in its cache. Rows go to the report's inference table under their
-own batch (the image count), ``dask-2x1/<backend>`` beside ``<backend>/auto``.
+blocks, the graph is built and run, and the predictions come back; the model itself was loaded
+by each worker in the warm-up call and stays in its cache. Rows go to the report's inference
+table under their own batch (the image count), ``dask-2x1/<backend>`` beside ``<backend>/auto``.
 """
 
 from __future__ import annotations
