@@ -94,11 +94,11 @@ def explain(path: str, batch_size: int) -> int:
     import numpy as np
 
     from fastconv.backends import algorithms
-    from fastconv.models import load_model
+    from fastconv.predictor import load_model_file
     from fastconv.tensor import Tensor, enable_grad
 
     logging.getLogger("fastconv.algorithms").setLevel(logging.WARNING)
-    model = load_model(path, compile=False)
+    model = load_model_file(path)
     shape = (batch_size, *model.input_shape[1:])
     x = Tensor(np.random.default_rng(0).random(shape, dtype=np.float32))
     from fastconv import functional as F
