@@ -34,11 +34,48 @@ def _weight_inputs(model) -> set:
     return weights
 
 
+#: Operators that act value by value: a graph of these alone may run on batchless inputs.
+_ELEMENTWISE = {"Relu", "Sigmoid", "Tanh", "LeakyRelu", "Clip", "Dropout", "Identity", "Add",
+                "Sum"}
+
+
+def _with_batch_axis(model):
+    """A copy of ``model`` whose inputs and outputs have a leading axis of 1."""
+    from onnx import ModelProto
+
+    out = ModelProto()
+    out.CopyFrom(model)
+    for vi in list(out.graph.input) + list(out.graph.output):
+        dims = vi.type.tensor_type.shape.dim
+        old = [d.dim_value for d in dims]
+        del dims[:]
+        for v in [1, *old]:
+            dims.add().dim_value = v
+    return out
+
+
 class FastconvRep(BackendRep):
     def __init__(self, model):
         self.model = model
 
     def run(self, inputs, **kwargs):
+        """fastconv models take batches: a batchless graph of value-by-value operators runs on
+        a batch of one (the same values); any other graph runs as it is."""
+        arrays = [np.asarray(a) for a in (inputs if isinstance(inputs, (list, tuple))
+                                          else [inputs])]
+        weights = _weight_inputs(self.model)
+        names = [i.name for i in self.model.graph.input
+                 if i.name not in {t.name for t in self.model.graph.initializer}]
+        data = [a for n, a in zip(names, arrays) if n not in weights]
+        if (data and all(a.ndim == 1 for a in data)
+                and all(n.op_type in _ELEMENTWISE for n in self.model.graph.node)
+                and len({a.shape for a in data}) == 1):
+            rep = FastconvRep(_with_batch_axis(self.model))
+            batched = [a[None] if n not in weights else a for n, a in zip(names, arrays)]
+            return tuple(o[0] for o in rep._run(batched))
+        return self._run(arrays)
+
+    def _run(self, inputs):
         names = [i.name for i in self.model.graph.input
                  if i.name not in {t.name for t in self.model.graph.initializer}]
         if isinstance(inputs, dict):
