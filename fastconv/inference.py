@@ -189,12 +189,27 @@ def _data(out):
     return [t.data for t in out] if isinstance(out, (list, tuple)) else out.data
 
 
+#: Counts changes to any model's layer structure (``Sequential.add`` and ``pop``). Plans are
+#: keyed by it, so that a model that nests a changed model makes new plans too.
+_structure_epoch = 0
+
+
+def structure_changed() -> None:
+    """Record that some model's layers changed: every model makes new plans."""
+    global _structure_epoch
+    _structure_epoch += 1
+
+
+def structure_epoch() -> int:
+    return _structure_epoch
+
+
 def plan_key(model, batch_shape, backend) -> tuple:
     """What a plan depends on besides the weights' values."""
     if type(batch_shape) is list:
         batch_shape = tuple(tuple(s) for s in batch_shape)
     return (tuple(batch_shape), backend.name, algos.current_conv_algo(), backend.num_threads(),
-            model.dtype)
+            model.dtype, _structure_epoch)
 
 
 def __getattr__(name):

@@ -190,3 +190,14 @@ def test_functional_chains_run_as_chains(backend, rng):
     data = rng.standard_normal((2, 6, 6, 2)).astype(np.float32)
     np.testing.assert_allclose(model.predict(data, verbose=0), graph_outputs(model, data),
                                rtol=1e-5, atol=1e-6)
+
+
+def test_changing_a_nested_model_rebuilds_the_outer_models_plans(backend, rng):
+    inner = Sequential([Input((5,)), Dense(4, name="d1"), Dense(4, name="d2")])
+    outer = Sequential([inner, Dense(3, name="head")])
+    x = rng.standard_normal((6, 5)).astype("float32")
+    outer.predict(x, verbose=0)
+    inner.pop()
+    inner.add(Dense(4, activation="relu", name="d3"))
+    expected = outer(x).numpy()
+    np.testing.assert_allclose(outer.predict(x, verbose=0), expected, rtol=1e-6, atol=1e-6)

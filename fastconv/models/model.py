@@ -30,7 +30,7 @@ from .. import optimizers as optimizers_mod
 from .. import random as fc_random
 from ..backends import get_backend
 from ..callbacks import Callback, History
-from ..inference import InferencePlan, chunk_size, plan_key
+from ..inference import InferencePlan, chunk_size, plan_key, structure_changed, structure_epoch
 from ..layers.base import Layer
 from ..progbar import Progbar, write_line
 from ..tensor import Tensor, enable_grad, no_grad
@@ -638,6 +638,7 @@ class Model(Layer):
     def _forget_plans(self) -> None:
         self._plans.clear()
         self._chunks.clear()
+        structure_changed()
 
     def __getstate__(self) -> dict:
         """Pickling drops the inference plans and chunk sizes (closures over backend state);
@@ -655,7 +656,7 @@ class Model(Layer):
         backend = get_backend()
         if len(xs) == 1:  # the single-input path, kept short: batch-1 latency matters
             xb = xs[0]
-            key = (xb.shape[1:], backend.name, backend.inference_chunk_bytes)
+            key = (xb.shape[1:], backend.name, backend.inference_chunk_bytes, structure_epoch())
             chunk = self._chunks.get(key)
             if chunk is None:
                 chunk = self._chunks[key] = chunk_size(self, xb.shape[1:], backend)
@@ -665,7 +666,7 @@ class Model(Layer):
                     backend.to_host(o) for o in out]
         else:
             item = tuple(a.shape[1:] for a in xs)
-            key = (item, backend.name, backend.inference_chunk_bytes)
+            key = (item, backend.name, backend.inference_chunk_bytes, structure_epoch())
             chunk = self._chunks.get(key)
             if chunk is None:
                 chunk = self._chunks[key] = chunk_size(self, list(item), backend)
