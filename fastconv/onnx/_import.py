@@ -832,8 +832,6 @@ class _Importer:
             ax = self.const(node, 3, "axes", optional=True)
             axes = (list(range(rank)) if ax is None
                     else [int(v) % rank for v in np.asarray(ax).reshape(-1)])
-        if value != 0.0:
-            raise self._fail(node, f"constant_value={value}: only zero padding is supported")
         k = len(axes)
         before = dict(zip(axes, pads[:k]))
         after = dict(zip(axes, pads[k:]))
@@ -844,12 +842,23 @@ class _Importer:
             raise self._fail(node, f"negative pads {pads} (cropping)")
         x = self.as_nchw(node, x, ranks=(3,))
         if rank == 3:
+            if value != 0.0:
+                raise self._fail(node, f"constant_value={value}: 1D padding takes zeros only")
             x2, _ = self._as_2d(node, x, {})
             layer = L.ZeroPadding2D(((0, 0), (before.get(2, 0), after.get(2, 0))),
                                     name=self.layer_name(node))
             return self._as_1d(node, self.apply(layer, x2, "nchw"))
         padding = ((before.get(2, 0), after.get(2, 0)), (before.get(3, 0), after.get(3, 0)))
-        return self.apply(L.ZeroPadding2D(padding, name=self.layer_name(node)), x, "nchw")
+        y = self.apply(L.ZeroPadding2D(padding, name=self.layer_name(node)), x, "nchw")
+        if value == 0.0:
+            return y
+        # another value: added where the zeros are (x * 1 + 0 inside, exactly x)
+        _, h, w, _ = y.t.shape
+        (t, b), (left, r) = padding
+        border = np.full((h, w, 1), value)
+        border[t:h - b, left:w - r] = 0.0
+        layer = L.Rescaling(1.0, border, name=self.layer_name(node, "_value"))
+        return self.apply(layer, y, "nchw")
 
 
 class _FakeNode:
