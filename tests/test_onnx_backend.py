@@ -73,10 +73,6 @@ EXPECTED_FAILURES = {
     "test_edge_pad": NOT_FLOAT, "test_reflect_pad": NOT_FLOAT, "test_wrap_pad": NOT_FLOAT,
     "test_reduce_mean_default_axes_keepdims_example": BATCH_AXIS,
     "test_reduce_mean_default_axes_keepdims_random": BATCH_AXIS,
-    **{f"test_reduce_mean_{k}": "a mean over channels of a 3D tensor (only over H and W)"
-       for k in ("do_not_keepdims_example", "do_not_keepdims_random", "keepdims_example",
-                 "keepdims_random", "negative_axes_keepdims_example",
-                 "negative_axes_keepdims_random")},
     **{f"test_reshape_{k}": BATCH_AXIS
        for k in ("reordered_all_dims", "one_dim", "negative_extended_dims",
                  "allowzero_reordered")},

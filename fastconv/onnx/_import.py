@@ -554,14 +554,29 @@ class _Importer:
             if a.get("noop_with_empty_axes", 0):
                 return Sym(x.t, x.layout, x.flat_chw)
             raise self._fail(node, "a mean over every axis (the batch too)")
-        axes = sorted(int(v) % rank for v in axes)
-        if rank != 4 or axes != [2, 3]:
-            raise self._fail(node, f"ReduceMean over axes {axes} of a {rank}D tensor: only the "
-                                   f"mean over H and W (axes 2, 3 of NCHW) is supported")
-        x = self.as_nchw(node, x)
+        axes = sorted({int(v) % rank for v in axes})
         keep = bool(a.get("keepdims", 1))
-        layer = L.GlobalAveragePooling2D(keepdims=keep, name=self.layer_name(node))
-        return self.apply(layer, x, "nchw" if keep else "plain")
+        if 0 in axes:
+            raise self._fail(node, f"a mean over axes {axes}, the batch axis among them")
+        if rank == 4 and axes == [2, 3]:
+            x = self.as_nchw(node, x)
+            layer = L.GlobalAveragePooling2D(keepdims=keep, name=self.layer_name(node))
+            return self.apply(layer, x, "nchw" if keep else "plain")
+        # any other axes: the reduced axes brought first, (R, K, 1), an R x 1 average pooling
+        x = self.as_plain(node, x)
+        shape = x.onnx_shape
+        kept = [d for d in range(1, rank) if d not in axes]
+        if None in shape[1:] or (not keep and not kept):
+            raise self._fail(node, f"a mean over axes {axes} of shape {shape}")
+        reduced, rest = math.prod(shape[d] for d in axes), math.prod(shape[d] for d in kept)
+        t = x.t
+        if axes + kept != list(range(1, rank)):
+            t = L.Permute(tuple(axes + kept), name=self.layer_name(node, "_order"))(t)
+        t = L.Reshape((reduced, rest, 1), name=self.layer_name(node, "_3d"))(t)
+        t = L.AveragePooling2D((reduced, 1), name=self.layer_name(node))(t)
+        out = [1 if d in axes else shape[d] for d in range(1, rank)] if keep else [
+            shape[d] for d in kept]
+        return Sym(L.Reshape(tuple(out), name=self.layer_name(node, "_out"))(t))
 
     def _dense(self, node, x: Sym, w: np.ndarray, b):
         """A Dense layer with kernel ``w`` (in, out) in ONNX's feature order."""
