@@ -212,6 +212,24 @@ def test_constant_of_shape_bomb_is_refused_before_allocating(tmp_path):
         fo.load(tmp_path / "bomb.onnx")
 
 
+def test_initializer_that_lies_about_its_size_is_refused(tmp_path):
+    w = numpy_helper.from_array(np.zeros(4, np.float32), "w")
+    del w.dims[:]
+    w.dims.extend([1 << 40])  # a terabyte claimed, 16 bytes stored
+    g = helper.make_graph([helper.make_node("Add", ["x", "w"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, (1, 4))],
+                          [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)], [w])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]),
+              tmp_path / "liar.onnx")
+    with pytest.raises(InvalidModelFileError, match="liar.onnx"):
+        fo.load(tmp_path / "liar.onnx")
+    g.initializer[0].dims[0] = 8  # a small lie: the stored data does not fill the shape
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]),
+              tmp_path / "liar.onnx")
+    with pytest.raises(InvalidModelFileError, match="liar.onnx.*corrupt"):
+        fo.load(tmp_path / "liar.onnx")
+
+
 def test_broadcast_bomb_is_refused_before_allocating(tmp_path):
     a = np.zeros((1 << 17, 1), np.float32)
     b = np.zeros((1, 1 << 17), np.float32)  # 2 x 512 KiB that broadcast to 64 GiB

@@ -102,11 +102,16 @@ class _Importer:
                           1)
         for init in self.graph.initializer:
             self._charge(_tensor_nbytes(init), init.name)
-            self.values[init.name] = numpy_helper.to_array(init)
+            try:
+                self.values[init.name] = numpy_helper.to_array(init)
+            except (ValueError, TypeError, KeyError) as exc:
+                raise InvalidModelFileError(f"{where}: initializer '{init.name}' is corrupt "
+                                            f"({exc})") from None
         for name, value in (constants or {}).items():
             self.values[name] = np.asarray(value)
         self.inputs = []
         self.input_layouts = []
+        self.pending_weights = []  # (layer, weights) set once the model is made
         self.declared_batch = None  # the batch size the file's first input names, if any
         # fastconv's own exports say that their inputs are channels-last (NHWC)
         self.channels_last_inputs = any(p.key == "fastconv.input_layout" and p.value == "NHWC"
@@ -279,8 +284,6 @@ class _Importer:
         for layer, weights in self.pending_weights:
             layer.set_weights(weights)
         return model, self.input_layouts, layouts
-
-    pending_weights: list
 
     # -- constant folding --------------------------------------------------------------------
     def fold(self, node):
@@ -1000,9 +1003,7 @@ def import_model(model, where: str = "ONNX model", size: int | None = None,
     if size is None:
         size = model.ByteSize()
     budget = max(MIN_CONSTANT_BUDGET, 16 * size)
-    imp = _Importer(model, where, budget, constants, expand_groups)
-    imp.pending_weights = []
-    return imp.run()
+    return _Importer(model, where, budget, constants, expand_groups).run()
 
 
 def load(path, expand_groups: bool = False):
