@@ -290,13 +290,8 @@ def compare_light(name, expand_groups=False):
     return float(np.abs(got - want).max() / np.abs(want).max())
 
 
-@pytest.mark.parametrize("name", ["inception_v1", "inception_v2"])
-def test_light_inceptions_match_onnxruntime(name):
-    """The two that fit a CI run (a few seconds each)."""
-    assert compare_light(name) < 1e-5
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("name", ["bvlc_alexnet", "zfnet512", "vgg19", "resnet50"])
+@pytest.mark.parametrize("name", ["inception_v1", "inception_v2", "resnet50"])
 def test_light_models_match_onnxruntime(name):
-    assert compare_light(name, expand_groups=name == "bvlc_alexnet") < 1e-4
+    """The ones that fit a CI run (a few seconds each); bench/onnx_light.py measures all six
+    (AlexNet, ZFNet-512 and VGG19 take 6 to 20 s each)."""
+    assert compare_light(name) < 1e-5
