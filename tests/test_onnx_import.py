@@ -168,6 +168,16 @@ def _graph(nodes, inits, x_shape=(1, 3, 8, 8), out="y"):
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
 
 
+def test_op_table_names_a_converter_for_every_operator():
+    from fastconv.onnx._import import _Importer
+
+    folded = {"Constant", "ConstantOfShape"}  # always constants
+    missing = [op for op in fo.OP_TABLE
+               if op not in folded and not callable(getattr(_Importer, f"op_{op}", None))]
+    assert not missing
+    assert fo.SUPPORTED_OPS == tuple(fo.OP_TABLE)
+
+
 def test_unsupported_operators_listed_in_one_error(tmp_path):
     nodes = [helper.make_node("Erf", ["x"], ["a"]), helper.make_node("Relu", ["a"], ["b"]),
              helper.make_node("HardSwish", ["b"], ["c"]), helper.make_node("Erf", ["c"], ["y"])]

@@ -27,13 +27,43 @@ import numpy as np
 from .. import layers as L
 from ..saving import InvalidModelFileError
 
-#: ONNX operators that become layers (or fold into constants), in the order the docs list them.
-SUPPORTED_OPS = (
-    "Conv", "Relu", "LeakyRelu", "Sigmoid", "Tanh", "Clip", "MaxPool", "AveragePool",
-    "GlobalAveragePool", "GlobalMaxPool", "ReduceMean", "Gemm", "MatMul", "Flatten", "Reshape",
-    "Add", "Sum", "Mul", "Sub", "Div", "Concat", "BatchNormalization", "LRN", "Softmax",
-    "Dropout", "Identity", "Constant", "ConstantOfShape", "Pad", "Transpose",
-)
+#: The op-to-layer table: each ONNX operator fastconv reads, and the layers it becomes (the
+#: ``_Importer.op_<Name>`` method makes them). Operators whose inputs are all constants fold
+#: into constants instead.
+OP_TABLE = {
+    "Conv": "Conv2D (ZeroPadding2D first for pads 'same' cannot express; 1D: Reshape around)",
+    "Relu": "Activation('relu')",
+    "LeakyRelu": "LeakyReLU",
+    "Sigmoid": "Activation('sigmoid')",
+    "Tanh": "Activation('tanh')",
+    "Clip": "Clip",
+    "MaxPool": "MaxPooling2D (explicit padding, ceil_mode; 1D: Reshape around)",
+    "AveragePool": "AveragePooling2D (explicit padding, ceil_mode, count_include_pad)",
+    "GlobalAveragePool": "GlobalAveragePooling2D(keepdims=True)",
+    "GlobalMaxPool": "GlobalMaxPooling2D(keepdims=True)",
+    "ReduceMean": "GlobalAveragePooling2D over H, W; other axes: AveragePooling2D over them",
+    "Gemm": "Dense (transB applied; rows reordered after a flatten)",
+    "MatMul": "Dense without bias",
+    "Flatten": "Flatten (the next Dense reorders its rows from C, H, W to H, W, C)",
+    "Reshape": "Flatten or Reshape",
+    "Add": "Add; with a constant: Rescaling",
+    "Sum": "Add",
+    "Mul": "Rescaling (by a constant)",
+    "Sub": "Rescaling (a constant)",
+    "Div": "Rescaling (by a constant)",
+    "Concat": "Concatenate",
+    "BatchNormalization": "BatchNormalization (inference statistics)",
+    "LRN": "LocalResponseNormalization (odd size)",
+    "Softmax": "Activation('softmax'), Permute around for an inner axis",
+    "Dropout": "nothing (inference)",
+    "Identity": "nothing",
+    "Constant": "a constant",
+    "ConstantOfShape": "a constant",
+    "Pad": "ZeroPadding2D (plus Rescaling for another value)",
+    "Transpose": "Permute, or nothing where it only changes NCHW to fastconv's NHWC",
+}
+#: ONNX operators that become layers (or fold into constants).
+SUPPORTED_OPS = tuple(OP_TABLE)
 #: Operators folded when every input is a constant (besides the supported ones).
 CONSTANT_ONLY_OPS = ("Unsqueeze", "Squeeze", "Shape", "Cast", "Gather", "Slice")
 
