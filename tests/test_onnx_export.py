@@ -143,9 +143,19 @@ def test_big_applications_match_onnxruntime(tmp_path, rng, name, shape):
     parity(model, x, tmp_path)
 
 
+def test_sequential_built_by_data_exports(tmp_path, rng):
+    model = Sequential([L.Conv2D(3, 3), L.Flatten(), L.Dense(2)])
+    x = rng.standard_normal((2, 6, 6, 1)).astype(np.float32)
+    model.predict(x, verbose=0)
+    randomise(model)
+    parity(model, x, tmp_path)
+
+
 def test_export_refuses_what_it_cannot_write(tmp_path):
     with pytest.raises(TypeError, match="fastconv Model"):
         fo.export(L.Dense(3), tmp_path / "x.onnx")
     model = Sequential([L.Input((4,)), L.Dense(2)])
     with pytest.raises(ValueError, match="opset"):
         fo.export(model, tmp_path / "x.onnx", opset=7)
+    with pytest.raises(ValueError, match="not built"):
+        fo.export(Sequential([L.Dense(3)]), tmp_path / "x.onnx")

@@ -352,7 +352,8 @@ def export(model, path, opset: int = 17):
             raise ValueError(f"export: model '{model.name}' is not built; give it an input "
                              f"shape or call it on data first")
         shapes = [tuple(model.input_shape)]
-        names = [model._input_layer.name if model._input_layer is not None else "input"]
+        layer = getattr(model, "_input_layer", None)
+        names = [layer.name if layer is not None else "input"]
     elif isinstance(model, Functional):
         shapes = [tuple(t.shape) for t in model.inputs]
         names = model.input_names
