@@ -23,19 +23,27 @@ def check_padding(layer: str, padding) -> str:
     return padding.lower()
 
 
-@register
-class Conv2D(Layer):
-    """2D convolution over NHWC inputs with an HWIO kernel, as Keras's Conv2D."""
+def _one_of(options) -> str:
+    quoted = [repr(o) for o in options]
+    return quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} or {quoted[-1]}"
 
-    input_ndim = 4
 
-    def __init__(self, filters, kernel_size, strides=(1, 1), padding="valid", data_format=None,
-                 dilation_rate=(1, 1), groups=1, activation=None, use_bias=True,
+class _Conv(Layer):
+    """What Conv1D and Conv2D share: Keras's arguments, the weights, the config, the call and the
+    inference step. A subclass gives its rank, its padding modes, its op and its convolution as
+    a 2D one (``_geometry``)."""
+
+    rank = 2
+    padding_modes = ("valid", "same")
+    _op = staticmethod(F.conv2d)
+
+    def __init__(self, filters, kernel_size, strides=1, padding="valid", data_format=None,
+                 dilation_rate=1, groups=1, activation=None, use_bias=True,
                  kernel_initializer="glorot_uniform", bias_initializer="zeros",
                  kernel_regularizer=None, bias_regularizer=None, activity_regularizer=None,
                  kernel_constraint=None, bias_constraint=None, **kwargs):
         super().__init__(**kwargs)
-        where = f"Conv2D layer '{self.name}'"
+        where = f"{type(self).__name__} layer '{self.name}'"
         unsupported(where, kernel_regularizer=kernel_regularizer,
                     bias_regularizer=bias_regularizer, activity_regularizer=activity_regularizer,
                     kernel_constraint=kernel_constraint, bias_constraint=bias_constraint)
@@ -43,13 +51,18 @@ class Conv2D(Layer):
             raise ValueError(f"{where}: grouped convolution is not supported (groups={groups!r})")
         check_data_format(where, data_format)
         self.filters = positive_int(filters, f"{where}: filters")
-        self.kernel_size = normalize_tuple(kernel_size, 2, f"{where}: kernel_size")
-        self.strides = normalize_tuple(strides, 2, f"{where}: strides")
-        self.dilation_rate = normalize_tuple(dilation_rate, 2, f"{where}: dilation_rate")
-        if self.strides != (1, 1) and self.dilation_rate != (1, 1):
+        self.kernel_size = normalize_tuple(kernel_size, self.rank, f"{where}: kernel_size")
+        self.strides = normalize_tuple(strides, self.rank, f"{where}: strides")
+        self.dilation_rate = normalize_tuple(dilation_rate, self.rank, f"{where}: dilation_rate")
+        ones = (1,) * self.rank
+        if self.strides != ones and self.dilation_rate != ones:
             raise ValueError(f"{where}: strides > 1 together with dilation_rate > 1 is not "
                              f"supported (as in Keras)")
-        self.padding = check_padding(where, padding)
+        mode = padding.lower() if isinstance(padding, str) else None
+        if mode not in self.padding_modes:
+            raise ValueError(f"{where}: padding must be {_one_of(self.padding_modes)}, got "
+                             f"{padding!r}")
+        self.padding = mode
         self.activation = activations.canonical(activation, where)
         self.use_bias = bool(use_bias)
         self.kernel_initializer = initializers.check(kernel_initializer, where)
@@ -58,8 +71,8 @@ class Conv2D(Layer):
     def build(self, input_shape):
         channels = input_shape[-1]
         if channels is None:
-            raise ValueError(f"Conv2D layer '{self.name}' needs a known channel axis, got "
-                             f"{input_shape}")
+            raise ValueError(f"{type(self).__name__} layer '{self.name}' needs a known channel "
+                             f"axis, got {input_shape}")
         self.compute_output_shape(input_shape)  # raises if the kernel does not fit
         self.kernel = self.add_weight("kernel", (*self.kernel_size, channels, self.filters),
                                       self.kernel_initializer)
@@ -68,27 +81,54 @@ class Conv2D(Layer):
 
     def call(self, x, training=False):
         fused = self.activation in FUSED_ACTIVATIONS
-        y = F.conv2d(x, self.kernel, self.bias, self.strides, self.padding, self.dilation_rate,
+        y = self._op(x, self.kernel, self.bias, self.strides, self.padding, self.dilation_rate,
                      activation=self.activation if fused else None)
         return apply_activation(y, self.activation, fused)
 
+    def _geometry(self, input_shape):
+        """The convolution of an input of ``input_shape`` as a 2D one (NHWC, HWIO)."""
+        raise NotImplementedError
+
     def inference_step(self, input_shape, backend):
-        geom = conv_geometry(input_shape, self.kernel.shape, self.strides, self.padding,
-                             self.dilation_rate)
+        geom = self._geometry(input_shape)
         algo = algorithms.resolve(backend, geom, self.kernel.dtype, "forward")
         act = self.activation
         fused = act in FUSED_ACTIVATIONS
         run = backend.prepare_conv2d_forward(geom, algo, act if fused else "linear")
         kernel, bias = self.kernel, self.bias
+        as_image = self.rank == 1  # (batch, steps, channels) runs as (batch, 1, steps, channels)
 
         def step(a):
             # each array read once, before its version: the key never names other values
             w, b = kernel.data, None if bias is None else bias.data
             key = (id(w), kernel.version) + (() if bias is None else (id(b), bias.version))
+            if as_image:
+                a, w = a.reshape(a.shape[0], 1, *a.shape[1:]), w.reshape(1, *w.shape)
             y = run(a, w, b, key)
+            if as_image:
+                y = y.reshape(y.shape[0], y.shape[2], y.shape[3])
             return y if fused else activations.on_array(act, backend, y)
 
         return step
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters,
+                "kernel_size": list(self.kernel_size), "strides": list(self.strides),
+                "padding": self.padding, "dilation_rate": list(self.dilation_rate),
+                "activation": self.activation, "use_bias": self.use_bias,
+                "kernel_initializer": self.kernel_initializer,
+                "bias_initializer": self.bias_initializer}
+
+
+@register
+class Conv2D(_Conv):
+    """2D convolution over NHWC inputs with an HWIO kernel, as Keras's Conv2D."""
+
+    input_ndim = 4
+
+    def _geometry(self, input_shape):
+        return conv_geometry(input_shape, self.kernel.shape, self.strides, self.padding,
+                             self.dilation_rate)
 
     def compute_output_shape(self, input_shape):
         n, h, w, _ = input_shape
@@ -103,92 +143,25 @@ class Conv2D(Layer):
                 f"shape {tuple(input_shape)})")
         return (n, oh, ow, self.filters)
 
-    def get_config(self):
-        return {**super().get_config(), "filters": self.filters,
-                "kernel_size": list(self.kernel_size), "strides": list(self.strides),
-                "padding": self.padding, "dilation_rate": list(self.dilation_rate),
-                "activation": self.activation, "use_bias": self.use_bias,
-                "kernel_initializer": self.kernel_initializer,
-                "bias_initializer": self.bias_initializer}
-
 
 @register
-class Conv1D(Layer):
+class Conv1D(_Conv):
     """1D convolution over (batch, steps, channels) inputs with a (k, in, out) kernel, as
     Keras's Conv1D; ``padding`` 'valid', 'same' or 'causal'. Runs as a Conv2D over a
     (batch, 1, steps, channels) image, so every algorithm of every backend serves it."""
 
     input_ndim = 3
-
-    def __init__(self, filters, kernel_size, strides=1, padding="valid", data_format=None,
-                 dilation_rate=1, groups=1, activation=None, use_bias=True,
-                 kernel_initializer="glorot_uniform", bias_initializer="zeros",
-                 kernel_regularizer=None, bias_regularizer=None, activity_regularizer=None,
-                 kernel_constraint=None, bias_constraint=None, **kwargs):
-        super().__init__(**kwargs)
-        where = f"Conv1D layer '{self.name}'"
-        unsupported(where, kernel_regularizer=kernel_regularizer,
-                    bias_regularizer=bias_regularizer, activity_regularizer=activity_regularizer,
-                    kernel_constraint=kernel_constraint, bias_constraint=bias_constraint)
-        if groups != 1:
-            raise ValueError(f"{where}: grouped convolution is not supported (groups={groups!r})")
-        check_data_format(where, data_format)
-        self.filters = positive_int(filters, f"{where}: filters")
-        self.kernel_size = normalize_tuple(kernel_size, 1, f"{where}: kernel_size")
-        self.strides = normalize_tuple(strides, 1, f"{where}: strides")
-        self.dilation_rate = normalize_tuple(dilation_rate, 1, f"{where}: dilation_rate")
-        if self.strides != (1,) and self.dilation_rate != (1,):
-            raise ValueError(f"{where}: strides > 1 together with dilation_rate > 1 is not "
-                             f"supported (as in Keras)")
-        mode = padding.lower() if isinstance(padding, str) else None
-        if mode not in ("valid", "same", "causal"):
-            raise ValueError(f"{where}: padding must be 'valid', 'same' or 'causal', got "
-                             f"{padding!r}")
-        self.padding = mode
-        self.activation = activations.canonical(activation, where)
-        self.use_bias = bool(use_bias)
-        self.kernel_initializer = initializers.check(kernel_initializer, where)
-        self.bias_initializer = initializers.check(bias_initializer, where)
-
-    def build(self, input_shape):
-        channels = input_shape[-1]
-        if channels is None:
-            raise ValueError(f"Conv1D layer '{self.name}' needs a known channel axis, got "
-                             f"{input_shape}")
-        self.compute_output_shape(input_shape)  # raises if the kernel does not fit
-        self.kernel = self.add_weight("kernel", (*self.kernel_size, channels, self.filters),
-                                      self.kernel_initializer)
-        self.bias = (self.add_weight("bias", (self.filters,), self.bias_initializer)
-                     if self.use_bias else None)
+    rank = 1
+    padding_modes = ("valid", "same", "causal")
+    _op = staticmethod(F.conv1d)
 
     def _padding_2d(self):
         return conv1d_padding(self.padding, self.kernel_size[0], self.dilation_rate[0])
 
-    def call(self, x, training=False):
-        fused = self.activation in FUSED_ACTIVATIONS
-        y = F.conv1d(x, self.kernel, self.bias, self.strides, self.padding, self.dilation_rate,
-                     activation=self.activation if fused else None)
-        return apply_activation(y, self.activation, fused)
-
-    def inference_step(self, input_shape, backend):
+    def _geometry(self, input_shape):
         n, steps, c = input_shape
-        geom = conv_geometry((n, 1, steps, c), (1, *self.kernel.shape), (1, *self.strides),
+        return conv_geometry((n, 1, steps, c), (1, *self.kernel.shape), (1, *self.strides),
                              self._padding_2d(), (1, *self.dilation_rate))
-        algo = algorithms.resolve(backend, geom, self.kernel.dtype, "forward")
-        act = self.activation
-        fused = act in FUSED_ACTIVATIONS
-        run = backend.prepare_conv2d_forward(geom, algo, act if fused else "linear")
-        kernel, bias = self.kernel, self.bias
-
-        def step(a):
-            # each array read once, before its version: the key never names other values
-            w, b = kernel.data, None if bias is None else bias.data
-            key = (id(w), kernel.version) + (() if bias is None else (id(b), bias.version))
-            y = run(a.reshape(a.shape[0], 1, *a.shape[1:]), w.reshape(1, *w.shape), b, key)
-            y = y.reshape(y.shape[0], y.shape[2], y.shape[3])
-            return y if fused else activations.on_array(act, backend, y)
-
-        return step
 
     def compute_output_shape(self, input_shape):
         n, steps, _ = input_shape
@@ -200,11 +173,3 @@ class Conv1D(Layer):
                 f"Conv1D layer '{self.name}': the kernel of size {k} (dilation {d}) does not fit "
                 f"{steps} steps with padding '{self.padding}' (input shape {tuple(input_shape)})")
         return (n, out, self.filters)
-
-    def get_config(self):
-        return {**super().get_config(), "filters": self.filters,
-                "kernel_size": list(self.kernel_size), "strides": list(self.strides),
-                "padding": self.padding, "dilation_rate": list(self.dilation_rate),
-                "activation": self.activation, "use_bias": self.use_bias,
-                "kernel_initializer": self.kernel_initializer,
-                "bias_initializer": self.bias_initializer}
