@@ -76,14 +76,18 @@ from .pool import (
 from .regularization import DropoutOp, dropout
 from .shape import ReshapeOp, TransposeOp, ZeroPad2DOp, flatten, reshape, transpose, zero_pad2d
 
-__all__ = [
-    # the functional API (what ``fastconv.functional`` exports)
+#: The functional API: what ``fastconv.functional`` exports.
+FUNCTIONAL_API = (
     "as_tensor", "conv2d", "conv1d", "dense", "max_pool2d", "avg_pool2d", "global_avg_pool2d",
     "global_max_pool2d", "max_pool1d", "avg_pool1d", "relu", "sigmoid", "tanh", "softmax",
     "linear", "reshape", "flatten", "zero_pad2d", "dropout", "add", "subtract", "multiply",
     "divide", "negative", "matmul", "concatenate", "sum", "mean", "batch_norm",
     "batch_norm_training", "local_response_normalization", "softmax_cross_entropy",
     "cross_entropy", "mean_squared_error", "is_grad_enabled",
+)
+
+__all__ = [
+    *FUNCTIONAL_API,
     # not an op: arithmetic on arrays for inference plans
     "fold_batch_norm",
     # the Function classes, one per primitive op
