@@ -341,12 +341,11 @@ def _as_list(value) -> list:
 def _model_nodes(model) -> list:
     """The nodes of ``model``'s graph, inputs first: Keras's depth-first walk from each output
     (``keras.src.ops.function._build_map``)."""
-    order, finished, visit_index = [], set(), {}
+    order, finished = [], set()
 
     def walk(node):
         if id(node) in finished:
             return
-        visit_index.setdefault(id(node.layer), len(visit_index))
         for parent in node.parent_nodes:
             walk(parent)
         finished.add(id(node))
@@ -354,28 +353,15 @@ def _model_nodes(model) -> list:
 
     for tensor in _as_list(model.outputs):
         walk(_node_of(tensor))
-    return order, visit_index
+    return order
 
 
 def keras_layer_order(model) -> list:
-    """The layers of a functional model in the order Keras lists them (``model.layers``):
-    by decreasing depth (distance from the outputs), ties in depth-first visiting order. A
-    ``.weights.h5`` file names its groups after this order, so fastconv writes and reads in it."""
-    if type(model).__name__ == "Sequential":
-        return list(model.layers)
-    nodes, visit_index = _model_nodes(model)
-    node_depth, layer_depth, layers = {}, {}, {}
-    in_graph = {id(n) for n in nodes}
-    for node in reversed(nodes):
-        depth = max(node_depth.setdefault(id(node), 0), layer_depth.get(id(node.layer), 0))
-        layer_depth[id(node.layer)] = depth
-        layers[id(node.layer)] = node.layer
-        node_depth[id(node)] = depth
-        for parent in node.parent_nodes:
-            if id(parent) in in_graph:
-                node_depth[id(parent)] = max(depth + 1, node_depth.get(id(parent), 0))
-    return sorted(layers.values(), key=lambda layer: (-layer_depth[id(layer)],
-                                                      visit_index[id(layer)]))
+    """The layers of a model in the order Keras lists them (``model.layers``): a functional
+    model's ``layers`` already follow Keras's order (by decreasing depth, ties in depth-first
+    visiting order). A ``.weights.h5`` file names its groups after this order, so fastconv
+    writes and reads in it."""
+    return list(model.layers)
 
 
 def _node_of(tensor):
@@ -386,7 +372,7 @@ def _node_of(tensor):
 def model_graph(model):
     """[(layer, [(refs, shapes) per call])] for a functional fastconv model, in the order Keras
     lists layers; node indices count only this model's calls of each layer."""
-    nodes, _ = _model_nodes(model)
+    nodes = _model_nodes(model)
     index: dict[int, int] = {}
     calls: dict[int, list] = {}
     for node in nodes:
@@ -415,7 +401,7 @@ def graph_inputs(model):
 
 
 def graph_outputs(model):
-    nodes, _ = _model_nodes(model)
+    nodes = _model_nodes(model)
     index: dict[int, int] = {}
     counts: dict[int, int] = {}
     for node in nodes:
