@@ -542,9 +542,9 @@ def collect_environment() -> dict:
         if reason is None:
             backend = fastconv.get_backend(name)
             env["threads"][f"fastconv {name}"] = backend.num_threads()
-            gemm = getattr(backend, "gemm_description", None)
-            if gemm is not None:
-                env["blas"][name] = str(gemm)
+            gemm = backend.gemm_description()
+            if gemm:
+                env["blas"][name] = gemm
     env["threads"]["onnxruntime intra-op"] = os.cpu_count()
     if "numba" in sys.modules:
         try:

@@ -75,8 +75,8 @@ def cmd_info(args) -> int:
         print(f"  {name:10s} {spec.scope}")
     backend = fastconv.get_backend()
     print(f"threads: {backend.num_threads()}")
-    gemm = getattr(backend, "gemm_description", None)
-    if gemm is not None:
+    gemm = backend.gemm_description()
+    if gemm:
         print(f"GEMM: {gemm}")
     model, llvm_name, features = cpu_description()
     print(f"CPU: {model} ({os.cpu_count()} logical cores, LLVM target {llvm_name})")

@@ -132,6 +132,42 @@ def test_backend_epilogues(backend, rng):
                                rtol=1e-12)
 
 
+def test_backend_prepared_primitives_match_plain_ones(backend, rng):
+    """prepare_conv2d_forward and prepare_matmul (inference plans) give what conv2d_forward and
+    matmul give, for every algorithm, and follow a weights change when the key changes."""
+    x = rng.standard_normal((2, 7, 6, 3))
+    w = rng.standard_normal((3, 3, 3, 4))
+    b = rng.standard_normal(4)
+    geom = conv_geometry(x.shape, w.shape, padding="same")
+    xd, wd, bd = backend.asarray(x), backend.asarray(w), backend.asarray(b)
+    for algo in backend.conv_algorithms:
+        run = backend.prepare_conv2d_forward(geom, algo, "relu")
+        want = backend.to_host(backend.conv2d_forward(xd, wd, bd, geom, algo, "relu"))
+        np.testing.assert_allclose(backend.to_host(run(xd, wd, bd, 1)), want, rtol=1e-12,
+                                   atol=1e-12, err_msg=algo)
+        w2 = backend.asarray(2 * w)
+        want2 = backend.to_host(backend.conv2d_forward(xd, w2, bd, geom, algo, "relu"))
+        np.testing.assert_allclose(backend.to_host(run(xd, w2, bd, 2)), want2, rtol=1e-12,
+                                   atol=1e-12, err_msg=algo)
+    a, m = rng.standard_normal((5, 6)), rng.standard_normal((6, 3))
+    run = backend.prepare_matmul()
+    np.testing.assert_allclose(backend.to_host(run(backend.asarray(a), backend.asarray(m), 1)),
+                               a @ m, rtol=1e-12)
+    np.testing.assert_allclose(
+        backend.to_host(run(backend.asarray(a), backend.asarray(3 * m), 2)), a @ (3 * m),
+        rtol=1e-12)
+
+
+def test_backend_device_primitives(backend):
+    """synchronize returns its argument; CPU backends name no device; the GEMM description is
+    text (shown by ``fastconv info``)."""
+    a = backend.asarray(np.ones(3))
+    assert backend.synchronize(a) is a
+    assert backend.synchronize() is None
+    assert backend.device_string() == ""
+    assert isinstance(backend.gemm_description(), str)
+
+
 # -- names and availability -------------------------------------------------------------------
 
 

@@ -115,8 +115,7 @@ def machine_signature() -> str:
 
 
 def device_string(backend) -> str:
-    getter = getattr(backend, "device_string", None)
-    return getter() if callable(getter) else ""
+    return backend.device_string()
 
 
 def cache_key(backend, geom: ConvGeometry, dtype: str, conv_pass: str) -> str:

@@ -20,7 +20,11 @@ from ..geometry import ConvGeometry, PoolGeometry
 PRIMITIVES = (
     "asarray",
     "to_host",
+    "synchronize",
+    "device_string",
+    "gemm_description",
     "conv2d_forward",
+    "prepare_conv2d_forward",
     "conv2d_backward_data",
     "conv2d_backward_weight",
     "max_pool2d_forward",
@@ -30,6 +34,7 @@ PRIMITIVES = (
     "bias_activation",
     "epilogue_backward",
     "matmul",
+    "prepare_matmul",
     "random_uniform",
     "adam_update",
     "batch_norm_statistics",
@@ -83,6 +88,12 @@ class ConvAlgorithm:
             dx = xp.ascontiguousarray(
                 dx[:, crop_top:crop_top + geom.h, crop_left:crop_left + geom.w, :])
         return dx
+
+    def prepare_forward(self, geom: ConvGeometry, activation: str):
+        """``run(x, w, b, weights_key)``: :meth:`forward` for one geometry (inference plans).
+        Algorithms that can work out geometry- or weight-dependent data once override this;
+        ``weights_key`` changes whenever w or b change."""
+        return lambda x, w, b, weights_key: self.forward(x, w, b, geom, activation)
 
 
 class WinogradAlgorithm(ConvAlgorithm):
@@ -143,6 +154,11 @@ class Backend:
         backend gives its device name and compute capability."""
         return ""
 
+    def gemm_description(self) -> str:
+        """The matrix-multiply engine behind ``matmul`` and im2col, in words (diagnostics:
+        ``fastconv info``, benchmark reports); '' when the backend names none."""
+        return ""
+
     # -- convolution ------------------------------------------------------------------------
     #: algorithm name -> ConvAlgorithm subclass; filled by each backend.
     conv_algorithm_classes: dict[str, type[ConvAlgorithm]] = {}
@@ -170,11 +186,7 @@ class Backend:
         """``run(x, w, b, weights_key)``: ``conv2d_forward`` for one geometry, with everything
         that depends only on the geometry (and, per ``weights_key``, on the weights) worked out
         once; inference plans use it. ``weights_key`` changes whenever w or b change."""
-        algorithm = self.conv_algorithm(algo)
-        prepare = getattr(algorithm, "prepare_forward", None)
-        if prepare is not None:
-            return prepare(geom, activation)
-        return lambda x, w, b, weights_key: algorithm.forward(x, w, b, geom, activation)
+        return self.conv_algorithm(algo).prepare_forward(geom, activation)
 
     def conv2d_backward_data(self, dy, w, geom: ConvGeometry, algo: str):
         """Gradient of the convolution with respect to its input."""

@@ -40,10 +40,13 @@ class NumbaCpuBackend(Backend):
     def __init__(self):
         super().__init__()
         keep_freed_memory()
-        self.gemm_description = microkernel.describe()
+        self._gemm_description = microkernel.describe()
 
     def to_host(self, a):
         return np.asarray(a)
+
+    def gemm_description(self) -> str:
+        return self._gemm_description
 
     def num_threads(self) -> int:
         return numba.get_num_threads()

@@ -34,6 +34,9 @@ class NumpyBackend(Backend):
     def to_host(self, a):
         return np.asarray(a)
 
+    def gemm_description(self) -> str:
+        return f"NumPy {np.__version__} matmul"
+
     def max_pool2d_forward(self, x, geom, with_argmax=True):
         y, argmax = max_pool2d_forward(x, geom)
         return y, (argmax if with_argmax else None)
