@@ -81,9 +81,12 @@ def test_conv2d_parity(backend, algo):
     if algo not in backend.conv_algorithms:
         pytest.skip(f"{backend.name} has no {algo}")
 
+    ran = []
+
     @CAMPAIGN
     @given(case=conv_cases(algo))
     def run(case):
+        ran.append(1)
         x_shape, w_shape, s, padding, pads, d, dtype, mode, seed = case
         rng = np.random.default_rng(seed)
         x = rng.standard_normal(x_shape).astype(dtype)
@@ -105,6 +108,7 @@ def test_conv2d_parity(backend, algo):
                dtype, f"backward-weight {case}")
 
     run()
+    assert len(ran) >= EXAMPLES, f"{len(ran)} cases ran, {EXAMPLES} asked"
 
 
 @st.composite
@@ -121,9 +125,12 @@ def pool_cases(draw):
 
 @pytest.mark.parametrize("op", ["max", "avg"])
 def test_pool2d_parity(backend, op):
+    ran = []
+
     @CAMPAIGN
     @given(case=pool_cases())
     def run(case):
+        ran.append(1)
         x_shape, pool, strides, padding, dtype, mode, minus_inf, seed = case
         rng = np.random.default_rng(seed)
         x = rng.standard_normal(x_shape)
@@ -151,3 +158,4 @@ def test_pool2d_parity(backend, op):
         _close(backend.to_host(dx), dx_ref, dtype, f"backward {case}")
 
     run()
+    assert len(ran) >= EXAMPLES, f"{len(ran)} cases ran, {EXAMPLES} asked"
