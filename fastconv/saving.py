@@ -224,10 +224,11 @@ def save_model(model, filepath) -> None:
                 "compile": None, "weights": entries, "optimizer": None}
     if model.compiled:
         manifest["compile"] = model.compile_config(serialize_optimizer, serialize_loss)
-        state = model.optimizer.get_state(model.weight_paths())
+        paths = model.weight_paths()
+        state = model.optimizer.get_state(paths)
         opt_entries = []
         for key, value in state["arrays"].items():
-            host = np.asarray(value) if isinstance(value, np.ndarray) else value.get()
+            host = paths[key.rpartition("/")[0]]._backend.to_host(value)
             opt_entries.append({"name": key, "shape": list(host.shape),
                                 "dtype": host.dtype.name, "file": f"arrays/{len(arrays)}.npy"})
             arrays.append(host)

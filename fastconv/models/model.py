@@ -62,11 +62,14 @@ def _positive_int(value, name: str, allow_zero: bool = False) -> int:
 
 
 def _host_array(a, name: str) -> np.ndarray:
-    """A host array of numbers (Tensors and device arrays are copied to the host)."""
+    """A host array of numbers (Tensors and arrays of the current backend are copied to the
+    host through ``Backend.to_host``)."""
     if isinstance(a, Tensor):
         a = a.numpy()
-    elif not isinstance(a, np.ndarray) and hasattr(a, "get"):  # a device array (CuPy)
-        a = a.get()
+    elif not isinstance(a, np.ndarray):
+        backend = get_backend()
+        if isinstance(a, backend.xp.ndarray):  # a device array
+            a = backend.to_host(a)
     try:
         a = np.asarray(a)
     except (TypeError, ValueError) as exc:

