@@ -239,6 +239,14 @@ class Variable(Tensor):
         self.version += 1
 
 
+def mixed_backends_message(op: str, tensors) -> str:
+    """The error for an op whose input tensors live on different backends, naming them."""
+    names = list(dict.fromkeys(t._backend.name for t in tensors))
+    return (f"{op}: the inputs live on different backends ({' and '.join(names)}); an op runs "
+            f"on one backend: move the model with Model.to(name), or make the tensors on one "
+            f"backend (Tensor(t.numpy(), backend=fastconv.get_backend(name)))")
+
+
 class Function:
     """One differentiable op: ``forward`` on raw arrays, ``backward`` from the output gradient.
 
@@ -273,6 +281,9 @@ class Function:
     def apply(cls, *inputs: Tensor, **kwargs) -> Tensor:
         fn = cls()
         backend = inputs[0]._backend
+        for t in inputs[1:]:
+            if t._backend is not backend:
+                raise ValueError(mixed_backends_message(cls.__name__, inputs))
         fn.backend = backend
         fn.parents = inputs
         fn.needs_input_grad = tuple(t.requires_grad for t in inputs)

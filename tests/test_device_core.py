@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 
 import fastconv
-from fastconv import backends, optimizers
+from fastconv import backends, ops, optimizers
 from fastconv.backends.numpy_backend import NumpyBackend
 from fastconv.layers import Conv2D, Dense, Flatten, Input, MaxPooling2D
 from fastconv.models import Sequential, load_model
+from fastconv.tensor import Tensor
 
 
 def _require(*names):
@@ -83,3 +84,46 @@ def test_model_inputs_of_the_backend_are_copied_through_to_host(counting, data):
     got = model.predict(counting.asarray(x), verbose=0)
     assert counting.host_copies > before
     np.testing.assert_array_equal(got, want)
+
+
+# -- an op's inputs live on one backend -------------------------------------------------------
+
+
+@pytest.mark.parametrize("op", ["add", "multiply", "concatenate", "conv2d"])
+def test_mixed_backends_are_refused_naming_both(op, rng):
+    _require("numpy", "numba-cpu")
+    x = rng.standard_normal((2, 4, 4, 3)).astype("float32")
+    a = Tensor(x, backend=fastconv.get_backend("numpy"))
+    other = fastconv.get_backend("numba-cpu")
+    b = Tensor(x, backend=other)
+    calls = {"add": lambda: ops.add(a, b), "multiply": lambda: a * b,
+             "concatenate": lambda: ops.concatenate([a, b]),
+             "conv2d": lambda: ops.conv2d(a, Tensor(np.ones((3, 3, 3, 2), "float32"),
+                                                    backend=other))}
+    with pytest.raises(ValueError, match="numpy and numba-cpu") as info:
+        calls[op]()
+    assert "different backends" in str(info.value)
+
+
+def test_mixed_backends_refused_in_backward_graphs_too(rng):
+    _require("numpy", "numba-cpu")
+    w = Tensor(rng.standard_normal((3, 2)), requires_grad=True,
+               backend=fastconv.get_backend("numba-cpu"))
+    x = Tensor(rng.standard_normal((4, 3)), backend=fastconv.get_backend("numpy"))
+    with pytest.raises(ValueError, match="numpy and numba-cpu"):
+        ops.dense(x, w)
+    assert w.grad is None
+
+
+def test_array_likes_join_the_backend_of_the_tensor_operands(rng):
+    """A NumPy array or number next to a Tensor goes to the Tensor's backend, whichever backend
+    is current."""
+    _require("numpy", "numba-cpu")
+    x = rng.standard_normal((3, 4))
+    t = Tensor(x, backend=fastconv.get_backend("numba-cpu"))
+    with fastconv.use_backend("numpy"):
+        out = ops.add(t, x)
+        scaled = 2.0 * t
+    assert out._backend.name == "numba-cpu" and scaled._backend.name == "numba-cpu"
+    np.testing.assert_array_equal(out.numpy(), 2 * x)
+    np.testing.assert_array_equal(scaled.numpy(), 2 * x)

@@ -8,7 +8,7 @@ import numbers
 import numpy as np
 
 from ..backends import FUSED_ACTIVATIONS, get_backend
-from ..tensor import Tensor
+from ..tensor import Tensor, mixed_backends_message
 
 #: The dtypes ops compute in; float16 array-likes are computed in float32.
 COMPUTE_DTYPES = ("float32", "float64")
@@ -20,17 +20,18 @@ def _unsupported(name: str, dtype) -> TypeError:
                      f"computed in float32); cast it, e.g. x.astype('float32')")
 
 
-def as_tensor(x, name: str = "input", dtype=None) -> Tensor:
+def as_tensor(x, name: str = "input", dtype=None, backend=None) -> Tensor:
     """A Tensor from a Tensor or array-like of numbers: float32 and float64 as they are,
     float16 computed in float32, integers and booleans as ``dtype`` (default float32); other
-    dtypes (longdouble, complex) are refused with the supported ones named."""
+    dtypes (longdouble, complex) are refused with the supported ones named. Array-likes go to
+    ``backend`` (default: the current backend); a Tensor stays on its own."""
     if isinstance(x, Tensor):
         if x.dtype.kind != "f":
             raise TypeError(f"{name} must hold floating-point numbers, got dtype {x.dtype}")
         if x.dtype.name not in COMPUTE_DTYPES:
             raise _unsupported(name, x.dtype)
         return x
-    backend = get_backend()
+    backend = get_backend() if backend is None else backend
     if isinstance(x, backend.xp.ndarray):
         arr = x
     else:
@@ -49,20 +50,30 @@ def as_tensor(x, name: str = "input", dtype=None) -> Tensor:
 
 
 def as_tensors(op: str, **named) -> list:
-    """``as_tensor`` for the operands of one op (None stays None), then ``same_dtype``:
-    array-likes of integers take the dtype of the floating-point operands, so that an int
-    input with a float64 kernel computes in float64."""
+    """``as_tensor`` for the operands of one op (None stays None), then ``same_dtype`` and
+    ``same_backend``: array-likes of integers take the dtype of the floating-point operands,
+    so that an int input with a float64 kernel computes in float64; array-likes go to the
+    backend of the Tensor operands (the current backend when there are none)."""
     def kind(v):
         dtype = getattr(v, "dtype", None)
         return np.dtype(dtype).kind if dtype is not None else np.asarray(v).dtype.kind
 
-    floats = {k: as_tensor(v, f"{op} {k}") for k, v in named.items()
+    backend = next((v._backend for v in named.values() if isinstance(v, Tensor)), None)
+    floats = {k: as_tensor(v, f"{op} {k}", backend=backend) for k, v in named.items()
               if v is not None and kind(v) == "f"}
     like = next(iter(floats.values())).dtype if floats else None
     out = {k: None if v is None else floats[k] if k in floats else as_tensor(
-        v, f"{op} {k}", dtype=like) for k, v in named.items()}
+        v, f"{op} {k}", dtype=like, backend=backend) for k, v in named.items()}
     same_dtype(op, **out)
+    same_backend(op, **out)
     return list(out.values())
+
+
+def same_backend(op: str, **tensors: Tensor) -> None:
+    """Refuse operands that live on different backends, naming both."""
+    given = [t for t in tensors.values() if t is not None]
+    if any(t._backend is not given[0]._backend for t in given[1:]):
+        raise ValueError(mixed_backends_message(op, given))
 
 
 def same_dtype(op: str, **tensors: Tensor) -> None:
@@ -96,9 +107,9 @@ def broadcast_operands(op: str, a, b) -> tuple[Tensor, Tensor]:
     (NumPy's rules). A plain number takes the other operand's dtype, and so does an integer
     array when the other operand holds floating-point numbers (``as_tensors``)."""
     if isinstance(a, Tensor) and isinstance(b, numbers.Real):
-        b = as_tensor(b, f"{op} input", dtype=a.dtype)
+        b = as_tensor(b, f"{op} input", dtype=a.dtype, backend=a._backend)
     elif isinstance(b, Tensor) and isinstance(a, numbers.Real):
-        a = as_tensor(a, f"{op} input", dtype=b.dtype)
+        a = as_tensor(a, f"{op} input", dtype=b.dtype, backend=b._backend)
     a, b = as_tensors(op, a=a, b=b)
     try:
         np.broadcast_shapes(a.shape, b.shape)
