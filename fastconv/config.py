@@ -3,7 +3,8 @@
 Everything else asks these functions; nothing else in the package touches ``os.environ``.
 
 =====================  ===================================================================
-``FASTCONV_BACKEND``   kernel backend at import: ``numba-cpu`` (default), ``numpy``
+``FASTCONV_BACKEND``   kernel backend at import: ``numba-cpu`` (default), ``numpy``; a GPU
+                       backend may name its device, ``name:index`` (``parse_backend_spec``)
 ``FASTCONV_CONV_ALGO`` convolution algorithm: ``auto`` (default), ``direct``, ``im2col``,
                        ``winograd`` (F(2x2,3x3)), ``winograd4`` (F(4x4,3x3))
 ``FASTCONV_DATA``      folder holding datasets (the four MNIST ``*-ubyte.gz`` files)
@@ -27,6 +28,21 @@ DEFAULT_CONV_ALGO = "auto"
 def env_backend() -> str:
     """The backend named by ``FASTCONV_BACKEND`` (default ``numba-cpu``)."""
     return os.environ.get("FASTCONV_BACKEND", "").strip() or DEFAULT_BACKEND
+
+
+def parse_backend_spec(spec) -> tuple[str, int | None]:
+    """``'name'`` -> (name, None); ``'name:index'`` -> (name, index), the device a GPU backend
+    runs on (``'cupy:1'``: the second GPU). The name is not checked here (the registry does)."""
+    if not isinstance(spec, str):
+        return spec, None
+    name, sep, device = spec.strip().partition(":")
+    if not sep:
+        return name, None
+    device = device.strip()
+    if not device.isdecimal() or not device.isascii():
+        raise ValueError(f"backend {spec!r}: the device after ':' must be a GPU index "
+                         f"(0, 1, ...), got {device!r}")
+    return name.strip(), int(device)
 
 
 def env_conv_algo() -> str:

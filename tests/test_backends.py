@@ -27,6 +27,7 @@ def registry(monkeypatch):
     monkeypatch.setattr(backends, "_REGISTRY", dict(backends._REGISTRY))
     monkeypatch.setattr(backends, "_instances", dict(backends._instances))
     monkeypatch.setitem(backends._default, "name", backends._default["name"])
+    monkeypatch.setitem(backends._default, "device", backends._default.get("device"))
     return backends._REGISTRY
 
 
@@ -283,6 +284,12 @@ def test_bad_environment_name_fails_at_import(variable, words):
     assert done.returncode != 0
     for word in words:
         assert word in done.stderr
+
+
+def test_a_cpu_backend_with_a_device_fails_at_import():
+    done = _import_fastconv(FASTCONV_BACKEND="numpy:1")
+    assert done.returncode != 0
+    assert "'numpy' runs on the CPU and has no devices" in done.stderr
 
 
 # -- convolution algorithm choice ---------------------------------------------------------------

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import fastconv
-from fastconv import backends, ops, optimizers
+from fastconv import backends, config, ops, optimizers
 from fastconv.backends.numpy_backend import NumpyBackend
 from fastconv.layers import Conv2D, Dense, Flatten, Input, MaxPooling2D
 from fastconv.models import Sequential, load_model
@@ -127,3 +127,63 @@ def test_array_likes_join_the_backend_of_the_tensor_operands(rng):
     assert out._backend.name == "numba-cpu" and scaled._backend.name == "numba-cpu"
     np.testing.assert_array_equal(out.numpy(), 2 * x)
     np.testing.assert_array_equal(scaled.numpy(), 2 * x)
+
+
+# -- 'name:device' --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("call", [fastconv.set_backend, fastconv.get_backend,
+                                  lambda n: fastconv.use_backend(n).__enter__()],
+                         ids=["set_backend", "get_backend", "use_backend"])
+@pytest.mark.parametrize("name", ["numpy", "numba-cpu"])
+def test_cpu_backends_have_no_devices(call, name):
+    before = fastconv.current_backend_name()
+    with pytest.raises(ValueError, match=f"{name!r} runs on the CPU and has no devices"):
+        call(f"{name}:0")
+    assert fastconv.current_backend_name() == before and backends.current_device() is None
+
+
+@pytest.mark.parametrize("spec, words", [
+    ("cupy:x", "device after ':' must be a GPU index"),
+    ("numpy:-1", "device after ':' must be a GPU index"),
+    ("numpy:", "device after ':' must be a GPU index"),
+    ("no-such:1", "unknown backend"),
+])
+def test_bad_device_specs_say_what_is_wrong(spec, words):
+    with pytest.raises(ValueError, match=words):
+        fastconv.set_backend(spec)
+
+
+def test_parse_backend_spec():
+    assert config.parse_backend_spec("numba-cpu") == ("numba-cpu", None)
+    assert config.parse_backend_spec(" cupy:1 ") == ("cupy", 1)
+    assert config.parse_backend_spec("numba-cuda:12") == ("numba-cuda", 12)
+
+
+@pytest.fixture
+def device_backend(monkeypatch):
+    """'gpu-alias': the numpy implementation registered as a backend with devices."""
+    monkeypatch.setattr(backends, "_REGISTRY", dict(backends._REGISTRY))
+    monkeypatch.setattr(backends, "_instances", dict(backends._instances))
+    monkeypatch.setattr(backends, "DEVICE_BACKENDS", frozenset({"gpu-alias"}))
+    monkeypatch.setitem(backends._default, "name", backends._default["name"])
+    monkeypatch.setitem(backends._default, "device", backends._default.get("device"))
+    backends._REGISTRY["gpu-alias"] = ("fastconv.backends.numpy_backend", ())
+    return "gpu-alias"
+
+
+def test_a_device_backend_keeps_the_device_index(device_backend):
+    before = fastconv.current_backend_name()
+    with fastconv.use_backend("gpu-alias:1") as be:
+        assert fastconv.current_backend_name() == "gpu-alias"
+        assert backends.current_device() == 1
+        assert fastconv.get_backend("gpu-alias:1") is be is fastconv.get_backend()
+        with fastconv.use_backend("gpu-alias"):
+            assert backends.current_device() is None  # the backend's first device
+        assert backends.current_device() == 1
+    assert fastconv.current_backend_name() == before and backends.current_device() is None
+    fastconv.set_backend("gpu-alias:3")
+    assert (fastconv.current_backend_name(), backends.current_device()) == ("gpu-alias", 3)
+    with fastconv.use_backend(before):
+        assert backends.current_device() is None
+    assert backends.current_device() == 3

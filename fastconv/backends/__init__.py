@@ -2,6 +2,10 @@
 
 Adding a backend = one new package under ``fastconv/backends`` + one line in ``_REGISTRY``.
 Backends are imported lazily, so a machine without Numba or CUDA never imports them unless asked.
+
+A GPU backend (listed in ``DEVICE_BACKENDS``) may be named with its device, ``'cupy:1'``; the
+index is kept (``current_device()``) for the backend to run on. CPU backends have no devices:
+``'numba-cpu:0'`` is an error saying so.
 """
 
 from __future__ import annotations
@@ -20,8 +24,12 @@ _REGISTRY: dict[str, tuple[str, tuple[str, ...]]] = {
     "numpy": ("fastconv.backends.numpy_backend", ()),
 }
 
+#: Backends that run on one of several devices, chosen with ``'name:index'``.
+DEVICE_BACKENDS: frozenset[str] = frozenset()
+
 _instances: dict[str, Backend] = {}
-_override: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+#: (name, device index or None) of a ``use_backend`` block
+_override: contextvars.ContextVar[tuple[str, int | None] | None] = contextvars.ContextVar(
     "fastconv_backend", default=None)
 
 
@@ -40,6 +48,17 @@ def _check_name(name) -> str:
             f"unknown backend {name!r}; valid backends: {', '.join(_REGISTRY)}"
         )
     return name
+
+
+def _parse(spec) -> tuple[str, int | None]:
+    """(name, device) of ``'name'`` or ``'name:index'``, both checked."""
+    name, device = config.parse_backend_spec(spec)
+    _check_name(name)
+    if device is not None and name not in DEVICE_BACKENDS:
+        raise ValueError(
+            f"backend {name!r} runs on the CPU and has no devices to choose from; name it "
+            f"without ':{device}' (devices are for GPU backends, e.g. 'cupy:1')")
+    return name, device
 
 
 def _missing_package(name: str) -> str | None:
@@ -71,8 +90,9 @@ def available_backends() -> dict[str, str | None]:
 
 
 def get_backend(name: str | None = None) -> Backend:
-    """The backend object for ``name`` (default: the current backend)."""
-    name = current_backend_name() if name is None else _check_name(name)
+    """The backend object for ``name`` (default: the current backend); ``'name:index'`` is
+    accepted for GPU backends and checked, the object being one per name."""
+    name = current_backend_name() if name is None else _parse(name)[0]
     backend = _instances.get(name)
     if backend is None:
         reason = unavailable_reason(name)
@@ -83,33 +103,44 @@ def get_backend(name: str | None = None) -> Backend:
     return backend
 
 
-def _initial_backend() -> str:
-    requested = config.env_backend()
-    _check_name(requested)
+def _initial_backend() -> tuple[str, int | None]:
+    requested, device = _parse(config.env_backend())
     if requested == config.DEFAULT_BACKEND and _missing_package(requested) is not None:
         # The default backend needs Numba; without it fastconv still runs on NumPy.
-        return "numpy"
-    return requested
+        return "numpy", None
+    return requested, device
 
 
-_default = {"name": _initial_backend()}
+_default = dict(zip(("name", "device"), _initial_backend()))
 
 
 def current_backend_name() -> str:
-    return _override.get() or _default["name"]
+    override = _override.get()
+    return override[0] if override else _default["name"]
+
+
+def current_device() -> int | None:
+    """The device index the current backend was named with (``'cupy:1'`` -> 1), or None when
+    none was named (a GPU backend then uses its first device; CPU backends have none)."""
+    override = _override.get()
+    return override[1] if override else _default.get("device")
 
 
 def set_backend(name: str) -> None:
-    """Make ``name`` the current backend (checks that it can run here)."""
-    get_backend(_check_name(name))
-    _default["name"] = name
+    """Make ``name`` (``'name'``, or ``'name:index'`` for GPU backends) the current backend;
+    checks that it can run here."""
+    name, device = _parse(name)
+    get_backend(name)
+    _default["name"], _default["device"] = name, device
 
 
 @contextlib.contextmanager
 def use_backend(name: str):
-    """``with use_backend('numpy'): ...`` runs the block on that backend."""
-    backend = get_backend(_check_name(name))
-    token = _override.set(name)
+    """``with use_backend('numpy'): ...`` runs the block on that backend (``'name:index'``
+    for a GPU backend's device)."""
+    name, device = _parse(name)
+    backend = get_backend(name)
+    token = _override.set((name, device))
     try:
         yield backend
     finally:
@@ -119,5 +150,5 @@ def use_backend(name: str):
 __all__ = [
     "PRIMITIVES", "FUSED_ACTIVATIONS", "Backend", "BackendUnavailableError", "backend_names",
     "available_backends", "unavailable_reason", "get_backend", "set_backend", "use_backend",
-    "current_backend_name",
+    "current_backend_name", "current_device", "DEVICE_BACKENDS",
 ]
