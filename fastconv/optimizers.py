@@ -36,6 +36,16 @@ class Optimizer:
 
     slot_names: tuple[str, ...] = ()
 
+    def move_state(self, var, backend) -> None:
+        """Copy ``var``'s state (moments) to ``backend``, which ``var`` is moving to
+        (``Model.to``); call it while ``var`` is still on its old backend."""
+        entry = self._slots.get(id(var))
+        if entry is None or entry[0] is not var or backend is var._backend:
+            return
+        slots = entry[1]
+        for key, value in slots.items():
+            slots[key] = backend.asarray(var._backend.to_host(value), dtype=var.dtype)
+
     def apply(self, variables) -> None:
         """One step on every variable that has a gradient."""
         self.iterations += 1
@@ -68,7 +78,7 @@ class Optimizer:
 
     def set_state(self, state: dict, variables) -> None:
         """Restore ``get_state``'s output; ``variables`` maps paths to weights (or is a list of
-        weights, looked up by their names)."""
+        weights, looked up by their names). The optimizer keeps its own copies of the arrays."""
         by_name = dict(variables) if isinstance(variables, dict) else {
             v.name: v for v in variables}
         updates = []
@@ -80,7 +90,8 @@ class Optimizer:
             updates.append((var, slot, value))
         self.iterations = int(state["iterations"])
         for var, slot, value in updates:
-            self.slots(var)[slot] = var._backend.asarray(value, dtype=var.dtype)
+            # a copy: updates run in place and must never write into the caller's arrays
+            self.slots(var)[slot] = var._backend.asarray(value, dtype=var.dtype).copy()
 
 
 class SGD(Optimizer):

@@ -13,6 +13,7 @@ from fastconv.backends.numpy_backend import NumpyBackend
 from fastconv.layers import Conv2D, Dense, Flatten, Input, MaxPooling2D
 from fastconv.models import Sequential, load_model
 from fastconv.tensor import Tensor
+from fastconv.utils import clear_session, set_random_seed
 
 
 def _require(*names):
@@ -187,3 +188,94 @@ def test_a_device_backend_keeps_the_device_index(device_backend):
     with fastconv.use_backend(before):
         assert backends.current_device() is None
     assert backends.current_device() == 3
+
+
+# -- Model.to --------------------------------------------------------------------------------
+
+
+def _trained_pair(backend_name, data):
+    """Two identical models on ``backend_name``, compiled with Adam, after one training step."""
+    x, ids = data
+    models = []
+    with fastconv.use_backend(backend_name):
+        for _ in range(2):
+            clear_session()
+            set_random_seed(5)
+            model = make_model()
+            model.compile(optimizer=optimizers.Adam(0.01),
+                          loss="sparse_categorical_crossentropy")
+            model.train_on_batch(x, ids)
+            models.append(model)
+    return models
+
+
+def _state(model):
+    return {k: model.backend.to_host(v) for k, v in
+            model.optimizer.get_state(model.weight_paths())["arrays"].items()}
+
+
+def _assert_same(a, b, x):
+    for wa, wb in zip(a.get_weights(), b.get_weights()):
+        np.testing.assert_array_equal(wa, wb)
+    sa, sb = _state(a), _state(b)
+    assert set(sa) == set(sb) and sa
+    for key in sa:
+        np.testing.assert_array_equal(sa[key], sb[key], err_msg=key)
+    np.testing.assert_array_equal(a.predict(x, verbose=0), b.predict(x, verbose=0))
+
+
+@pytest.mark.parametrize("home, away", [("numpy", "numba-cpu"), ("numba-cpu", "numpy")])
+def test_model_to_and_back_changes_nothing(home, away, data):
+    """A model moved to another backend and back trains and predicts exactly as one never
+    moved."""
+    _require(home, away)
+    x, ids = data
+    moved, still = _trained_pair(home, data)
+    versions = [w.version for w in moved.weights]
+    assert moved.to(away) is moved
+    assert moved.backend.name == away
+    assert all(w._backend.name == away for w in moved.weights)
+    assert all(w.version > v for w, v in zip(moved.weights, versions))
+    moved.to(home)
+    with fastconv.use_backend(home):
+        _assert_same(moved, still, x)
+        moved.train_on_batch(x, ids)
+        still.train_on_batch(x, ids)
+        _assert_same(moved, still, x)
+
+
+@pytest.mark.parametrize("home, away", [("numpy", "numba-cpu"), ("numba-cpu", "numpy")])
+def test_a_moved_model_matches_one_made_there(home, away, data):
+    """After ``to(away)``, predictions and a training step equal those of a model built on
+    ``away`` with the same weights and optimizer state, whichever backend is current."""
+    _require(home, away)
+    x, ids = data
+    moved, _ = _trained_pair(home, data)
+    twin, _ = _trained_pair(away, data)
+    twin.set_weights(moved.get_weights())
+    twin.optimizer.set_state(moved.optimizer.get_state(moved.weight_paths()),
+                             twin.weight_paths())
+    moved.to(away)
+    with fastconv.use_backend(away):  # twin, never moved, runs on the current backend
+        want = twin.predict(x, verbose=0)
+        twin.train_on_batch(x, ids)
+        want_after = twin.predict(x, verbose=0)
+    with fastconv.use_backend(home):  # the moved model runs on its own backend
+        np.testing.assert_array_equal(moved.predict(x, verbose=0), want)
+        moved.train_on_batch(x, ids)
+        np.testing.assert_array_equal(moved.predict(x, verbose=0), want_after)
+    with fastconv.use_backend(away):
+        _assert_same(moved, twin, x)
+    assert moved.optimizer.iterations == twin.optimizer.iterations == 2
+
+
+def test_model_to_refuses_unbuilt_models_and_bad_names():
+    model = Sequential([Dense(3)])
+    with pytest.raises(ValueError, match="not built yet"):
+        model.to("numpy")
+    model = make_model()
+    with pytest.raises(ValueError, match="unknown backend"):
+        model.to("no-such-backend")
+    with pytest.raises(ValueError, match="has no devices"):
+        model.to("numpy:1")
+    assert model.backend is fastconv.get_backend()

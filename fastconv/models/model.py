@@ -61,13 +61,12 @@ def _positive_int(value, name: str, allow_zero: bool = False) -> int:
     return int(value)
 
 
-def _host_array(a, name: str) -> np.ndarray:
-    """A host array of numbers (Tensors and arrays of the current backend are copied to the
-    host through ``Backend.to_host``)."""
+def _host_array(a, name: str, backend) -> np.ndarray:
+    """A host array of numbers (Tensors and arrays of ``backend``, the model's, are copied to
+    the host through ``Backend.to_host``)."""
     if isinstance(a, Tensor):
         a = a.numpy()
     elif not isinstance(a, np.ndarray):
-        backend = get_backend()
         if isinstance(a, backend.xp.ndarray):  # a device array
             a = backend.to_host(a)
     try:
@@ -136,6 +135,7 @@ class Model(Layer):
         self.history: History | None = None
         self._plans: dict[tuple, InferencePlan] = {}
         self._chunks: dict[tuple, int] = {}  # images per inference chunk, per input shape
+        self._placement: str | None = None  # the backend named by Model.to, if any
 
     # -- provided by subclasses --------------------------------------------------------------
     @property
@@ -277,6 +277,40 @@ class Model(Layer):
     def count_params(self) -> int:
         return sum(layer.count_params() for layer in self.layers)
 
+    # -- placement ---------------------------------------------------------------------------
+    @property
+    def backend(self):
+        """The backend the model runs on: the one named by :meth:`to`, else the current one."""
+        placement = self.__dict__.get("_placement")
+        return get_backend(placement) if placement is not None else get_backend()
+
+    def to(self, backend: str) -> Model:
+        """Move the weights (their values; each weight's version is bumped, gradients dropped)
+        and the optimizer's state to backend ``backend`` (``'name'``, or ``'name:index'`` for a
+        GPU backend), and run the model there from now on, whichever backend is current.
+        Returns the model. Weights are created on the current backend; a model never moved
+        runs on the current backend."""
+        target = get_backend(backend)
+        if not self.built:
+            raise ValueError(f"Model.to: model '{self.name}' is not built yet, so it has no "
+                             f"weights to move; build it (or call it on data) first")
+        moved: set[int] = set()
+        for var in self.weights:  # a shared layer's weights appear once per use
+            if id(var) in moved:
+                continue
+            moved.add(id(var))
+            if self.optimizer is not None:
+                self.optimizer.move_state(var, target)
+            source = var._backend
+            if source is not target:
+                var.data = target.asarray(source.to_host(var.data), dtype=var.dtype)
+                var._backend = target
+            var.grad = None
+            var.changed()
+        self._placement = backend
+        self._forget_plans()
+        return self
+
     # -- compile -----------------------------------------------------------------------------
     def compile(self, optimizer="rmsprop", loss=None, metrics=None, loss_weights=None,
                 **kwargs) -> None:
@@ -365,13 +399,13 @@ class Model(Layer):
                                  f"{_describe(data)}")
             items = list(data)
         if n == 1:
-            return [_host_array(items[0], f"{where}: {what}")]
-        return [_host_array(a, f"{where}: {what}[{i}] ('{name}')")
+            return [_host_array(items[0], f"{where}: {what}", self.backend)]
+        return [_host_array(a, f"{where}: {what}[{i}] ('{name}')", self.backend)
                 for i, (a, name) in enumerate(zip(items, names))]
 
     def _check_x(self, x, where: str) -> list[np.ndarray]:
         if isinstance(x, np.ndarray) and not self.multi_input:  # the common case, kept short
-            xs = [_host_array(x, f"{where}: x")]
+            xs = [_host_array(x, f"{where}: x", self.backend)]
         else:
             xs = self._arrays(x, self.input_names, where, "x")
         if len(xs) == 1:
@@ -408,7 +442,7 @@ class Model(Layer):
         return xs, ys
 
     def _to_backend(self, xb: np.ndarray) -> Tensor:
-        backend = get_backend()
+        backend = self.backend
         return Tensor(backend.asarray(xb, dtype=self.dtype), backend=backend)
 
     def _forward(self, xs: list[np.ndarray], training: bool) -> list[Tensor]:
@@ -631,7 +665,7 @@ class Model(Layer):
     def inference_plan(self, batch_shape) -> InferencePlan:
         """The plan ``predict`` runs for inputs of ``batch_shape`` (a list of shapes for a model
         with several inputs), made once, then reused."""
-        backend = get_backend()
+        backend = self.backend
         key = plan_key(self, batch_shape, backend)
         plan = self._plans.get(key)
         if plan is None:
@@ -656,7 +690,7 @@ class Model(Layer):
 
     def _predict_batch(self, xs: list[np.ndarray]) -> list[np.ndarray]:
         """Host outputs (one array per model output) for host inputs ``xs``."""
-        backend = get_backend()
+        backend = self.backend
         if len(xs) == 1:  # the single-input path, kept short: batch-1 latency matters
             xb = xs[0]
             key = (xb.shape[1:], backend.name, backend.inference_chunk_bytes, structure_epoch())
