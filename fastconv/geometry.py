@@ -124,6 +124,22 @@ def output_length_for(size: int | None, kernel: int, stride: int, dilation: int,
     return output_length(size, k_eff, stride, before, after)
 
 
+#: The fields of ``ConvGeometry.astuple()``, the flat int tuple compiled kernels (CPU and CUDA)
+#: take, in order; kernels read it as ``g[CONV_OH]`` (or unpack it whole in this order), never
+#: by a bare position. Numba freezes these constants into compiled (and cached) kernels, so
+#: the order never changes.
+CONV_FIELDS = ("n", "h", "w", "c", "o", "kh", "kw", "sh", "sw", "dh", "dw", "pt", "pb", "pl",
+               "pr", "oh", "ow")
+CONV_N, CONV_H, CONV_W, CONV_C, CONV_O = 0, 1, 2, 3, 4
+CONV_KH, CONV_KW, CONV_SH, CONV_SW, CONV_DH, CONV_DW = 5, 6, 7, 8, 9, 10
+CONV_PT, CONV_PB, CONV_PL, CONV_PR, CONV_OH, CONV_OW = 11, 12, 13, 14, 15, 16
+
+#: The fields of ``PoolGeometry.astuple()`` in order, read as ``g[POOL_OH]`` likewise.
+POOL_FIELDS = ("n", "h", "w", "c", "ph", "pw", "sh", "sw", "pt", "pb", "pl", "pr", "oh", "ow")
+POOL_N, POOL_H, POOL_W, POOL_C, POOL_PH, POOL_PW, POOL_SH = 0, 1, 2, 3, 4, 5, 6
+POOL_SW, POOL_PT, POOL_PB, POOL_PL, POOL_PR, POOL_OH, POOL_OW = 7, 8, 9, 10, 11, 12, 13
+
+
 @dataclass(frozen=True)
 class ConvGeometry:
     """A 2D convolution NHWC x HWIO -> NHWC, everything as ints."""
@@ -175,8 +191,9 @@ class ConvGeometry:
         return (self.kh, self.kw, self.sh, self.sw, self.dh, self.dw) == (3, 3, 1, 1, 1, 1)
 
     def astuple(self) -> tuple[int, ...]:
-        """Every size as a flat tuple of ints, the form compiled kernels take:
-        ``(n, h, w, c, o, kh, kw, sh, sw, dh, dw, pt, pb, pl, pr, oh, ow)``."""
+        """Every size as a flat tuple of ints, the form compiled kernels take, in the order of
+        ``CONV_FIELDS``: ``(n, h, w, c, o, kh, kw, sh, sw, dh, dw, pt, pb, pl, pr, oh, ow)``;
+        kernels index it with the ``CONV_*`` constants."""
         return (self.n, self.h, self.w, self.c, self.o, self.kh, self.kw, self.sh, self.sw,
                 self.dh, self.dw, self.pt, self.pb, self.pl, self.pr, self.oh, self.ow)
 
@@ -267,7 +284,8 @@ class PoolGeometry:
         return (self.n, self.oh, self.ow, self.c)
 
     def astuple(self) -> tuple[int, ...]:
-        """``(n, h, w, c, ph, pw, sh, sw, pt, pb, pl, pr, oh, ow)``: how kernels receive it."""
+        """``(n, h, w, c, ph, pw, sh, sw, pt, pb, pl, pr, oh, ow)`` (``POOL_FIELDS``): how
+        kernels receive it; they index it with the ``POOL_*`` constants."""
         return (self.n, self.h, self.w, self.c, self.ph, self.pw, self.sh, self.sw, self.pt,
                 self.pb, self.pl, self.pr, self.oh, self.ow)
 
@@ -292,6 +310,7 @@ def pool_geometry(x_shape, pool_size=2, strides=None, padding="valid",
 
 
 __all__ = [
-    "ConvGeometry", "PoolGeometry", "conv_geometry", "pool_geometry", "normalize_tuple",
+    "ConvGeometry", "PoolGeometry", "CONV_FIELDS", "POOL_FIELDS", "conv_geometry",
+    "pool_geometry", "normalize_tuple",
     "resolve_padding", "same_padding", "effective_kernel", "output_length", "output_length_for",
 ]

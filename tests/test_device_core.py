@@ -4,11 +4,14 @@ optimizer state, and ``name:device`` backend names."""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 import fastconv
-from fastconv import backends, config, ops, optimizers
+from fastconv import backends, config, geometry, ops, optimizers
 from fastconv.backends.numpy_backend import NumpyBackend
 from fastconv.layers import Conv2D, Dense, Flatten, Input, MaxPooling2D
 from fastconv.models import Sequential, load_model
@@ -279,3 +282,38 @@ def test_model_to_refuses_unbuilt_models_and_bad_names():
     with pytest.raises(ValueError, match="has no devices"):
         model.to("numpy:1")
     assert model.backend is fastconv.get_backend()
+
+
+# -- geometry tuples read by name -------------------------------------------------------------
+
+_KERNELS = Path(fastconv.__file__).parent / "backends" / "numba_cpu"
+_ALIASES = {"wd": "w"}  # names kernels unpack a field under
+
+
+@pytest.mark.parametrize("fields, prefix, geom", [
+    (geometry.CONV_FIELDS, "CONV_", geometry.conv_geometry((2, 9, 8, 3), (3, 2, 3, 5),
+                                                            strides=(2, 1), padding="same",
+                                                            dilation=(1, 2))),
+    (geometry.POOL_FIELDS, "POOL_", geometry.pool_geometry((2, 9, 8, 3), (3, 2), (2, 1),
+                                                            "same")),
+])
+def test_geometry_constants_name_the_tuple_positions(fields, prefix, geom):
+    values = geom.astuple()
+    assert len(values) == len(fields) and len(set(fields)) == len(fields)
+    for i, field in enumerate(fields):
+        assert getattr(geometry, prefix + field.upper()) == i, field
+        assert values[i] == getattr(geom, field), field
+
+
+def test_kernels_read_geometry_tuples_by_name():
+    """No kernel indexes a geometry tuple by a bare number, and every whole unpacking names the
+    fields in the tuple's order."""
+    unpackings = 0
+    for path in sorted(_KERNELS.glob("*.py")):
+        source = path.read_text()
+        assert not re.search(r"\bg\[\d", source), f"{path.name} reads g[<number>]"
+        for names in re.findall(r"^\s*([\w, ]+) = g$", source, flags=re.M):
+            fields = tuple(_ALIASES.get(n.strip(), n.strip()) for n in names.split(","))
+            assert fields in (geometry.CONV_FIELDS, geometry.POOL_FIELDS), (path.name, names)
+            unpackings += 1
+    assert unpackings > 10

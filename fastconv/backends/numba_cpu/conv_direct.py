@@ -8,7 +8,8 @@
 Forward and backward-data are parallel over output (input) rows and write disjoint rows;
 backward-weight accumulates per-thread partial kernels that the caller adds up. Each parallel
 task calls a serial row helper (LLVM vectorises loops in helpers, not inside ``prange`` bodies).
-``g`` is ``ConvGeometry.astuple()``.
+``g`` is ``ConvGeometry.astuple()``, unpacked whole in the order of ``CONV_FIELDS`` or read by
+name (``g[CONV_OH]``, fastconv.geometry).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import numba
 from numba import prange
 
+from ...geometry import CONV_H, CONV_N, CONV_OH
 from .elementwise import RELU
 from .jit import CONV_SERIAL_FLOPS, helper, sized_kernel
 
@@ -53,7 +55,7 @@ def _forward_row(x, w, b, has_bias, act, g, img, p, yrow):
 
 @sized_kernel(CONV_SERIAL_FLOPS)
 def forward(x, w, b, has_bias, act, g, y):
-    n, oh = g[0], g[15]
+    n, oh = g[CONV_N], g[CONV_OH]
     for t in prange(n * oh):
         img = t // oh
         p = t - img * oh
@@ -103,7 +105,7 @@ def _backward_data_row(dy, w, wt, g, img, u, dxrow):
 
 @sized_kernel(CONV_SERIAL_FLOPS)
 def backward_data(dy, w, wt, g, dx):
-    n, h = g[0], g[1]
+    n, h = g[CONV_N], g[CONV_H]
     for t in prange(n * h):
         img = t // h
         u = t - img * h
@@ -135,7 +137,7 @@ def _backward_weight_row(x, dy, g, img, p, acc):
 @sized_kernel(CONV_SERIAL_FLOPS)
 def backward_weight(x, dy, g, partial):
     """partial[thread] (KH, KW, C, O) accumulates over the rows that thread takes."""
-    n, oh = g[0], g[15]
+    n, oh = g[CONV_N], g[CONV_OH]
     partial[:] = 0
     for t in prange(n * oh):
         img = t // oh

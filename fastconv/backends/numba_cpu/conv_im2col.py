@@ -15,7 +15,8 @@ Backward-data: dy rows times the packed wm^T, each result tile scattered into dx
 task, so scatters never race).
 Backward-weight: dw^T = dy^T @ cols over chunks of pixels, each chunk's patch columns packed as
 panels, accumulated in per-thread partial kernels that the caller adds up. The geometry ``g`` is
-``ConvGeometry.astuple()``: (n, h, w, c, o, kh, kw, sh, sw, dh, dw, pt, pb, pl, pr, oh, ow).
+``ConvGeometry.astuple()``: (n, h, w, c, o, kh, kw, sh, sw, dh, dw, pt, pb, pl, pr, oh, ow),
+unpacked whole in that order or read by name (``g[CONV_OH]``, fastconv.geometry).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import numba
 import numpy as np
 from numba import prange
 
+from ...geometry import CONV_C, CONV_KH, CONV_KW, CONV_N, CONV_O, CONV_OH, CONV_OW
 from .elementwise import bias_act
 from .gemm import matrix_rows, row_tile
 from .jit import CONV_SERIAL_FLOPS, helper, sized_kernel
@@ -123,7 +125,7 @@ def forward(x, wp, b, has_bias, act, g, mode, rows_per, y2):
     ROW_SEGMENTS (x already padded, horizontal dilation 1: one segment of KW*C values per
     kernel row), TAP_SEGMENTS (one segment of C values per tap, padding read from zeros) or
     PACKED_ROWS (few channels: the tile's patch rows copied first)."""
-    c, o, kh, kw = g[3], g[4], g[5], g[6]
+    c, o, kh, kw = g[CONV_C], g[CONV_O], g[CONV_KH], g[CONV_KW]
     m = y2.shape[0]
     k = kh * kw * c
     zeros = np.zeros(max(k, 1), dtype=x.dtype)
@@ -184,7 +186,8 @@ def scatter_tile(tile, rows, col0, cols, g, q0, dx):
 def backward_data(dy2, wtp, g, dx):
     """dx (zeroed by the caller) += col2im(dy2 @ wm^T); ``wtp`` is wm^T packed in panels. One
     image per task, so the scatters of two tasks never meet."""
-    n, c, o, kh, kw, oh, ow = g[0], g[3], g[4], g[5], g[6], g[15], g[16]
+    n, c, o, kh, kw = g[CONV_N], g[CONV_C], g[CONV_O], g[CONV_KH], g[CONV_KW]
+    oh, ow = g[CONV_OH], g[CONV_OW]
     k = kh * kw * c
     per_image = oh * ow
     zeros = np.zeros(max(o, 1), dtype=dy2.dtype)
@@ -246,7 +249,7 @@ def pack_patch_panels(x, g, q0, count, kpad, bp):
 def backward_weight(x, dyt, g, chunk, partial):
     """partial[thread] (O rounded up to MR, K rounded up to NR) += dy^T @ cols over the pixel
     chunks the thread takes; ``dyt`` is dy as (O, N*OH*OW). The caller sums the partials."""
-    o = g[4]
+    o = g[CONV_O]
     m = dyt.shape[1]
     opad, kpad = partial.shape[1], partial.shape[2]
     zeros = np.zeros(chunk, dtype=dyt.dtype)

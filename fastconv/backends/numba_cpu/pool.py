@@ -5,7 +5,8 @@ never wins, so a window of -inf records its first in-bounds tap; NaN propagates,
 PyTorch) for its backward pass. Average pooling divides by the number of in-bounds elements of
 each window (Keras's 'same' padding). Forward kernels are parallel over output rows; backward
 kernels over images, so that overlapping windows of one image are summed by one thread.
-``g`` is ``PoolGeometry.astuple()``: (n, h, w, c, ph, pw, sh, sw, pt, pb, pl, pr, oh, ow).
+``g`` is ``PoolGeometry.astuple()``: (n, h, w, c, ph, pw, sh, sw, pt, pb, pl, pr, oh, ow),
+unpacked whole in that order or read by name (``g[POOL_OH]``, fastconv.geometry).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from ...geometry import POOL_H, POOL_N, POOL_OH
 from .jit import helper, sized_kernel
 
 
@@ -48,7 +50,7 @@ def _max_row(x, g, img, p, yrow, argrow, with_argmax):
 @sized_kernel(1 << 16, fastmath=False)
 def max_forward(x, g, with_argmax, y, argmax):
     """``argmax`` is written only ``with_argmax``; otherwise it is a (1, 1, OW, C) stand-in."""
-    n, oh = g[0], g[12]
+    n, oh = g[POOL_N], g[POOL_OH]
     for t in prange(n * oh):
         img = t // oh
         p = t - img * oh
@@ -96,7 +98,7 @@ def _max_backward_tiled_row(dy, argmax, g, img, u, dxrow):
 def max_backward_tiled(dy, argmax, g, dx):
     """max_backward for windows that tile the input: parallel over input rows, no zeroing
     pass and no scatter."""
-    n, h = g[0], g[1]
+    n, h = g[POOL_N], g[POOL_H]
     for t in prange(n * h):
         img = t // h
         u = t - img * h
@@ -123,7 +125,7 @@ def _avg_row(x, g, img, p, yrow):
 
 @sized_kernel(1 << 16)
 def avg_forward(x, g, y):
-    n, oh = g[0], g[12]
+    n, oh = g[POOL_N], g[POOL_OH]
     for t in prange(n * oh):
         img = t // oh
         _avg_row(x, g, img, t - img * oh, y[img, t - img * oh])
