@@ -90,6 +90,21 @@ def test_model_inputs_of_the_backend_are_copied_through_to_host(counting, data):
     np.testing.assert_array_equal(got, want)
 
 
+def test_set_weights_takes_tensors_and_backend_arrays(data):
+    x, _ = data
+    model = make_model()
+    want = [w * 0.5 for w in model.get_weights()]
+    model.set_weights([Tensor(w) for w in want])
+    for got, w in zip(model.get_weights(), want):
+        np.testing.assert_array_equal(got, w)
+    backend = model.backend
+    model.set_weights([backend.asarray(2 * w) for w in want])
+    for got, w in zip(model.get_weights(), want):
+        np.testing.assert_array_equal(got, 2 * w)
+    with pytest.raises(TypeError, match="must be numeric"):
+        model.set_weights([backend.asarray(w).astype(complex) for w in want])
+
+
 # -- an op's inputs live on one backend -------------------------------------------------------
 
 

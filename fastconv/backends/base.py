@@ -116,7 +116,19 @@ class Backend:
     """Base class of a backend: array module, transfers and the primitives in ``PRIMITIVES``."""
 
     name = "?"
-    xp = None  # the array module: numpy, or cupy for device backends
+    #: The array module of the backend's arrays: numpy on CPU backends (and under the CUDA
+    #: simulator), cupy for the GPU backends on a GPU. Code above the backends (ops' glue,
+    #: losses, optimizers) may use on backend arrays only what NumPy and CuPy both offer:
+    #: ``xp.ndarray`` (isinstance checks), array creation (``asarray``, ``zeros``, ``ones``,
+    #: ``full``, ``arange``, ``*_like``, ``ascontiguousarray``), element-wise math and
+    #: comparisons (operators, ``exp``, ``log``, ``sqrt``, ``tanh``, ``abs``, ``maximum``,
+    #: ``minimum``, ``clip``, ``where``), reductions with ``axis``/``keepdims`` (``.sum``,
+    #: ``.max``, ``.mean``), ``matmul``, shape functions (``reshape``, ``transpose``,
+    #: ``moveaxis``, ``swapaxes``, ``broadcast_to``, ``concatenate``, ``split``), basic and
+    #: integer-array indexing, in-place operators and ``out=``. Never ``np.*`` functions,
+    #: ``np.asarray``, ``.tolist()``, ``float()`` or ``int()`` of a backend array: host values
+    #: come through :meth:`to_host` (``Tensor.numpy()``, ``Tensor.item()``).
+    xp = None
     dtypes = ("float32", "float64")
     #: whether ``auto`` may time this backend's algorithms (see fastconv.backends.algorithms)
     autotune = True

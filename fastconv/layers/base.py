@@ -237,7 +237,9 @@ class Layer:
             raise ValueError(f"layer '{self.name}' has {len(self._weights)} weights, got "
                              f"{len(weights)} arrays")
         for var, value in zip(self._weights, weights):
-            value = np.asarray(value)
+            value = value.data if isinstance(value, Tensor) else value
+            if not isinstance(value, var._backend.xp.ndarray):  # host data
+                value = np.asarray(value)
             if value.dtype.kind not in "biuf":
                 raise TypeError(f"layer '{self.name}': weight {var.name!r} must be numeric, got "
                                 f"dtype {value.dtype}")
