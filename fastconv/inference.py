@@ -54,11 +54,22 @@ class InferencePlan:
         self.backend = backend if backend is not None else get_backend()
         self.steps = []
         nodes = getattr(model, "graph_nodes", None)
+        self.folded = 0  # normalisations folded into the convolution before them
         if nodes is None:  # a chain (Sequential): each step feeds the next
             self.batch_shape = shape = tuple(batch_shape)
-            for layer in model.layers:
-                self.steps.append(layer.inference_step(shape, self.backend))
+            layers = model.layers
+            i = 0
+            while i < len(layers):
+                layer = layers[i]
+                after = layers[i + 1] if i + 1 < len(layers) else None
+                if after is not None and layer.absorbs_norm(after, shape):
+                    self.steps.append(layer.inference_step(shape, self.backend, norm=after))
+                    self.folded += 1
+                    i += 1  # the normalisation keeps the shape and has no step of its own
+                else:
+                    self.steps.append(layer.inference_step(shape, self.backend))
                 shape = (shape[0], *layer.compute_output_shape(shape)[1:])
+                i += 1
             self.output_shape = shape
             self.run = self.__call__
             return
@@ -86,12 +97,21 @@ class InferencePlan:
         slot = {id(t): i for i, t in enumerate(model.inputs)}
         self.n_inputs = len(slot)
         readers: dict[int, int] = {}  # slot -> index of the last step that reads it
+        folds = self._norms_to_fold(model, nodes, shapes)
+        absorbed = {id(norm) for norm in folds.values()}
         graph = []
         for node in nodes:
             ins = [slot[id(t)] for t in node.input_tensors]
             in_shapes = [shapes[id(t)] for t in node.input_tensors]
-            fn = node.layer.inference_step(in_shapes if node.multi else in_shapes[0],
-                                           self.backend)
+            if id(node) in absorbed:  # folded into the convolution before it
+                fn = _identity
+            elif id(node) in folds:
+                fn = node.layer.inference_step(in_shapes[0], self.backend,
+                                               norm=folds[id(node)].layer)
+                self.folded += 1
+            else:
+                fn = node.layer.inference_step(in_shapes if node.multi else in_shapes[0],
+                                               self.backend)
             outs = []
             for t in node.outputs:
                 slot[id(t)] = len(slot)
@@ -111,6 +131,27 @@ class InferencePlan:
         out_shapes = [shapes[id(t)] for t in model.outputs]
         self.single_output = len(out_shapes) == 1
         self.output_shape = out_shapes[0] if self.single_output else out_shapes
+
+    @staticmethod
+    def _norms_to_fold(model, nodes, shapes) -> dict:
+        """The normalisation nodes that the convolution node before them absorbs: {id(conv
+        node): norm node}, where the convolution's one output feeds only that normalisation
+        and is not an output of the model."""
+        consumers: dict[int, list] = {}
+        for node in nodes:
+            for t in node.input_tensors:
+                consumers.setdefault(id(t), []).append(node)
+        outputs = {id(t) for t in model.outputs}
+        folds = {}
+        for node in nodes:
+            if node.multi or len(node.input_tensors) != 1 or len(node.outputs) != 1 or \
+                    id(node.outputs[0]) in outputs:
+                continue
+            after = consumers.get(id(node.outputs[0]), [])
+            if len(after) == 1 and not after[0].multi and \
+                    node.layer.absorbs_norm(after[0].layer, shapes[id(node.input_tensors[0])]):
+                folds[id(node)] = after[0]
+        return folds
 
     def __call__(self, x):
         with no_grad():
@@ -183,6 +224,10 @@ def generic_step(layer, backend):
         return layer.call(Tensor(a, backend=backend), training=False).data
 
     return step
+
+
+def _identity(a):
+    return a
 
 
 def _data(out):

@@ -11,6 +11,8 @@ from fastconv.layers import (
     Activation,
     AveragePooling1D,
     AveragePooling2D,
+    BatchNormalization,
+    Conv1D,
     Conv2D,
     Dense,
     Dropout,
@@ -201,3 +203,50 @@ def test_changing_a_nested_model_rebuilds_the_outer_models_plans(backend, rng):
     inner.add(Dense(4, activation="relu", name="d3"))
     expected = outer(x).numpy()
     np.testing.assert_allclose(outer.predict(x, verbose=0), expected, rtol=1e-6, atol=1e-6)
+
+
+def _random_norm_statistics(model, rng):
+    """Non-trivial gamma, beta and moving statistics for every BatchNormalization."""
+    for layer in model.layers:
+        if isinstance(layer, BatchNormalization):
+            c = layer.moving_mean.shape[0]
+            layer.set_weights([rng.uniform(0.5, 1.5, c), rng.normal(0, 0.3, c),
+                               rng.normal(0, 0.3, c), rng.uniform(0.2, 2.0, c)])
+
+
+def test_batch_norm_after_a_convolution_is_folded_in_sequential_plans(backend, rng):
+    model = Sequential([Input((9, 9, 3)), Conv2D(8, 3, padding="same"), BatchNormalization(),
+                        Activation("relu"), Conv2D(4, 3, use_bias=False), BatchNormalization(),
+                        Conv2D(4, 1, activation="relu"), BatchNormalization(), Flatten(),
+                        Dense(3)])
+    _random_norm_statistics(model, rng)
+    x = rng.standard_normal((5, 9, 9, 3)).astype("float32")
+    np.testing.assert_allclose(model.predict(x, verbose=0), model(x).numpy(), rtol=2e-5,
+                               atol=2e-5)
+    # the two linear convolutions absorb their normalisation; the ReLU one cannot
+    assert model.inference_plan(x.shape).folded == 2
+    assert len(model.inference_plan(x.shape).steps) == len(model.layers) - 2
+    # new statistics after a prediction are folded again
+    _random_norm_statistics(model, rng)
+    np.testing.assert_allclose(model.predict(x, verbose=0), model(x).numpy(), rtol=2e-5,
+                               atol=2e-5)
+
+
+def test_batch_norm_is_folded_in_graph_plans_only_where_the_convolution_feeds_it_alone(
+        backend, rng):
+    from fastconv.layers import Add
+    from fastconv.models import Model
+
+    inp = Input((8, 8, 4))
+    a = Conv2D(4, 3, padding="same", name="a")(inp)
+    a_norm = BatchNormalization(name="a_norm")(a)
+    b = Conv2D(4, 1, name="b")(inp)  # its output feeds a normalisation and the sum
+    b_norm = BatchNormalization(name="b_norm")(b)
+    out = Add()([Activation("relu")(a_norm), b_norm, b])
+    c = Conv1D(3, 2, name="c")(Reshape((64, 4))(out))
+    model = Model(inp, BatchNormalization(name="c_norm")(c))
+    _random_norm_statistics(model, rng)
+    x = rng.standard_normal((3, 8, 8, 4)).astype("float32")
+    np.testing.assert_allclose(model.predict(x, verbose=0), model(x).numpy(), rtol=2e-5,
+                               atol=2e-5)
+    assert model.inference_plan(x.shape).folded == 2  # a and c, not b

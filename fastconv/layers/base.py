@@ -255,6 +255,19 @@ class Layer:
     def compute_output_shape(self, input_shape) -> tuple:
         return tuple(input_shape)
 
+    def folded_norm_terms(self, input_shape):
+        """For a normalisation that an inference plan may fold into the convolution before it
+        (its input of ``input_shape`` normalised over the last axis by fixed statistics):
+        ``(gamma, beta, mean, variance, epsilon)``, Variables (None for an absent gamma or
+        beta) and a float. None for every other layer."""
+        return None
+
+    def absorbs_norm(self, norm, input_shape) -> bool:
+        """Whether this layer's inference step can take ``norm`` (a layer whose
+        ``folded_norm_terms`` are not None) into its own weights: ``inference_step(...,
+        norm=norm)``. No layer can by default."""
+        return False
+
     def inference_step(self, input_shape, backend):
         """A function from this layer's input array (shape ``input_shape``) to its output array,
         for inference plans (``fastconv.inference``). Subclasses specialise it; the default

@@ -7,6 +7,7 @@ from .. import functional as F
 from ..backends import FUSED_ACTIVATIONS, algorithms
 from ..geometry import conv_geometry, normalize_tuple, output_length_for
 from ..ops.conv import conv1d_padding
+from ..ops.normalization import fold_batch_norm
 from .base import Layer, register
 from .core import apply_activation, positive_int, unsupported
 
@@ -89,19 +90,25 @@ class _Conv(Layer):
         """The convolution of an input of ``input_shape`` as a 2D one (NHWC, HWIO)."""
         raise NotImplementedError
 
-    def inference_step(self, input_shape, backend):
+    def absorbs_norm(self, norm, input_shape) -> bool:
+        """A convolution without an activation takes the batch normalisation after it into its
+        kernel and bias (``fastconv.ops.fold_batch_norm``)."""
+        output_shape = self.compute_output_shape(input_shape)
+        return self.activation == "linear" and norm.folded_norm_terms(output_shape) is not None
+
+    def inference_step(self, input_shape, backend, norm=None):
+        """With ``norm`` (see ``absorbs_norm``), the step computes ``norm(conv(x))`` with the
+        folded kernel and bias, folded again whenever one of the six weights changes."""
         geom = self._geometry(input_shape)
         algo = algorithms.resolve(backend, geom, self.kernel.dtype, "forward")
         act = self.activation
         fused = act in FUSED_ACTIVATIONS
         run = backend.prepare_conv2d_forward(geom, algo, act if fused else "linear")
-        kernel, bias = self.kernel, self.bias
         as_image = self.rank == 1  # (batch, steps, channels) runs as (batch, 1, steps, channels)
+        weights = self._step_weights(backend, norm, input_shape)
 
         def step(a):
-            # each array read once, before its version: the key never names other values
-            w, b = kernel.data, None if bias is None else bias.data
-            key = (id(w), kernel.version) + (() if bias is None else (id(b), bias.version))
+            w, b, key = weights()
             if as_image:
                 a, w = a.reshape(a.shape[0], 1, *a.shape[1:]), w.reshape(1, *w.shape)
             y = run(a, w, b, key)
@@ -110,6 +117,41 @@ class _Conv(Layer):
             return y if fused else activations.on_array(act, backend, y)
 
         return step
+
+    def _step_weights(self, backend, norm, input_shape):
+        """A function returning ``(kernel, bias, key)`` as the step uses them: the layer's own
+        arrays, or with ``norm`` their folding with it; ``key`` names the values (ids and
+        versions), for the backend's cache of packed kernels."""
+        kernel, bias = self.kernel, self.bias
+
+        def own():
+            # each array read once, before its version: the key never names other values
+            w, b = kernel.data, None if bias is None else bias.data
+            return w, b, (id(w), kernel.version) + (
+                () if bias is None else (id(b), bias.version))
+
+        if norm is None:
+            return own
+        *terms, eps = norm.folded_norm_terms(self.compute_output_shape(input_shape))
+        named = [(name, t) for name, t in zip(("gamma", "beta", "mean", "var"), terms)
+                 if t is not None]
+        last = [None]  # (key, kernel, bias) of the latest folding: one entry, swapped whole
+
+        def folded():
+            w, b, key = own()
+            arrays = [t.data for _, t in named]  # read once, before their versions
+            key += tuple(x for (_, t), d in zip(named, arrays) for x in (id(d), t.version))
+            entry = last[0]
+            if entry is None or entry[0] != key:
+                host = {name: backend.to_host(d) for (name, _), d in zip(named, arrays)}
+                fw, fb = fold_batch_norm(backend.to_host(w),
+                                         None if b is None else backend.to_host(b),
+                                         host.get("gamma"), host.get("beta"), host["mean"],
+                                         host["var"], eps)
+                entry = last[0] = (key, backend.asarray(fw), backend.asarray(fb))
+            return entry[1], entry[2], entry[0]
+
+        return folded
 
     def get_config(self):
         return {**super().get_config(), "filters": self.filters,

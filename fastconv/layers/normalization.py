@@ -118,6 +118,11 @@ class BatchNormalization(Layer):
         return F.batch_norm(x, self.moving_mean, self.moving_variance, self.gamma, self.beta,
                             self.epsilon, axis)
 
+    def folded_norm_terms(self, input_shape):
+        if self._channel_axis(input_shape) != len(input_shape) - 1:
+            return None
+        return (self.gamma, self.beta, self.moving_mean, self.moving_variance, self.epsilon)
+
     def inference_step(self, input_shape, backend):
         axis = self._channel_axis(input_shape)
         if axis != len(input_shape) - 1:
