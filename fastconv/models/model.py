@@ -220,11 +220,7 @@ class Model(Layer):
                          f"are: {', '.join(la.name for la in layers)}")
 
     # -- weights -----------------------------------------------------------------------------
-    @property
-    def trainable(self) -> bool:
-        return self._trainable
-
-    @trainable.setter
+    @Layer.trainable.setter
     def trainable(self, value: bool) -> None:
         """Freeze (False) or unfreeze every layer beneath the model, recursively (Keras)."""
         self._trainable = bool(value)
