@@ -228,6 +228,28 @@ def relu(rng):
 
 
 @case
+def leaky_relu(rng):
+    x = away_from_zero(rng, (3, 4))
+    return (lambda x_: F.leaky_relu(x_, 0.2), [x],
+            lambda: np.where(x >= 0, x, 0.2 * x))
+
+
+@case
+def clip(rng):
+    x = rng.standard_normal((3, 4)) * 2
+    x[np.abs(x - 0.5) < 0.05] += 0.1  # no value at a bound, where the slope jumps
+    x[np.abs(x + 1.0) < 0.05] += 0.1
+    return lambda x_: F.clip(x_, -1.0, 0.5), [x], lambda: np.clip(x, -1.0, 0.5)
+
+
+@case
+def transpose(rng):
+    x = rng.standard_normal((2, 3, 4, 5))
+    return (lambda x_: F.transpose(x_, (0, 3, 1, 2)), [x],
+            lambda: np.transpose(x, (0, 3, 1, 2)))
+
+
+@case
 def sigmoid(rng):
     x = rng.standard_normal((3, 4)) * 3
     return F.sigmoid, [x], lambda: 1 / (1 + np.exp(-x))

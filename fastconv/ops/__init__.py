@@ -83,7 +83,7 @@ FUNCTIONAL_API = (
     "linear", "reshape", "flatten", "zero_pad2d", "dropout", "add", "subtract", "multiply",
     "divide", "negative", "matmul", "concatenate", "sum", "mean", "batch_norm",
     "batch_norm_training", "local_response_normalization", "softmax_cross_entropy",
-    "cross_entropy", "mean_squared_error", "is_grad_enabled",
+    "cross_entropy", "mean_squared_error", "is_grad_enabled", "leaky_relu", "clip", "transpose",
 )
 
 __all__ = [
@@ -96,6 +96,4 @@ __all__ = [
     "DivideOp", "NegativeOp", "MatMulOp", "ConcatenateOp", "SumOp", "ScaleOp", "BatchNormOp",
     "LocalResponseNormOp", "SoftmaxCrossEntropyOp", "ProbabilityCrossEntropyOp",
     "MeanSquaredErrorOp", "LeakyReLUOp", "ClipOp", "TransposeOp",
-    # ops for ONNX import (checked in tests/test_onnx_ops.py): leaky_relu, clip, transpose
-    "leaky_relu", "clip", "transpose",
 ]

@@ -110,6 +110,21 @@ def _broadcast(fn, positive_second=False):
     return make
 
 
+def _clip(draw, rng, backend):
+    low = draw(st.floats(-1.5, 0.0))
+    high = low + draw(st.floats(0.2, 2.0))
+    x = rng.standard_normal(_shape(draw)) * 2
+    for bound in (low, high):  # no value at a bound, where the slope jumps
+        x[np.abs(x - bound) < 0.05] += 0.1
+    return (lambda x_: F.clip(x_, low, high)), [x]
+
+
+def _transpose(draw, rng, backend):
+    shape = _shape(draw, 1, 4)
+    axes = tuple(draw(st.permutations(range(len(shape)))))
+    return (lambda x_: F.transpose(x_, axes)), [rng.standard_normal(shape)]
+
+
 def _matmul(draw, rng, backend):
     batch = tuple(draw(st.lists(st.integers(1, 3), max_size=2)))
     m, k, n = draw(dims), draw(dims), draw(dims)
@@ -224,6 +239,8 @@ OPS = {
     "mean_squared_error": _mse, "zero_pad2d": _zero_pad,
     "batch_norm": _batch_norm(False), "batch_norm_training": _batch_norm(True),
     "local_response_normalization": _lrn,
+    "leaky_relu": _unary(lambda x_: F.leaky_relu(x_, 0.2), kink=True), "clip": _clip,
+    "transpose": _transpose,
 }
 
 
