@@ -5,6 +5,8 @@
   enrolled by registering it, without touching the tests.
 * ``conv_algo`` runs a test once per convolution algorithm in fastconv's algorithm table, inside
   ``fastconv.use_conv_algo``.
+* ``kernel_mode`` runs a test once with the numba-cpu kernels forced serial and once forced
+  parallel, whatever the problem size.
 * ``mnist_dir`` is the folder fastconv itself would read MNIST from: ``$FASTCONV_DATA`` when it is
   set (CI sets it), otherwise the user cache; tests that need MNIST skip, saying where they
   looked, only when neither holds it.
@@ -99,6 +101,18 @@ def mnist_dir() -> Path:
                 f" lacks the four *-ubyte.gz files; set FASTCONV_DATA to their folder, or "
                 f"download them once with python -c \"from fastconv.datasets import mnist; "
                 f"mnist.load_data()\"")
+
+
+@pytest.fixture(params=["parallel", "serial"])
+def kernel_mode(request):
+    """Run the numba-cpu kernels in one variant whatever the problem size."""
+    from fastconv.backends.numba_cpu.jit import SizedKernel
+
+    SizedKernel.mode = request.param
+    try:
+        yield request.param
+    finally:
+        SizedKernel.mode = "auto"
 
 
 @pytest.fixture

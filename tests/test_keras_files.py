@@ -25,16 +25,7 @@ from fastconv.models import Sequential, load_model  # noqa: E402
 from fastconv.saving import InvalidModelFileError  # noqa: E402
 
 from . import naive  # noqa: E402
-
-
-def shared_dir() -> Path | None:
-    """../shared beside the repository (as CI clones it), or $FASTCONV_SHARED."""
-    default = Path(__file__).resolve().parents[2] / "shared"
-    if default.is_dir():
-        return default
-    env = os.environ.get("FASTCONV_SHARED")
-    return Path(env) if env and Path(env).is_dir() else None
-
+from .shared import shared_dir  # noqa: E402
 
 SHARED = shared_dir()
 REF = SHARED / "keras_ref" if SHARED is not None else None

@@ -195,18 +195,6 @@ def test_lesson_loss_curve_matches_numpy_backend():
     assert reference[-1] < reference[0]  # it did learn
 
 
-@pytest.fixture(params=["parallel", "serial"])
-def kernel_mode(request):
-    """Run the numba-cpu kernels in one variant whatever the problem size."""
-    from fastconv.backends.numba_cpu.jit import SizedKernel
-
-    SizedKernel.mode = request.param
-    try:
-        yield request.param
-    finally:
-        SizedKernel.mode = "auto"
-
-
 @pytest.mark.parametrize("case", [
     ((2, 7, 9, 3), (3, 3, 3, 5), 1, "same", 1),
     ((3, 9, 7, 4), (3, 2, 4, 3), (2, 3), ((1, 2), (0, 1)), 1),

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import pickle
-import threading
-from pathlib import Path
 
 import cloudpickle
 import numpy as np
@@ -16,7 +14,11 @@ from fastconv.layers import Add, Conv2D, Dense, Flatten, Input, MaxPooling2D
 from fastconv.models import Model, Sequential
 from fastconv.saving import InvalidModelFileError
 
-KERAS_REF = Path("/work/shared/keras_ref")
+from .shared import shared_dir
+from .threads import run_in_threads
+
+SHARED = shared_dir()
+KERAS_REF = SHARED / "keras_ref" if SHARED is not None else None
 THREADS = 8
 
 
@@ -76,6 +78,8 @@ def test_load_fcm_predicts_as_the_model(kind, tmp_path):
 
 @pytest.mark.parametrize("suffix", [".keras", ".h5"])
 def test_load_keras_files_written_by_keras(suffix):
+    if KERAS_REF is None:
+        pytest.skip("the Keras reference files (../shared/keras_ref) are not here")
     path = KERAS_REF / f"mini_resnet{suffix}"
     if not path.exists():
         pytest.skip(f"reference file {path} is absent")
@@ -183,26 +187,6 @@ def test_input_shape_and_dtype_errors_name_expected_and_found():
 
 # -- threads ---------------------------------------------------------------------------------
 
-def _run_threads(fn):
-    barrier = threading.Barrier(THREADS)
-    results, errors = [None] * THREADS, []
-
-    def worker(i):
-        try:
-            barrier.wait()
-            results[i] = fn(i)
-        except Exception as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(THREADS)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors, errors
-    return results
-
-
 @pytest.mark.parametrize("backend_name", ["numpy", "numba-cpu"])
 @pytest.mark.parametrize("kind", sorted(MODELS))
 def test_threads_after_set_weights_match_serial_bitwise(kind, backend_name):
@@ -219,7 +203,7 @@ def test_threads_after_set_weights_match_serial_bitwise(kind, backend_name):
         with fastconv.use_backend(backend_name):
             expected = serial_model.predict(x, batch_size=16, verbose=0)
         predictor.set_weights(weights)
-        for got in _run_threads(lambda i: predictor.predict(x)):
+        for got in run_in_threads(THREADS, lambda i: predictor.predict(x)):
             np.testing.assert_array_equal(got, expected)
 
 
@@ -243,7 +227,7 @@ def test_threads_each_set_weights_then_predict(backend):
         copies[i].set_weights(weights[i])
         return copies[i].predict(x)
 
-    for got, want in zip(_run_threads(work), expected):
+    for got, want in zip(run_in_threads(THREADS, work), expected):
         np.testing.assert_array_equal(got, want)
 
 

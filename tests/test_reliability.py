@@ -4,8 +4,6 @@ a hostile user found (stale predictions after ``set_weights``, max-pool backward
 
 from __future__ import annotations
 
-import contextvars
-import threading
 import time
 
 import numpy as np
@@ -17,30 +15,7 @@ from fastconv.layers import Conv2D, Dense, Flatten
 from fastconv.models import Sequential
 
 from . import naive
-
-
-def _threads(n, fn):
-    """Run ``fn(i)`` in ``n`` threads started together, each in a copy of the caller's context
-    (so ``use_backend`` applies); re-raise the first exception."""
-    barrier = threading.Barrier(n)
-    contexts = [contextvars.copy_context() for _ in range(n)]
-    results, errors = [None] * n, []
-
-    def body(i):
-        try:
-            barrier.wait()
-            results[i] = contexts[i].run(fn, i)
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=body, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if errors:
-        raise errors[0]
-    return results
+from .threads import run_in_threads
 
 
 def _dense_model():
@@ -67,7 +42,7 @@ def test_predict_in_threads_right_after_set_weights_uses_the_new_weights(backend
         model.set_weights(old)
         model.predict(x, verbose=0)  # the plan holds kernels packed from the old weights
         model.set_weights(new)
-        got = _threads(8, lambda i: model.predict(x, verbose=0))
+        got = run_in_threads(8, lambda i: model.predict(x, verbose=0))
         stale = sum(not np.array_equal(g, expected) for g in got)
         assert stale == 0, f"round {round_}: {stale} of 8 threads got stale predictions"
 
@@ -107,17 +82,6 @@ def _numba_backend():
     if reason is not None:
         pytest.skip(f"numba-cpu is unavailable here: {reason}")
     return fastconv.get_backend("numba-cpu")
-
-
-@pytest.fixture(params=["serial", "parallel"])
-def kernel_mode(request):
-    from fastconv.backends.numba_cpu.jit import SizedKernel
-
-    SizedKernel.mode = request.param
-    try:
-        yield request.param
-    finally:
-        SizedKernel.mode = "auto"
 
 
 @pytest.mark.parametrize("algo", _NUMBA_ALGOS)

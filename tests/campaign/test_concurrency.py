@@ -21,7 +21,7 @@ from fastconv.layers import Conv2D, Dense, Flatten, MaxPooling2D
 from fastconv.models import Sequential
 from fastconv.utils import set_random_seed
 
-from ..test_reliability import _threads
+from ..threads import run_in_threads
 
 ROUNDS = int(os.environ.get("FASTCONV_CAMPAIGN_ROUNDS", "2"))
 THREADS = int(os.environ.get("FASTCONV_CAMPAIGN_THREADS", "8"))
@@ -55,7 +55,7 @@ def test_threads_predict_right_after_set_weights(backend):
         model.set_weights(old)
         model.predict(x, batch_size=16, verbose=0)
         model.set_weights(new)
-        got = _threads(THREADS, lambda i: model.predict(x, batch_size=8 * (1 + i % 3),
+        got = run_in_threads(THREADS, lambda i: model.predict(x, batch_size=8 * (1 + i % 3),
                                                         verbose=0))
         stale += sum(not np.allclose(g, expected, rtol=1e-5, atol=1e-6) for g in got)
     assert stale == 0, f"{stale} stale predictions in {ROUNDS * THREADS}"
@@ -73,7 +73,7 @@ def test_threads_train_their_own_models_as_a_serial_run_does(backend):
 
     for _ in range(ROUNDS):
         expected = train(None)
-        for got in _threads(min(THREADS, 4), train):
+        for got in run_in_threads(min(THREADS, 4), train):
             for a, b in zip(got, expected):
                 np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
@@ -89,7 +89,7 @@ def test_threads_predict_while_another_thread_trains(backend):
             return None
         return [served.predict(x, verbose=0) for _ in range(ROUNDS)]
 
-    for result in _threads(THREADS, work)[1:]:
+    for result in run_in_threads(THREADS, work)[1:]:
         for got in result:
             np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
 
