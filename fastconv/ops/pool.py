@@ -104,22 +104,23 @@ def avg_pool2d(x, pool_size=(2, 2), strides=None, padding="valid", ceil_mode=Fal
     return AvgPool2DOp.apply(x, geom=geom)
 
 
+def _global_pool2d(pool2d, op, x) -> Tensor:
+    """``pool2d`` over the whole of H and W: (N, H, W, C) -> (N, C)."""
+    x = as_tensor(x, f"{op} input")
+    if x.ndim != 4:
+        raise ValueError(f"{op} expects a 4D NHWC input, got shape {x.shape}")
+    n, h, w, c = x.shape
+    return reshape(pool2d(x, (h, w)), (n, c))
+
+
 def global_avg_pool2d(x) -> Tensor:
     """Mean over H and W: (N, H, W, C) -> (N, C)."""
-    x = as_tensor(x, "global_avg_pool2d input")
-    if x.ndim != 4:
-        raise ValueError(f"global_avg_pool2d expects a 4D NHWC input, got shape {x.shape}")
-    n, h, w, c = x.shape
-    return reshape(avg_pool2d(x, (h, w)), (n, c))
+    return _global_pool2d(avg_pool2d, "global_avg_pool2d", x)
 
 
 def global_max_pool2d(x) -> Tensor:
     """Maximum over H and W: (N, H, W, C) -> (N, C)."""
-    x = as_tensor(x, "global_max_pool2d input")
-    if x.ndim != 4:
-        raise ValueError(f"global_max_pool2d expects a 4D NHWC input, got shape {x.shape}")
-    n, h, w, c = x.shape
-    return reshape(max_pool2d(x, (h, w)), (n, c))
+    return _global_pool2d(max_pool2d, "global_max_pool2d", x)
 
 
 def _pool1d(pool2d, op, x, pool_size, strides, padding):
