@@ -29,6 +29,7 @@ from fastconv import config
 from fastconv.backends import algorithms
 from fastconv.datasets import mnist
 from fastconv.utils import clear_session, set_random_seed
+from tests.devices import EMULATED_DEVICES
 
 #: Every convolution algorithm fastconv knows ('auto' is a choice among these, not one).
 CONV_ALGOS = tuple(algorithms.ALGORITHMS)
@@ -53,7 +54,72 @@ def _fresh_state():
     yield
 
 
-@pytest.fixture(params=fastconv.backend_names())
+BACKENDS = EMULATED_DEVICES or fastconv.backend_names()
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "device: a test of the GPU backends' own machinery; it runs in the processes "
+        "that emulate a device (NUMBA_ENABLE_CUDASIM=1) and on a real GPU")
+    config.addinivalue_line(
+        "markers", "host_only(reason): a test of CPU-backend behaviour that an emulated device "
+        "run leaves out, with the reason")
+
+
+def _param_backend(item) -> str | None:
+    callspec = getattr(item, "callspec", None)
+    return callspec.params.get("backend") if callspec is not None else None
+
+
+def pytest_collection_modifyitems(config, items):
+    """Main process: the tests of a GPU backend that cannot run here are left to the emulation
+    run, and said so once. Emulation run: only the tests of the emulated backends."""
+    from fastconv.backends import DEVICE_BACKENDS
+
+    keep, dropped = [], {}
+    for item in items:
+        name = _param_backend(item)
+        if EMULATED_DEVICES:
+            ok = (name in EMULATED_DEVICES or item.get_closest_marker("device") is not None) \
+                and item.get_closest_marker("host_only") is None
+        else:
+            unusable = (name in DEVICE_BACKENDS and fastconv.available_backends()[name]
+                        is not None)
+            is_device_test = item.get_closest_marker("device") is not None
+            ok = not unusable and not (is_device_test and _no_usable_device())
+        if ok:
+            keep.append(item)
+        else:
+            dropped.setdefault(name or "device", []).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=[i for group in dropped.values() for i in group])
+        items[:] = keep
+        config._fastconv_left_out = {k: len(v) for k, v in dropped.items()}
+
+
+def _no_usable_device() -> bool:
+    from fastconv.backends import DEVICE_BACKENDS
+
+    return all(fastconv.available_backends()[name] is not None for name in DEVICE_BACKENDS)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    left_out = getattr(config, "_fastconv_left_out", None)
+    if not left_out:
+        return
+    if EMULATED_DEVICES:
+        terminalreporter.write_line(
+            f"emulated device run ({', '.join(EMULATED_DEVICES)}): "
+            f"{sum(left_out.values())} tests of the CPU backends left to the main run")
+        return
+    for name, count in sorted(left_out.items()):
+        reason = fastconv.available_backends().get(name) or "no usable GPU backend"
+        terminalreporter.write_line(
+            f"{count} tests of {name} left to the emulated run "
+            f"(NUMBA_ENABLE_CUDASIM=1 python -m pytest): {reason}")
+
+
+@pytest.fixture(params=BACKENDS)
 def backend(request):
     """The test runs inside ``use_backend(name)``; yields the Backend object."""
     name = request.param

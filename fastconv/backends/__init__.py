@@ -22,10 +22,11 @@ from .base import FUSED_ACTIVATIONS, PRIMITIVES, Backend
 _REGISTRY: dict[str, tuple[str, tuple[str, ...]]] = {
     "numba-cpu": ("fastconv.backends.numba_cpu", ("numba",)),
     "numpy": ("fastconv.backends.numpy_backend", ()),
+    "numba-cuda": ("fastconv.backends.numba_cuda", ("numba",)),
 }
 
 #: Backends that run on one of several devices, chosen with ``'name:index'``.
-DEVICE_BACKENDS: frozenset[str] = frozenset()
+DEVICE_BACKENDS: frozenset[str] = frozenset({"numba-cuda"})
 
 _instances: dict[str, Backend] = {}
 #: (name, device index or None) of a ``use_backend`` block

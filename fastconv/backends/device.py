@@ -1,0 +1,121 @@
+"""What the two GPU backends (``numba-cuda``, ``cupy``) share: device memory, transfers, the
+device's description and the translation of device errors.
+
+On a GPU both hold CuPy arrays and use CuPy as ``xp``; their kernels differ, nothing else, so a
+benchmark of one against the other compares kernels. Without a GPU (``NUMBA_ENABLE_CUDASIM=1``
+for numba-cuda, ``FASTCONV_CUPY_EMULATE=1`` for cupy) device memory is emulated: arrays are
+:class:`EmulatedDeviceArray`, a NumPy subclass that marks data as living "on the device", and the
+kernels run on the CPU. The mark keeps transfers visible: :meth:`DeviceBackend.asarray` of a
+host array is an upload and :meth:`DeviceBackend.to_host` a download, each counted in
+:attr:`DeviceBackend.transfers`, exactly as on a GPU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from .base import Backend
+
+
+class EmulatedDeviceArray(np.ndarray):
+    """A NumPy array standing for device memory (emulated GPU backends). NumPy operations on it
+    give arrays of the same class, as CuPy's give CuPy arrays."""
+
+
+class DeviceMemoryError(MemoryError):
+    """A GPU ran out of memory; the message names the layer, the batch and what to try."""
+
+
+class DeviceError(RuntimeError):
+    """A GPU reported an error; the message names the layer and the device."""
+
+
+@dataclasses.dataclass
+class TransferCounter:
+    """Host-to-device and device-to-host copies made through a backend since :meth:`reset`."""
+
+    to_device: int = 0
+    to_host: int = 0
+    bytes_to_device: int = 0
+    bytes_to_host: int = 0
+
+    def reset(self) -> None:
+        self.to_device = self.to_host = self.bytes_to_device = self.bytes_to_host = 0
+
+
+class DeviceBackend(Backend):
+    """Base class of the GPU backends: arrays live on a device (or in emulated device memory).
+
+    Subclasses set ``xp`` (CuPy, or NumPy when emulated), ``emulated`` and implement the
+    primitives with their own kernels.
+    """
+
+    #: True when the kernels run on the CPU on NumPy memory (simulator or emulation)
+    emulated = True
+    inference_chunk_bytes = 0
+
+    def __init__(self):
+        super().__init__()
+        self.transfers = TransferCounter()
+
+    # -- memory -----------------------------------------------------------------------------
+    def is_device_array(self, a) -> bool:
+        if self.emulated:
+            return isinstance(a, EmulatedDeviceArray)
+        return isinstance(a, self.xp.ndarray)
+
+    def asarray(self, a, dtype=None):
+        if self.is_device_array(a):
+            if dtype is not None and a.dtype != np.dtype(dtype):
+                a = a.astype(dtype)
+            return self.device(a)
+        host = np.ascontiguousarray(np.asarray(a, dtype=dtype))
+        self.transfers.to_device += 1
+        self.transfers.bytes_to_device += host.nbytes
+        if self.emulated:
+            return host.copy().view(EmulatedDeviceArray)
+        return self.xp.asarray(host)
+
+    def empty(self, shape, dtype):
+        """Uninitialised device memory."""
+        out = self.xp.empty(shape, dtype=dtype)
+        return out.view(EmulatedDeviceArray) if self.emulated else out
+
+    def zeros(self, shape, dtype):
+        out = self.xp.zeros(shape, dtype=dtype)
+        return out.view(EmulatedDeviceArray) if self.emulated else out
+
+    def device(self, a):
+        """``a`` (device data) as C-contiguous device memory, 0-d arrays kept 0-d; in
+        emulation a plain NumPy result computed from device data is marked again (no copy)."""
+        if not a.flags.c_contiguous:
+            a = a.copy(order="C")
+        if self.emulated and not isinstance(a, EmulatedDeviceArray):
+            a = a.view(EmulatedDeviceArray)
+        return a
+
+    def to_host(self, a):
+        if isinstance(a, np.ndarray) and not isinstance(a, EmulatedDeviceArray):
+            return a  # already host memory
+        self.transfers.to_host += 1
+        if self.emulated:
+            host = np.array(a, copy=True).view(np.ndarray)
+        else:
+            host = self.xp.asnumpy(a)
+        self.transfers.bytes_to_host += host.nbytes
+        return host
+
+    # -- errors -----------------------------------------------------------------------------
+    def memory_errors(self) -> tuple[type[BaseException], ...]:
+        """Exception classes by which this backend's device reports running out of memory."""
+        return (DeviceMemoryError,)
+
+    def device_errors(self) -> tuple[type[BaseException], ...]:
+        """Exception classes of raw device errors (CUDA API/driver errors) to be translated."""
+        return ()
+
+    def describe_device(self) -> dict[str, object]:
+        """The device in words for ``fastconv info``: name, compute capability, memory."""
+        raise NotImplementedError

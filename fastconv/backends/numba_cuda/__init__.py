@@ -1,0 +1,161 @@
+"""The ``numba-cuda`` backend: fastconv's own ``@cuda.jit`` kernels, float32 and float64.
+
+Convolutions: direct, im2col as an implicit GEMM (shared-memory tiles of the virtual patch
+matrix, register blocking) and Winograd F(2x2,3x3) / F(4x4,3x3) (transform kernels and a tiled
+batched GEMM), each with its three passes and the bias + ReLU epilogue fused. Pooling, the
+epilogue's backward, the dense GEMM, Adam, batch normalisation, LRN and random numbers are
+kernels too. Glue (softmax, losses, reshapes) runs on CuPy arrays, as in the ``cupy`` backend
+(see ``fastconv.backends.device``).
+
+On a GPU it needs CuPy; under Numba's CUDA simulator (``NUMBA_ENABLE_CUDASIM=1`` set before
+Numba is imported) it runs on the CPU on emulated device memory. Kernels compile lazily: nothing
+touches CUDA at import.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+
+from ..device import DeviceBackend
+from . import conv, elementwise, gemm, normalization, pool
+from .launch import SIMULATED, current_stream
+
+_INSTALL = "pip install 'fastconv[cuda]'"
+
+
+def unavailable_reason() -> str | None:
+    """Why numba-cuda cannot run here (package, CuPy, driver or device missing), or None."""
+    if importlib.util.find_spec("numba_cuda") is None:
+        return f"the package 'numba-cuda' is not installed ({_INSTALL})"
+    if SIMULATED:
+        return None
+    from numba import cuda
+
+    if not cuda.is_available():
+        reason = " ".join((cuda.cuda_error() or "").split()) or "no CUDA GPU was found"
+        return (f"no usable CUDA GPU: {reason} (to run its kernels on the CPU instead, set "
+                f"NUMBA_ENABLE_CUDASIM=1 before fastconv is imported)")
+    if importlib.util.find_spec("cupy") is None:
+        return ("CuPy is not installed; numba-cuda keeps its arrays in CuPy on a GPU (install "
+                "the CuPy wheel matching your CUDA: cupy-cuda12x or cupy-cuda13x)")
+    return None
+
+
+class NumbaCudaBackend(DeviceBackend):
+    name = "numba-cuda"
+    emulated = SIMULATED
+    #: timing kernels in the simulator measures the simulator: use the heuristics there
+    autotune = not SIMULATED
+    conv_algorithm_classes = {
+        "direct": conv.DirectConv,
+        "im2col": conv.Im2colConv,
+        "winograd": conv.WinogradF2Conv,
+        "winograd4": conv.WinogradF4Conv,
+    }
+
+    def __init__(self):
+        super().__init__()
+        if SIMULATED:
+            self.xp = np
+        else:
+            import cupy
+
+            self.xp = cupy
+
+    # -- device --------------------------------------------------------------------------
+    def synchronize(self, a=None):
+        if not SIMULATED:
+            current_stream().synchronize()
+        return a
+
+    def describe_device(self) -> dict[str, object]:
+        if SIMULATED:
+            return {"name": "Numba CUDA simulator (kernels run on the CPU)",
+                    "compute_capability": None, "memory_bytes": None}
+        from numba import cuda
+
+        dev = cuda.get_current_device()
+        free, total = cuda.current_context().get_memory_info()
+        name = dev.name.decode() if isinstance(dev.name, bytes) else str(dev.name)
+        return {"name": name, "compute_capability": dev.compute_capability,
+                "memory_bytes": int(total), "free_bytes": int(free)}
+
+    def device_string(self) -> str:
+        d = self.describe_device()
+        cc = d["compute_capability"]
+        return d["name"] if cc is None else f"{d['name']} sm_{cc[0]}{cc[1]}"
+
+    def gemm_description(self) -> str:
+        return gemm.describe()
+
+    def memory_errors(self):
+        errors = super().memory_errors()
+        if SIMULATED:
+            return errors
+        import cupy
+
+        return errors + (cupy.cuda.memory.OutOfMemoryError,)
+
+    def device_errors(self):
+        if SIMULATED:
+            return ()
+        from numba.cuda.cudadrv.driver import CudaAPIError
+
+        return (CudaAPIError,)
+
+    def heuristic_conv_algorithm(self, geom, conv_pass, candidates):
+        if geom.c * geom.kh * geom.kw <= 32 and "direct" in candidates:
+            return "direct"
+        return "im2col" if "im2col" in candidates else candidates[0]
+
+    # -- dense ------------------------------------------------------------------------------
+    def matmul(self, a, b, trans_a=False, trans_b=False):
+        return gemm.matmul(self, a, b, trans_a, trans_b)
+
+    # -- pooling ----------------------------------------------------------------------------
+    def max_pool2d_forward(self, x, geom, with_argmax=True):
+        return pool.max_forward(self, x, geom, with_argmax)
+
+    def max_pool2d_backward(self, dy, argmax, geom):
+        return pool.max_backward(self, dy, argmax, geom)
+
+    def avg_pool2d_forward(self, x, geom):
+        return pool.avg_forward(self, x, geom)
+
+    def avg_pool2d_backward(self, dy, geom):
+        return pool.avg_backward(self, dy, geom)
+
+    # -- element-wise -----------------------------------------------------------------------
+    def bias_activation(self, y, b, activation):
+        return elementwise.bias_activation(self, y, b, activation)
+
+    def epilogue_backward(self, dy, y, activation, bias):
+        return elementwise.epilogue_backward(self, dy, y, activation, bias)
+
+    def adam_update(self, param, grad, m, v, lr_t, beta_1, beta_2, epsilon):
+        elementwise.adam_update(self, param, grad, m, v, lr_t, beta_1, beta_2, epsilon)
+
+    def random_uniform(self, shape, dtype):
+        return elementwise.random_uniform(self, shape, dtype)
+
+    # -- normalisation ----------------------------------------------------------------------
+    def batch_norm_statistics(self, x):
+        return normalization.batch_norm_statistics(self, x)
+
+    def batch_norm_forward(self, x, gamma, beta, mean, var, eps):
+        return normalization.batch_norm_forward(self, x, gamma, beta, mean, var, eps)
+
+    def batch_norm_backward(self, dy, x, gamma, mean, var, eps, training):
+        return normalization.batch_norm_backward(self, dy, x, gamma, mean, var, eps, training)
+
+    def lrn_forward(self, x, radius, bias, alpha, beta):
+        return normalization.lrn_forward(self, x, radius, bias, alpha, beta)
+
+    def lrn_backward(self, dy, x, y, scale, radius, alpha, beta):
+        return normalization.lrn_backward(self, dy, x, y, scale, radius, alpha, beta)
+
+
+def create_backend() -> NumbaCudaBackend:
+    return NumbaCudaBackend()

@@ -1,0 +1,166 @@
+"""How numba-cuda kernels are declared, compiled and launched.
+
+* Every kernel is declared with :func:`kernel` and an explicit signature per dtype (arrays
+  C-contiguous, sizes int32, geometries ``UniTuple(int32, n)``). On a GPU it compiles lazily, on
+  its first launch with a dtype, from exactly that signature: nothing touches CUDA at import,
+  and the signature compiled is the one the PTX resource check (``resources.py``) compiles.
+* Under the CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``) the same Python function runs on the
+  CPU. The simulator costs about a millisecond per simulated thread, so launch sizes come from
+  :data:`CONFIG`, which is tiny there; kernels are written for any block size (grid-stride
+  loops, tiles as parameters of the kernel factories).
+* Launches go to CuPy's current stream on a GPU, so Numba kernels and CuPy glue code order
+  correctly on one stream.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import numba
+import numpy as np
+from numba import cuda, types
+
+from ...geometry import CONV_FIELDS, POOL_FIELDS
+
+#: True when kernels run in Numba's CUDA simulator (NUMBA_ENABLE_CUDASIM=1 at Numba's import).
+SIMULATED = bool(numba.config.ENABLE_CUDASIM)
+
+
+@dataclasses.dataclass(frozen=True)
+class LaunchConfig:
+    """Launch sizes: threads per block of 1D kernels, the cap on blocks of grid-stride kernels,
+    and the tile shapes of the tiled kernels (factories take them as arguments)."""
+
+    threads_1d: int
+    max_blocks: int
+    #: tiled GEMM / implicit GEMM: block tile (rows, cols), depth step, per-thread (rows, cols)
+    gemm_tile: tuple[int, int, int, int, int]
+    #: 2D blocks of per-pixel kernels (pooling, direct convolution)
+    threads_2d: tuple[int, int]
+
+
+#: Sizes on a GPU: 256-thread blocks, 64x64 GEMM tiles with 4x4 outputs per thread.
+GPU_CONFIG = LaunchConfig(threads_1d=256, max_blocks=65535, gemm_tile=(64, 64, 8, 4, 4),
+                          threads_2d=(32, 8))
+#: Sizes under the simulator: a few threads, tiles smaller than most test shapes so that edge
+#: tiles and several blocks are exercised.
+SIM_CONFIG = LaunchConfig(threads_1d=8, max_blocks=4, gemm_tile=(8, 8, 4, 2, 2),
+                          threads_2d=(4, 2))
+CONFIG = SIM_CONFIG if SIMULATED else GPU_CONFIG
+
+# -- types of signatures ---------------------------------------------------------------------
+I32 = types.int32
+I64 = types.int64
+U64 = types.uint64
+CONV_GEOM = types.UniTuple(types.int32, len(CONV_FIELDS))
+POOL_GEOM = types.UniTuple(types.int32, len(POOL_FIELDS))
+_SCALARS = {"float32": types.float32, "float64": types.float64}
+
+
+def real(dtype) -> types.Type:
+    """The Numba scalar type of a floating dtype."""
+    return _SCALARS[np.dtype(dtype).name]
+
+
+def array(dtype, ndim: int) -> types.Array:
+    """A C-contiguous array of ``dtype`` (a NumPy dtype, or 'int32')."""
+    name = np.dtype(dtype).name
+    scalar = _SCALARS.get(name) or getattr(types, name)
+    return types.Array(scalar, ndim, "C")
+
+
+def geometry(values) -> tuple:
+    """A geometry tuple as int32 scalars (typed ``UniTuple(int32, n)``, as the signatures)."""
+    return tuple(np.int32(v) for v in values)
+
+
+# -- declared kernels ------------------------------------------------------------------------
+class Kernel:
+    """A ``@cuda.jit`` kernel compiled per dtype from its declared signature.
+
+    ``signature(dtype)`` returns the argument types; ``kernel[grid, block](dtype, *args)``
+    launches it (``dtype`` picks the compiled version).
+    """
+
+    def __init__(self, pyfunc: Callable, signature: Callable, name: str, options: dict):
+        self.pyfunc = pyfunc
+        self.signature = signature
+        self.name = name
+        self.options = options
+        self._compiled: dict[str, object] = {}
+
+    def argtypes(self, dtype) -> tuple:
+        return tuple(self.signature(np.dtype(dtype)))
+
+    def compiled(self, dtype):
+        key = np.dtype(dtype).name
+        fn = self._compiled.get(key)
+        if fn is None:
+            if SIMULATED:
+                fn = cuda.jit(self.pyfunc)
+            else:
+                fn = cuda.jit(types.void(*self.argtypes(key)), **self.options)(self.pyfunc)
+            self._compiled[key] = fn
+        return fn
+
+    def __getitem__(self, launch):
+        grid, block = launch
+
+        def run(dtype, *args):
+            if _nonempty(grid) and _nonempty(block):
+                self.compiled(dtype)[grid, block, current_stream()](*args)
+
+        return run
+
+    def __repr__(self) -> str:
+        return f"<numba-cuda kernel {self.name}>"
+
+
+def _nonempty(dims) -> bool:
+    return all(d > 0 for d in dims) if isinstance(dims, tuple) else dims > 0
+
+
+#: every kernel declared, by name (the PTX resource check compiles them all)
+KERNELS: dict[str, Kernel] = {}
+
+
+def kernel(signature: Callable, name: str | None = None, **options):
+    """Declare a kernel: ``@kernel(lambda dt: (array(dt, 2), I32))``; ``name`` distinguishes
+    the variants a factory makes (tile sizes)."""
+
+    def wrap(pyfunc: Callable) -> Kernel:
+        qualified = name or pyfunc.__name__
+        k = Kernel(pyfunc, signature, qualified, options)
+        KERNELS[qualified] = k
+        return k
+
+    return wrap
+
+
+# -- launch sizes -------------------------------------------------------------------------
+def blocks_for(n: int, threads: int | None = None) -> tuple[int, int]:
+    """(blocks, threads) of a grid-stride kernel over ``n`` items."""
+    threads = threads or CONFIG.threads_1d
+    return max(1, min(-(-n // threads), CONFIG.max_blocks)), threads
+
+
+def ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+# -- streams ------------------------------------------------------------------------------
+_streams: dict[int, object] = {}
+
+
+def current_stream():
+    """CuPy's current stream as a Numba stream (0, the default stream, in the simulator)."""
+    if SIMULATED:
+        return 0
+    import cupy
+
+    ptr = cupy.cuda.get_current_stream().ptr
+    stream = _streams.get(ptr)
+    if stream is None:  # ptr 0: CuPy's default stream, the legacy default stream
+        stream = _streams[ptr] = cuda.external_stream(ptr) if ptr else cuda.default_stream()
+    return stream

@@ -1,0 +1,33 @@
+"""Which GPU backends this test process emulates on the CPU.
+
+The main test process runs the CPU backends (and a GPU backend on a real GPU). A second process
+runs the GPU backends' kernels on the CPU: ``NUMBA_ENABLE_CUDASIM=1`` (Numba's CUDA simulator)
+enrols numba-cuda. There the ``backend`` fixture yields only the emulated backends, and tests
+that sweep many shapes use :func:`emulated_subset` to keep the sweep small: the simulator costs
+about a millisecond per simulated thread.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+def _emulated_device_backends() -> tuple[str, ...]:
+    names = []
+    if os.environ.get("NUMBA_ENABLE_CUDASIM", "").strip() == "1":
+        names.append("numba-cuda")
+    return tuple(names)
+
+
+#: GPU backends run on the CPU in this process (empty in the main test process)
+EMULATED_DEVICES = _emulated_device_backends()
+EMULATED = bool(EMULATED_DEVICES)
+
+
+def emulated_subset(cases, keep):
+    """``cases`` in the main process; in an emulated device run only those at the positions
+    (or with the ids) in ``keep``, chosen to cover every feature the sweep covers."""
+    if not EMULATED:
+        return list(cases)
+    cases = list(cases)
+    return [c for i, c in enumerate(cases) if i in keep or getattr(c, "id", None) in keep]
