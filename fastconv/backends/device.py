@@ -48,9 +48,16 @@ class TransferCounter:
 class DeviceBackend(Backend):
     """Base class of the GPU backends: arrays live on a device (or in emulated device memory).
 
-    Subclasses set ``xp`` (CuPy, or NumPy when emulated), ``emulated`` and implement the
-    primitives with their own kernels.
+    Subclasses set ``xp`` (CuPy, or NumPy when emulated), ``emulated``, their
+    ``conv_algorithm_classes`` and four kernel modules, each a set of launchers taking the
+    backend first: ``gemm`` (``matmul``, ``describe``), ``pool`` (``max_forward``,
+    ``max_backward``, ``avg_forward``, ``avg_backward``), ``elementwise``
+    (``bias_activation``, ``epilogue_backward``, ``adam_update``, ``random_uniform``) and
+    ``normalization`` (the ``batch_norm_*`` and ``lrn_*`` primitives, same names). The
+    primitives below delegate to them, so the two GPU backends differ in kernels only.
     """
+
+    gemm = pool = elementwise = normalization = None
 
     #: True when the kernels run on the CPU on NumPy memory (simulator or emulation)
     emulated = True
@@ -119,3 +126,50 @@ class DeviceBackend(Backend):
     def describe_device(self) -> dict[str, object]:
         """The device in words for ``fastconv info``: name, compute capability, memory."""
         raise NotImplementedError
+
+    def gemm_description(self) -> str:
+        return self.gemm.describe()
+
+    # -- primitives, delegated to the backend's kernel modules ------------------------------
+    def matmul(self, a, b, trans_a=False, trans_b=False):
+        return self.gemm.matmul(self, a, b, trans_a, trans_b)
+
+    def max_pool2d_forward(self, x, geom, with_argmax=True):
+        return self.pool.max_forward(self, x, geom, with_argmax)
+
+    def max_pool2d_backward(self, dy, argmax, geom):
+        return self.pool.max_backward(self, dy, argmax, geom)
+
+    def avg_pool2d_forward(self, x, geom):
+        return self.pool.avg_forward(self, x, geom)
+
+    def avg_pool2d_backward(self, dy, geom):
+        return self.pool.avg_backward(self, dy, geom)
+
+    def bias_activation(self, y, b, activation):
+        return self.elementwise.bias_activation(self, y, b, activation)
+
+    def epilogue_backward(self, dy, y, activation, bias):
+        return self.elementwise.epilogue_backward(self, dy, y, activation, bias)
+
+    def adam_update(self, param, grad, m, v, lr_t, beta_1, beta_2, epsilon):
+        self.elementwise.adam_update(self, param, grad, m, v, lr_t, beta_1, beta_2, epsilon)
+
+    def random_uniform(self, shape, dtype):
+        return self.elementwise.random_uniform(self, shape, dtype)
+
+    def batch_norm_statistics(self, x):
+        return self.normalization.batch_norm_statistics(self, x)
+
+    def batch_norm_forward(self, x, gamma, beta, mean, var, eps):
+        return self.normalization.batch_norm_forward(self, x, gamma, beta, mean, var, eps)
+
+    def batch_norm_backward(self, dy, x, gamma, mean, var, eps, training):
+        return self.normalization.batch_norm_backward(self, dy, x, gamma, mean, var, eps,
+                                                      training)
+
+    def lrn_forward(self, x, radius, bias, alpha, beta):
+        return self.normalization.lrn_forward(self, x, radius, bias, alpha, beta)
+
+    def lrn_backward(self, dy, x, y, scale, radius, alpha, beta):
+        return self.normalization.lrn_backward(self, dy, x, y, scale, radius, alpha, beta)

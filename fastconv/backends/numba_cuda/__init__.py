@@ -48,6 +48,7 @@ class NumbaCudaBackend(DeviceBackend):
     emulated = SIMULATED
     #: timing kernels in the simulator measures the simulator: use the heuristics there
     autotune = not SIMULATED
+    gemm, pool, elementwise, normalization = gemm, pool, elementwise, normalization
     conv_algorithm_classes = {
         "direct": conv.DirectConv,
         "im2col": conv.Im2colConv,
@@ -87,8 +88,6 @@ class NumbaCudaBackend(DeviceBackend):
         cc = d["compute_capability"]
         return d["name"] if cc is None else f"{d['name']} sm_{cc[0]}{cc[1]}"
 
-    def gemm_description(self) -> str:
-        return gemm.describe()
 
     def memory_errors(self):
         errors = super().memory_errors()
@@ -109,52 +108,6 @@ class NumbaCudaBackend(DeviceBackend):
         if geom.c * geom.kh * geom.kw <= 32 and "direct" in candidates:
             return "direct"
         return "im2col" if "im2col" in candidates else candidates[0]
-
-    # -- dense ------------------------------------------------------------------------------
-    def matmul(self, a, b, trans_a=False, trans_b=False):
-        return gemm.matmul(self, a, b, trans_a, trans_b)
-
-    # -- pooling ----------------------------------------------------------------------------
-    def max_pool2d_forward(self, x, geom, with_argmax=True):
-        return pool.max_forward(self, x, geom, with_argmax)
-
-    def max_pool2d_backward(self, dy, argmax, geom):
-        return pool.max_backward(self, dy, argmax, geom)
-
-    def avg_pool2d_forward(self, x, geom):
-        return pool.avg_forward(self, x, geom)
-
-    def avg_pool2d_backward(self, dy, geom):
-        return pool.avg_backward(self, dy, geom)
-
-    # -- element-wise -----------------------------------------------------------------------
-    def bias_activation(self, y, b, activation):
-        return elementwise.bias_activation(self, y, b, activation)
-
-    def epilogue_backward(self, dy, y, activation, bias):
-        return elementwise.epilogue_backward(self, dy, y, activation, bias)
-
-    def adam_update(self, param, grad, m, v, lr_t, beta_1, beta_2, epsilon):
-        elementwise.adam_update(self, param, grad, m, v, lr_t, beta_1, beta_2, epsilon)
-
-    def random_uniform(self, shape, dtype):
-        return elementwise.random_uniform(self, shape, dtype)
-
-    # -- normalisation ----------------------------------------------------------------------
-    def batch_norm_statistics(self, x):
-        return normalization.batch_norm_statistics(self, x)
-
-    def batch_norm_forward(self, x, gamma, beta, mean, var, eps):
-        return normalization.batch_norm_forward(self, x, gamma, beta, mean, var, eps)
-
-    def batch_norm_backward(self, dy, x, gamma, mean, var, eps, training):
-        return normalization.batch_norm_backward(self, dy, x, gamma, mean, var, eps, training)
-
-    def lrn_forward(self, x, radius, bias, alpha, beta):
-        return normalization.lrn_forward(self, x, radius, bias, alpha, beta)
-
-    def lrn_backward(self, dy, x, y, scale, radius, alpha, beta):
-        return normalization.lrn_backward(self, dy, x, y, scale, radius, alpha, beta)
 
 
 def create_backend() -> NumbaCudaBackend:
