@@ -6,6 +6,7 @@ Each loss maps (labels, prediction Tensor) to a scalar Tensor: the mean over the
 from __future__ import annotations
 
 from . import functional as F
+from .ops import losses as loss_ops
 
 
 class Loss:
@@ -13,6 +14,12 @@ class Loss:
 
     def __call__(self, y_true, y_pred):
         raise NotImplementedError
+
+    def labels(self, y_true, y_pred):
+        """``y_true`` checked and moved to ``y_pred``'s backend once, for this loss and the
+        step's metrics (a ``fastconv.ops.losses.Labels``); losses that do not check their
+        labels return them as they are."""
+        return y_true
 
     def get_config(self) -> dict:
         return {}
@@ -31,8 +38,13 @@ class CategoricalCrossentropy(Loss):
     def __init__(self, from_logits: bool = False):
         self.from_logits = bool(from_logits)
 
+    sparse = False
+
     def __call__(self, y_true, y_pred):
-        return F.cross_entropy(y_pred, y_true, sparse=False, from_logits=self.from_logits)
+        return F.cross_entropy(y_pred, y_true, sparse=self.sparse, from_logits=self.from_logits)
+
+    def labels(self, y_true, y_pred):
+        return loss_ops.cross_entropy_labels(y_pred, y_true, self.sparse)
 
     def get_config(self):
         return {"from_logits": self.from_logits}
@@ -43,9 +55,7 @@ class SparseCategoricalCrossentropy(CategoricalCrossentropy):
 
     name = "sparse_categorical_crossentropy"
     accuracy_kind = "sparse_categorical"
-
-    def __call__(self, y_true, y_pred):
-        return F.cross_entropy(y_pred, y_true, sparse=True, from_logits=self.from_logits)
+    sparse = True
 
 
 class MeanSquaredError(Loss):
@@ -53,6 +63,9 @@ class MeanSquaredError(Loss):
 
     def __call__(self, y_true, y_pred):
         return F.mean_squared_error(y_pred, y_true)
+
+    def labels(self, y_true, y_pred):
+        return loss_ops.mean_squared_error_labels(y_pred, y_true)
 
 
 _LOSSES = {

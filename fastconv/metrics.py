@@ -1,4 +1,8 @@
-"""Metrics computed on host arrays, accumulated over an epoch (batch-size weighted)."""
+"""Metrics accumulated over an epoch (batch-size weighted).
+
+``values`` uses only array methods and operators, so it runs where the arrays live: on the host
+for :meth:`Metric.update`, on the backend (a GPU) in a training step, where only the sum comes
+back (:meth:`Metric.add`)."""
 
 from __future__ import annotations
 
@@ -20,8 +24,12 @@ class Metric:
 
     def update(self, y_true, y_pred) -> None:
         v = self.values(np.asarray(y_true), np.asarray(y_pred))
-        self._total += float(v.sum())
-        self._count += int(v.size)
+        self.add(float(v.sum()), int(v.size))
+
+    def add(self, total: float, count: int) -> None:
+        """Add the sum of ``count`` per-sample values (computed wherever the arrays live)."""
+        self._total += total
+        self._count += count
 
     def result(self) -> float:
         return self._total / self._count if self._count else 0.0
@@ -45,7 +53,7 @@ class BinaryAccuracy(Metric):
 
 class MeanAbsoluteError(Metric):
     def values(self, y_true, y_pred):
-        return np.abs(y_pred - y_true.reshape(y_pred.shape)).reshape(len(y_pred), -1).mean(axis=1)
+        return abs(y_pred - y_true.reshape(y_pred.shape)).reshape(len(y_pred), -1).mean(axis=1)
 
 
 class MeanSquaredError(Metric):

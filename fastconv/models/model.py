@@ -32,6 +32,7 @@ from ..backends import get_backend
 from ..callbacks import Callback, History
 from ..inference import InferencePlan, chunk_size, plan_key, structure_changed, structure_epoch
 from ..layers.base import Layer
+from ..ops.losses import Labels
 from ..progbar import Progbar, write_line
 from ..tensor import Tensor, enable_grad, no_grad
 
@@ -457,58 +458,88 @@ class Model(Layer):
             total = term if total is None else F.add(total, term)
         return total, parts
 
+    def _step_labels(self, ys, preds) -> list:
+        """Each output's labels checked and uploaded once, for its loss and its metrics."""
+        return [loss.labels(y, p) for loss, y, p in zip(self._losses, ys, preds)]
+
+    def _step_results(self, loss, parts, labels, preds) -> tuple[list[float], list]:
+        """The step's losses and each metric's (sum, count), brought to the host together: on a
+        GPU one device-to-host copy per step, of a few numbers."""
+        backend = self.backend
+        xp = backend.xp
+        scalars = [loss.data] + [p.data for p in parts]
+        counts, host_metrics = [], {}
+        for k, (i, m, _) in enumerate(self._metric_specs):
+            y = labels[i]
+            if isinstance(y, Labels):  # labels on the backend: compute there, bring the sum
+                values = m.values(y.array, preds[i].data)
+                scalars.append(values.sum())
+                counts.append(int(values.size))
+            else:  # a custom loss's own labels: compare on the host
+                host_metrics[k] = (y, preds[i])
+                counts.append(None)
+        host = backend.to_host(xp.stack([xp.asarray(v, dtype=xp.float64).reshape(())
+                                         for v in scalars]))
+        n_losses = 1 + len(parts)
+        losses = [float(v) for v in host[:n_losses]]
+        sums = iter(float(v) for v in host[n_losses:])
+        results = []
+        for k, count in enumerate(counts):
+            if count is None:
+                y, pred = host_metrics[k]
+                v = self._metric_specs[k][1].values(np.asarray(y), pred.numpy())
+                results.append((float(v.sum()), int(v.size)))
+            else:
+                results.append((next(sums), count))
+        return losses, results
+
     # -- one step ----------------------------------------------------------------------------
-    def _train_step(self, xs, ys) -> tuple[list[float], list[Tensor]]:
+    def _train_step(self, xs, ys) -> tuple[list[float], list]:
+        """One optimisation step -> (losses, each metric's (sum, count))."""
         variables = self.trainable_weights
         for v in variables:
             v.grad = None
         with enable_grad():
             preds = self._forward(xs, training=True)
-            loss, parts = self._total_loss(ys, preds)
-        values = [loss.item()] + [p.item() for p in parts]
+            labels = self._step_labels(ys, preds)
+            loss, parts = self._total_loss(labels, preds)
+        values, metrics = self._step_results(loss, parts, labels, preds)
         if math.isfinite(values[0]):
             loss.backward()
             with no_grad():
                 self.optimizer.apply(variables)
-        return values, preds
+        return values, metrics
 
-    def _test_step(self, xs, ys) -> tuple[list[float], list[Tensor]]:
+    def _test_step(self, xs, ys) -> tuple[list[float], list]:
         with no_grad():
             preds = self._forward(xs, training=False)
-            loss, parts = self._total_loss(ys, preds)
-        return [loss.item()] + [p.item() for p in parts], preds
+            labels = self._step_labels(ys, preds)
+            loss, parts = self._total_loss(labels, preds)
+        return self._step_results(loss, parts, labels, preds)
 
     def train_on_batch(self, x, y) -> float | list[float]:
         self._require_compiled("train_on_batch")
         xs, ys = self._check_xy(x, y, "train_on_batch")
-        losses, preds = self._train_step(xs, ys)
-        return self._batch_result(losses, ys, preds)
+        return self._batch_result(*self._train_step(xs, ys))
 
     def test_on_batch(self, x, y) -> float | list[float]:
         self._require_compiled("test_on_batch")
         xs, ys = self._check_xy(x, y, "test_on_batch")
-        losses, preds = self._test_step(xs, ys)
-        return self._batch_result(losses, ys, preds)
+        return self._batch_result(*self._test_step(xs, ys))
 
-    def _batch_result(self, losses, ys, preds):
+    def _batch_result(self, losses, metric_results):
         if not self._metric_specs and len(losses) == 1:
             return losses[0]
         out = list(losses)
-        hosts = {}
-        for i, m, _ in self._metric_specs:
-            if i not in hosts:
-                hosts[i] = preds[i].numpy()
+        for (_, m, _), result in zip(self._metric_specs, metric_results):
             m.reset()
-            m.update(ys[i], hosts[i])
+            m.add(*result)
             out.append(m.result())
         return out
 
-    def _update_metrics(self, ys, preds) -> None:
-        hosts = {}
-        for i, m, _ in self._metric_specs:
-            if i not in hosts:
-                hosts[i] = preds[i].numpy()
-            m.update(ys[i], hosts[i])
+    def _update_metrics(self, metric_results) -> None:
+        for (_, m, _), result in zip(self._metric_specs, metric_results):
+            m.add(*result)
 
     # -- fit ---------------------------------------------------------------------------------
     def fit(self, x=None, y=None, batch_size=32, epochs=1, verbose="auto", callbacks=None,
@@ -590,7 +621,7 @@ class Model(Layer):
             idx = (order[step * batch_size:(step + 1) * batch_size] if order is not None
                    else slice(step * batch_size, (step + 1) * batch_size))
             xb, yb = [a[idx] for a in xs], [a[idx] for a in ys]
-            losses, preds = self._train_step(xb, yb)
+            losses, metric_results = self._train_step(xb, yb)
             loss = losses[0]
             if not math.isfinite(loss):
                 bar.finish(self._epoch_values(sums, seen))
@@ -601,7 +632,7 @@ class Model(Layer):
             count = len(xb[0])
             sums = [t + v * count for t, v in zip(sums, losses)]
             seen += count
-            self._update_metrics(yb, preds)
+            self._update_metrics(metric_results)
             logs = self._epoch_values(sums, seen)
             for cb in cbs:
                 cb.on_train_batch_end(step, logs)
@@ -634,11 +665,11 @@ class Model(Layer):
         for step in range(steps):
             sl = slice(step * batch_size, (step + 1) * batch_size)
             yb = [a[sl] for a in ys]
-            losses, preds = self._test_step([a[sl] for a in xs], yb)
+            losses, metric_results = self._test_step([a[sl] for a in xs], yb)
             count = len(yb[0])
             sums = [v * count for v in losses] if sums is None else [
                 t + v * count for t, v in zip(sums, losses)]
-            self._update_metrics(yb, preds)
+            self._update_metrics(metric_results)
             bar.update(step + 1, self._epoch_values(sums, min(n, (step + 1) * batch_size)))
         logs = self._epoch_values(sums, n)
         bar.finish(logs)

@@ -8,8 +8,34 @@ from ..tensor import Function, Tensor
 from .base import as_tensor
 
 
+class Labels:
+    """Labels checked on the host and uploaded to the backend once: a loss and the metrics of
+    one training step read the same backend array (``array``), so a step on a GPU uploads its
+    labels once."""
+
+    __slots__ = ("array",)
+
+    def __init__(self, array):
+        self.array = array
+
+
+def cross_entropy_labels(y_pred: Tensor, y_true, sparse: bool) -> Labels:
+    """``y_true`` checked against predictions ``y_pred`` (batch, classes) and uploaded."""
+    if y_pred.ndim != 2:
+        raise ValueError(f"cross-entropy expects (batch, classes) predictions, got {y_pred.shape}")
+    return Labels(_labels_array(y_pred._backend, y_true, y_pred.shape[0], y_pred.shape[1],
+                                sparse, y_pred.dtype))
+
+
+def mean_squared_error_labels(y_pred: Tensor, y_true) -> Labels:
+    """Targets checked against predictions ``y_pred`` and uploaded."""
+    return Labels(_target_array(y_pred, y_true))
+
+
 def _labels_array(backend, y_true, n: int, classes: int, sparse: bool, dtype):
     """Labels as a backend array: int class ids (sparse) or (n, classes) probabilities."""
+    if isinstance(y_true, Labels):
+        return y_true.array
     y = y_true.data if isinstance(y_true, Tensor) else y_true
     if sparse:
         y = backend.to_host(y) if not isinstance(y, np.ndarray) else y
@@ -135,6 +161,12 @@ class MeanSquaredErrorOp(Function):
 def mean_squared_error(y_pred, y_true) -> Tensor:
     y_pred = as_tensor(y_pred, "predictions")
     _not_empty("mean_squared_error", y_pred.shape)
+    return MeanSquaredErrorOp.apply(y_pred, target=_target_array(y_pred, y_true))
+
+
+def _target_array(y_pred: Tensor, y_true):
+    if isinstance(y_true, Labels):
+        return y_true.array
     target = y_true.data if isinstance(y_true, Tensor) else y_true
     target = y_pred._backend.asarray(target, dtype=y_pred.dtype)
     if target.shape != y_pred.shape:
@@ -143,4 +175,4 @@ def mean_squared_error(y_pred, y_true) -> Tensor:
         else:
             raise ValueError(f"mean_squared_error: targets of shape {target.shape} do not match "
                              f"predictions of shape {y_pred.shape}")
-    return MeanSquaredErrorOp.apply(y_pred, target=target)
+    return target
