@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from .backends import algorithms as algos
 from .backends import get_backend
+from .backends.device import DeviceBackend, translate_device_error
 from .tensor import Tensor, no_grad
 
 
@@ -63,11 +64,11 @@ class InferencePlan:
                 layer = layers[i]
                 after = layers[i + 1] if i + 1 < len(layers) else None
                 if after is not None and layer.absorbs_norm(after, shape):
-                    self.steps.append(layer.inference_step(shape, self.backend, norm=after))
+                    self.steps.append(self._step(layer, shape, norm=after))
                     self.folded += 1
                     i += 1  # the normalisation keeps the shape and has no step of its own
                 else:
-                    self.steps.append(layer.inference_step(shape, self.backend))
+                    self.steps.append(self._step(layer, shape))
                 shape = (shape[0], *layer.compute_output_shape(shape)[1:])
                 i += 1
             self.output_shape = shape
@@ -79,6 +80,27 @@ class InferencePlan:
             self.run = self.__call__
         else:
             self.run = self._run_graph
+
+    def _step(self, layer, shape, norm=None):
+        """``layer``'s inference step; on a device backend, its raw device errors (out of
+        memory, CUDA errors) name the layer and the batch."""
+        fn = (layer.inference_step(shape, self.backend) if norm is None else
+              layer.inference_step(shape, self.backend, norm=norm))
+        if not isinstance(self.backend, DeviceBackend):
+            return fn
+        backend, where = self.backend, layer._where()
+        batch = shape[0][0] if _is_shape_list(shape) else shape[0]
+
+        def guarded(a):
+            try:
+                return fn(a)
+            except Exception as exc:
+                err = translate_device_error(exc, backend, where, batch)
+                if err is None:
+                    raise
+                raise err from exc
+
+        return guarded
 
     def _is_chain(self) -> bool:
         """One input, one output, each step reading only the previous step's single output."""
@@ -106,12 +128,10 @@ class InferencePlan:
             if id(node) in absorbed:  # folded into the convolution before it
                 fn = _identity
             elif id(node) in folds:
-                fn = node.layer.inference_step(in_shapes[0], self.backend,
-                                               norm=folds[id(node)].layer)
+                fn = self._step(node.layer, in_shapes[0], norm=folds[id(node)].layer)
                 self.folded += 1
             else:
-                fn = node.layer.inference_step(in_shapes if node.multi else in_shapes[0],
-                                               self.backend)
+                fn = self._step(node.layer, in_shapes if node.multi else in_shapes[0])
             outs = []
             for t in node.outputs:
                 slot[id(t)] = len(slot)

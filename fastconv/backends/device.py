@@ -21,15 +21,61 @@ from .base import Backend
 
 class EmulatedDeviceArray(np.ndarray):
     """A NumPy array standing for device memory (emulated GPU backends). NumPy operations on it
-    give arrays of the same class, as CuPy's give CuPy arrays."""
+    give arrays of the same class, as CuPy's give CuPy arrays: ufuncs and methods by NumPy's
+    subclass rules, functions (``concatenate``, ``stack``, ``where`` ...) through
+    ``__array_function__``."""
+
+    def __array_function__(self, func, types, args, kwargs):
+        return _marked(super().__array_function__(func, types, args, kwargs))
+
+
+def _marked(result):
+    if type(result) is np.ndarray:
+        return result.view(EmulatedDeviceArray)
+    if isinstance(result, (tuple, list)):
+        return type(result)(_marked(r) for r in result)
+    return result
 
 
 class DeviceMemoryError(MemoryError):
     """A GPU ran out of memory; the message names the layer, the batch and what to try."""
 
+    where: str | None = None
+
 
 class DeviceError(RuntimeError):
     """A GPU reported an error; the message names the layer and the device."""
+
+    where: str | None = None
+
+
+def translate_device_error(exc: BaseException, backend, where: str,
+                           batch: int | None) -> BaseException | None:
+    """The error to raise instead of ``exc``, a device's raw out-of-memory or CUDA error met
+    in ``where`` (``"layer 'conv1' (Conv2D)"``, ``"the backward pass"``) on a batch of
+    ``batch``; None when ``exc`` is not one (or was already translated)."""
+    if not isinstance(backend, DeviceBackend) or getattr(exc, "where", None) is not None:
+        return None
+    device = f"{backend.name} ({backend.device_string()})"
+    if isinstance(exc, backend.memory_errors()):
+        hint = (f": try batch_size={max(1, batch // 2)}" if batch and batch > 1 else
+                ": the model does not fit in the device's memory even for one sample")
+        err = DeviceMemoryError(f"{where} ran out of memory on {device} with a batch of "
+                                f"{batch}{hint} ({exc})")
+    elif isinstance(exc, backend.device_errors()):
+        err = DeviceError(f"{where} failed on {device} with a batch of {batch}: {exc}")
+    else:
+        return None
+    err.where = where
+    return err
+
+
+def batch_of(x) -> int | None:
+    """The batch size of a layer's input (a Tensor, an array, or a list of them)."""
+    if isinstance(x, (list, tuple)):
+        x = x[0] if x else None
+    shape = getattr(x, "shape", None)
+    return int(shape[0]) if shape else None
 
 
 @dataclasses.dataclass

@@ -24,6 +24,7 @@ import numpy as np
 from .. import allocation, initializers
 from .. import functional as F
 from ..backends import get_backend
+from ..backends.device import batch_of, translate_device_error
 from ..tensor import Tensor, Variable
 
 _name_counts: defaultdict[str, int] = defaultdict(int)
@@ -337,10 +338,25 @@ class Layer:
                                 f"tensors, got {type(x).__name__}")
             xs = [self._as_input(t) for t in x]
             self.ensure_built([t.shape for t in xs])
-            return self.call(xs, training=training)
+            try:
+                return self.call(xs, training=training)
+            except Exception as exc:
+                err = translate_device_error(exc, xs[0]._backend, self._where(), batch_of(xs))
+                if err is None:
+                    raise
+                raise err from exc
         x = self._as_input(x)
         self.ensure_built(x.shape)
-        return self.call(x, training=training)
+        try:
+            return self.call(x, training=training)
+        except Exception as exc:  # a device's raw errors name the layer
+            err = translate_device_error(exc, x._backend, self._where(), batch_of(x))
+            if err is None:
+                raise
+            raise err from exc
+
+    def _where(self) -> str:
+        return f"layer '{self.name}' ({type(self).__name__})"
 
     def _as_input(self, x) -> Tensor:
         x = F.as_tensor(x, f"input of layer '{self.name}'")

@@ -29,6 +29,7 @@ from .. import metrics as metrics_mod
 from .. import optimizers as optimizers_mod
 from .. import random as fc_random
 from ..backends import get_backend
+from ..backends.device import batch_of, translate_device_error
 from ..callbacks import Callback, History
 from ..inference import InferencePlan, chunk_size, plan_key, structure_changed, structure_epoch
 from ..layers.base import Layer
@@ -505,9 +506,16 @@ class Model(Layer):
             loss, parts = self._total_loss(labels, preds)
         values, metrics = self._step_results(loss, parts, labels, preds)
         if math.isfinite(values[0]):
-            loss.backward()
-            with no_grad():
-                self.optimizer.apply(variables)
+            try:
+                loss.backward()
+                with no_grad():
+                    self.optimizer.apply(variables)
+            except Exception as exc:  # a device's raw errors say where they happened
+                err = translate_device_error(exc, self.backend, f"the backward pass and update "
+                                             f"of model '{self.name}'", batch_of(xs))
+                if err is None:
+                    raise
+                raise err from exc
         return values, metrics
 
     def _test_step(self, xs, ys) -> tuple[list[float], list]:
