@@ -46,12 +46,24 @@ def cpu_description() -> tuple[str, str, list[str]]:
     return model, llvm_name, features
 
 
+def describe_device(backend) -> str:
+    """A GPU backend's device in one line: name, compute capability, memory."""
+    d = backend.describe_device()
+    parts = [str(d["name"])]
+    if d.get("compute_capability"):
+        major, minor = d["compute_capability"]
+        parts.append(f"compute capability {major}.{minor}")
+    if d.get("memory_bytes"):
+        parts.append(f"{d['memory_bytes'] / 2**30:.1f} GiB")
+    return ", ".join(parts)
+
+
 def cmd_info(args) -> int:
     import numpy as np
 
     import fastconv
     from fastconv import config
-    from fastconv.backends import algorithms
+    from fastconv.backends import DEVICE_BACKENDS, algorithms
 
     print(f"fastconv {fastconv.__version__} (Python {platform.python_version()}, NumPy "
           f"{np.__version__}", end="")
@@ -66,6 +78,8 @@ def cmd_info(args) -> int:
     print("backends:")
     for name, reason in fastconv.available_backends().items():
         print(f"  {name:11s} {'available' if reason is None else 'unavailable: ' + reason}")
+        if reason is None and name in DEVICE_BACKENDS:
+            print(f"  {'':11s} device: {describe_device(fastconv.get_backend(name))}")
     print(f"convolution algorithm: {fastconv.current_conv_algo()} (choices: "
           f"{', '.join(algorithms.CHOICES)})")
     how = ("heuristic, then measured on a shape's third use" if config.env_autotune()

@@ -20,7 +20,7 @@ import numpy as np
 
 from ..device import DeviceBackend
 from . import conv, elementwise, gemm, normalization, pool
-from .launch import SIMULATED, current_stream
+from .launch import GPU_CONFIG, KERNELS, SIMULATED, current_stream
 
 _INSTALL = "pip install 'fastconv[cuda]'"
 
@@ -108,6 +108,17 @@ class NumbaCudaBackend(DeviceBackend):
         if geom.c * geom.kh * geom.kw <= 32 and "direct" in candidates:
             return "direct"
         return "im2col" if "im2col" in candidates else candidates[0]
+
+
+def kernels_for_gpu() -> list:
+    """Every kernel the backend launches on a GPU: those declared at import plus the variants
+    that kernel factories make for the GPU's launch sizes (modules with factories offer
+    ``declare_gpu_kernels(config)``). The PTX resource check compiles these."""
+    for module in (conv, elementwise, gemm, normalization, pool):
+        declare = getattr(module, "declare_gpu_kernels", None)
+        if declare is not None:
+            declare(GPU_CONFIG)
+    return list(KERNELS.values())
 
 
 def create_backend() -> NumbaCudaBackend:
