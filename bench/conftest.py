@@ -212,7 +212,11 @@ def fc_backend(backend_name):
     reason = fastconv.available_backends().get(backend_name)
     if reason is not None:
         pytest.skip(f"backend {backend_name} is unavailable: {reason}")
-    return fastconv.get_backend(backend_name)
+    backend = fastconv.get_backend(backend_name)
+    if getattr(backend, "emulated", False):
+        pytest.skip(f"backend {backend_name} runs its GPU kernels emulated on the CPU here: "
+                    f"timings would measure the emulation")
+    return backend
 
 
 def reference_threads() -> int:

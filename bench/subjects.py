@@ -25,13 +25,11 @@ POOL_CASES = (("max", "forward"), ("max", "forward+argmax"), ("max", "backward")
 
 
 def device_of(backend) -> str:
-    """``cuda`` for device backends (their array module is not NumPy), else ``cpu``; decides
+    """``cuda`` for the GPU backends, else ``cpu``; decides
     which reference (PyTorch CPU or PyTorch/cuDNN) a row is compared with."""
-    device = getattr(backend, "device", None)
-    if device:
-        return str(device)
-    xp = getattr(backend, "xp", np)
-    return "cpu" if xp is np else "cuda"
+    from fastconv.backends.device import DeviceBackend
+
+    return "cuda" if isinstance(backend, DeviceBackend) else "cpu"
 
 
 def backend_info(backend, algo: str | None = None) -> dict:

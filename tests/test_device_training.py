@@ -1,0 +1,177 @@
+"""Training and inference on the GPU backends: the step stays on the device, errors name the
+layer, the lesson network trains as on NumPy.
+
+These tests run where a GPU backend can: in the emulated device runs (``NUMBA_ENABLE_CUDASIM=1``
+for numba-cuda) and on a real GPU.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import fastconv
+from fastconv.backends import DEVICE_BACKENDS
+from fastconv.backends.device import DeviceError, DeviceMemoryError
+from fastconv.layers import Conv2D, Dense, Dropout, Flatten, MaxPooling2D
+from fastconv.models import Sequential
+from fastconv.utils import set_random_seed
+from tests.devices import EMULATED_DEVICES
+
+pytestmark = pytest.mark.device
+
+
+def _usable_devices() -> tuple[str, ...]:
+    if EMULATED_DEVICES:
+        return EMULATED_DEVICES
+    available = fastconv.available_backends()
+    return tuple(name for name in sorted(DEVICE_BACKENDS) if available[name] is None)
+
+
+@pytest.fixture(params=_usable_devices())
+def device(request):
+    with fastconv.use_backend(request.param) as be:
+        yield be
+
+
+def _small_net(dropout=False):
+    set_random_seed(3)
+    model = Sequential()
+    model.add(Conv2D(3, (3, 3), activation="relu", input_shape=(6, 6, 1), name="conv"))
+    model.add(MaxPooling2D((2, 2)))
+    model.add(Flatten())
+    if dropout:
+        model.add(Dropout(0.25))
+    model.add(Dense(4, activation="softmax", name="head"))
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    return model
+
+
+def _data(n=8):
+    rng = np.random.default_rng(0)
+    return rng.random((n, 6, 6, 1), dtype=np.float32), rng.integers(0, 4, n)
+
+
+@pytest.mark.parametrize("dropout", [False, True], ids=["plain", "dropout"])
+def test_a_fit_step_uploads_the_batch_and_brings_back_only_loss_and_metric(device, dropout):
+    """Per step: x and y go up (two copies), the loss and the accuracy sum come back (one)."""
+    model = _small_net(dropout)
+    x, y = _data()
+    model.fit(x[:4], y[:4], batch_size=4, epochs=1, verbose=0)  # builds weights and slots
+    device.transfers.reset()
+    history = model.fit(x, y, batch_size=4, epochs=1, shuffle=False, verbose=0)
+    steps = 2
+    assert device.transfers.to_device == 2 * steps, device.transfers
+    assert device.transfers.to_host == steps, device.transfers
+    assert device.transfers.bytes_to_host == steps * 2 * 8  # loss + accuracy sum, float64
+    assert np.isfinite(history.history["loss"][0])
+    assert 0.0 <= history.history["accuracy"][0] <= 1.0
+
+
+def test_evaluate_and_predict_transfer_inputs_and_results_only(device):
+    model = _small_net()
+    x, y = _data()
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    device.transfers.reset()
+    model.evaluate(x, y, batch_size=4, verbose=0)
+    assert (device.transfers.to_device, device.transfers.to_host) == (4, 2)
+    device.transfers.reset()
+    out = model.predict(x, batch_size=8, verbose=0)
+    assert (device.transfers.to_device, device.transfers.to_host) == (1, 1)
+    assert out.shape == (8, 4) and isinstance(out, np.ndarray)
+    np.testing.assert_allclose(out.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def _fail_with(device, monkeypatch, primitive, error):
+    def boom(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(device, primitive, boom)
+
+
+class _RawOutOfMemory(Exception):
+    """Stands for the device's own out-of-memory error (cupy's OutOfMemoryError on a GPU)."""
+
+
+class _RawCudaError(Exception):
+    """Stands for a raw CUDA API error."""
+
+
+def test_out_of_memory_names_the_layer_and_the_batch_to_try(device, monkeypatch):
+    model = _small_net()
+    x, y = _data()
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    monkeypatch.setattr(device, "memory_errors", lambda: (_RawOutOfMemory,))
+    _fail_with(device, monkeypatch, "conv2d_forward", _RawOutOfMemory("out of memory allocating"))
+    with pytest.raises(DeviceMemoryError, match=r"layer 'conv' \(Conv2D\) ran out of memory on "
+                       r"numba-cuda|layer 'conv' \(Conv2D\) ran out of memory") as info:
+        model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    assert "batch of 8" in str(info.value) and "try batch_size=4" in str(info.value)
+    assert isinstance(info.value.__cause__, _RawOutOfMemory)
+    with pytest.raises(DeviceMemoryError, match=r"layer 'conv'.*try batch_size=4"):
+        model.predict(x, batch_size=8, verbose=0)
+
+
+def test_raw_device_errors_name_the_layer_and_the_backward_pass(device, monkeypatch):
+    model = _small_net()
+    x, y = _data()
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    monkeypatch.setattr(device, "device_errors", lambda: (_RawCudaError,))
+    _fail_with(device, monkeypatch, "max_pool2d_forward", _RawCudaError("CUDA_ERROR_LAUNCH_FAILED"))
+    with pytest.raises(DeviceError, match=r"layer 'max_pooling2d(_\d+)?' \(MaxPooling2D\) failed"
+                       r".*CUDA_ERROR_LAUNCH_FAILED"):
+        model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    monkeypatch.undo()
+    monkeypatch.setattr(device, "device_errors", lambda: (_RawCudaError,))
+    _fail_with(device, monkeypatch, "adam_update", _RawCudaError("CUDA_ERROR_ILLEGAL_ADDRESS"))
+    with pytest.raises(DeviceError, match=r"the backward pass and update of model .* failed"):
+        model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+
+
+def test_an_array_of_another_backend_is_refused_naming_both(device):
+    model = _small_net()
+    x, y = _data()
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    with fastconv.use_backend("numpy"):
+        foreign = fastconv.Tensor(x)
+    with pytest.raises((TypeError, ValueError), match=r"numpy.*" + device.name + "|"
+                       + device.name + r".*numpy"):
+        model(foreign)
+
+
+def test_info_describes_the_device(device, capsys):
+    from fastconv.cli import main
+
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert f"{device.name}  available" in out or f"{device.name} available" in out
+    assert "device: " + str(device.describe_device()["name"]) in out
+
+
+def test_lesson_network_trains_on_the_device_as_on_numpy(device, mnist_dir):
+    """A few steps of the lesson's network on MNIST images give NumPy's losses."""
+    from fastconv.applications import lesson_model
+    from fastconv.datasets import mnist
+
+    (x, y), _ = mnist.load_data(mnist_dir)
+    x = x[:8].reshape(-1, 28, 28, 1).astype(np.float32) / 255.0
+    y = np.eye(10, dtype=np.float32)[y[:8]]
+    losses = {}
+    for name in ("numpy", device.name):
+        with fastconv.use_backend(name):
+            set_random_seed(11)
+            model = lesson_model()
+            model.compile(optimizer="adam", loss="categorical_crossentropy",
+                          metrics=["accuracy"])
+            steps = [model.train_on_batch(x[i:i + 2], y[i:i + 2]) for i in range(0, 8, 2)]
+            losses[name] = np.array(steps)
+    np.testing.assert_allclose(losses[device.name], losses["numpy"], rtol=2e-4, atol=2e-5)
+    assert losses["numpy"][-1, 0] < losses["numpy"][0, 0] * 1.5  # it trains, and stays finite
+
+
+def test_every_primitive_agrees_with_numpy_on_odd_shapes(device):
+    """tests/kernel_smoke.py, the script the memory and race checkers run, passes here too."""
+    from tests import kernel_smoke
+
+    assert kernel_smoke.run(device.name) == []
