@@ -2,18 +2,22 @@
 
 Everything else asks these functions; nothing else in the package touches ``os.environ``.
 
-=====================  ===================================================================
-``FASTCONV_BACKEND``   kernel backend at import: ``numba-cpu`` (default), ``numpy``; a GPU
-                       backend may name its device, ``name:index`` (``parse_backend_spec``)
-``FASTCONV_CONV_ALGO`` convolution algorithm: ``auto`` (default), ``direct``, ``im2col``,
-                       ``winograd`` (F(2x2,3x3)), ``winograd4`` (F(4x4,3x3))
-``FASTCONV_DATA``      folder holding datasets (the four MNIST ``*-ubyte.gz`` files)
-``FASTCONV_CACHE_DIR`` cache folder (downloads, autotuning results); default
-                       ``$XDG_CACHE_HOME/fastconv`` or ``~/.cache/fastconv``
-``FASTCONV_AUTOTUNE``  ``1`` (default): ``auto`` runs the heuristic's choice, then measures a
-                       shape's candidates on its third use and caches a clear winner (see
-                       ``fastconv.backends.autotune``); ``0``: ``auto`` uses the heuristic only
-=====================  ===================================================================
+==========================  ===================================================================
+``FASTCONV_BACKEND``        kernel backend at import: ``numba-cpu`` (default), ``numpy``; a GPU
+                            backend may name its device, ``name:index`` (``parse_backend_spec``)
+``FASTCONV_CONV_ALGO``      convolution algorithm: ``auto`` (default), ``direct``, ``im2col``,
+                            ``winograd`` (F(2x2,3x3)), ``winograd4`` (F(4x4,3x3))
+``FASTCONV_DATA``           folder holding datasets (the four MNIST ``*-ubyte.gz`` files)
+``FASTCONV_CACHE_DIR``      cache folder (downloads, autotuning results); default
+                            ``$XDG_CACHE_HOME/fastconv`` or ``~/.cache/fastconv``
+``FASTCONV_AUTOTUNE``       ``1`` (default): ``auto`` runs the heuristic's choice, then measures a
+                            shape's candidates on its third use and caches a clear winner (see
+                            ``fastconv.backends.autotune``); ``0``: ``auto`` uses the heuristic only
+``FASTCONV_CUPY_EMULATE``   ``1``: the ``cupy`` backend compiles its CUDA C kernels with g++ and
+                            runs them on the CPU on NumPy memory (no GPU needed); read at import
+``FASTCONV_CUPY_SANITIZE``  with ``FASTCONV_CUPY_EMULATE=1``: ``address`` or ``thread`` builds the
+                            emulated kernels with that sanitizer (its runtime must be preloaded)
+==========================  ===================================================================
 """
 
 from __future__ import annotations
@@ -74,3 +78,28 @@ def cache_dir() -> Path:
     xdg = os.environ.get("XDG_CACHE_HOME", "").strip()
     base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
     return base / "fastconv"
+
+
+def _flag(name: str) -> bool:
+    value = os.environ.get(name, "").strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"{name} must be 0 or 1, got {value!r}")
+
+
+def env_cupy_emulate() -> bool:
+    """Whether the ``cupy`` backend runs its CUDA C on the CPU (``FASTCONV_CUPY_EMULATE=1``)."""
+    return _flag("FASTCONV_CUPY_EMULATE")
+
+
+def env_cupy_sanitizer() -> str | None:
+    """The sanitizer of emulated CUDA C kernels (``FASTCONV_CUPY_SANITIZE``: ``address``,
+    ``thread``), or None."""
+    value = os.environ.get("FASTCONV_CUPY_SANITIZE", "").strip().lower()
+    if value in ("", "0", "none"):
+        return None
+    if value not in ("address", "thread"):
+        raise ValueError(f"FASTCONV_CUPY_SANITIZE must be 'address' or 'thread', got {value!r}")
+    return value

@@ -1,0 +1,251 @@
+// CPU emulation of the CUDA C that fastconv's kernels use, for running kernels/*.cu on the CPU.
+//
+// The loader (fastconv/backends/cupy_backend/emulation.py) compiles a .cu file as C++20 with g++
+// and `-include` of this header, then calls the generated launch entry points through ctypes on
+// NumPy buffers. The model:
+//
+// * Blocks run one at a time. Each CUDA thread of a block is one OS thread (std::thread), created
+//   once per launch and reused for every block of the grid.
+// * `__syncthreads()` is a std::barrier over the block's threads; a thread whose kernel returned
+//   drops out of it (as an exited thread no longer holds a real block back).
+// * `__shared__` is `static`: one block at a time, so one copy is enough; as on a GPU its content
+//   is undefined at the start of a block (it keeps the previous block's values).
+// * threadIdx and blockIdx are thread_local; blockDim and gridDim are set before the threads start.
+// * atomics are std::atomic_ref, so ThreadSanitizer sees them as atomics and a missing
+//   `__syncthreads()` as a data race.
+//
+// Supported: the execution-space qualifiers, __restrict__, __forceinline__, __launch_bounds__,
+// static __shared__ arrays, __syncthreads, __threadfence, atomicAdd/Sub/Max/Min/Exch/CAS, the C
+// math functions plus rsqrtf/rsqrt and min/max overloads, __ldg. Not supported (compile errors):
+// `extern __shared__`, warp intrinsics, textures, streams inside kernels.
+#pragma once
+
+// -- qualifiers --------------------------------------------------------------------------------
+#ifdef FC_EMU_PREPROCESS
+// The loader preprocesses a source once to find its kernels: __global__ stays visible there.
+#define __global__ __fc_emu_global__
+#else
+#define __global__
+#endif
+#define __device__
+#define __host__
+#define __shared__ static
+#define __constant__ static const
+#define __forceinline__ inline __attribute__((always_inline))
+#define __launch_bounds__(...)
+// __restrict__ is a g++ keyword already.
+
+#define threadIdx (::fc_emu::thread_idx)
+#define blockIdx (::fc_emu::block_idx)
+#define blockDim (static_cast<const dim3&>(::fc_emu::block_dim))
+#define gridDim (static_cast<const dim3&>(::fc_emu::grid_dim))
+
+#ifndef FC_EMU_PREPROCESS
+#include <algorithm>
+#include <atomic>
+#include <barrier>
+#include <cassert>
+#include <climits>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <memory>
+#include <string>
+#include <thread>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+#include <vector>
+#include <math.h>
+
+// after the standard headers: libstdc++ itself writes __attribute__((__noinline__))
+#define __noinline__ __attribute__((noinline))
+
+// -- built-in variables ------------------------------------------------------------------------
+struct uint3 {
+    unsigned int x, y, z;
+};
+
+struct dim3 {
+    unsigned int x, y, z;
+    constexpr dim3(unsigned int x_ = 1, unsigned int y_ = 1, unsigned int z_ = 1)
+        : x(x_), y(y_), z(z_) {}
+};
+
+namespace fc_emu {
+inline thread_local uint3 thread_idx{0, 0, 0};
+inline thread_local uint3 block_idx{0, 0, 0};
+inline dim3 block_dim;
+inline dim3 grid_dim;
+// The barrier of the block now running; replaced between blocks by the grid's end-of-block
+// barrier (see launch()).
+inline std::barrier<>* block_barrier = nullptr;
+}  // namespace fc_emu
+
+constexpr int warpSize = 32;
+
+// -- synchronisation ---------------------------------------------------------------------------
+inline void __syncthreads() { ::fc_emu::block_barrier->arrive_and_wait(); }
+inline void __threadfence() { std::atomic_thread_fence(std::memory_order_seq_cst); }
+inline void __threadfence_block() { std::atomic_thread_fence(std::memory_order_seq_cst); }
+
+// -- atomics (return the old value, as CUDA's) -------------------------------------------------
+template <class T>
+inline T atomicAdd(T* address, T val) {
+    return std::atomic_ref<T>(*address).fetch_add(val);
+}
+template <class T>
+inline T atomicSub(T* address, T val) {
+    return std::atomic_ref<T>(*address).fetch_sub(val);
+}
+template <class T>
+inline T atomicExch(T* address, T val) {
+    return std::atomic_ref<T>(*address).exchange(val);
+}
+template <class T>
+inline T atomicCAS(T* address, T compare, T val) {
+    std::atomic_ref<T>(*address).compare_exchange_strong(compare, val);
+    return compare;
+}
+template <class T>
+inline T atomicMax(T* address, T val) {
+    std::atomic_ref<T> ref(*address);
+    T old = ref.load();
+    while (old < val && !ref.compare_exchange_weak(old, val)) {
+    }
+    return old;
+}
+template <class T>
+inline T atomicMin(T* address, T val) {
+    std::atomic_ref<T> ref(*address);
+    T old = ref.load();
+    while (val < old && !ref.compare_exchange_weak(old, val)) {
+    }
+    return old;
+}
+
+// -- math beyond the C library -----------------------------------------------------------------
+inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }
+inline double rsqrt(double x) { return 1.0 / sqrt(x); }
+inline float __expf(float x) { return expf(x); }
+inline float __logf(float x) { return logf(x); }
+inline float __powf(float x, float y) { return powf(x, y); }
+inline float __fdividef(float x, float y) { return x / y; }
+inline float __saturatef(float x) { return fminf(fmaxf(x, 0.0f), 1.0f); }
+template <class T>
+inline T __ldg(const T* p) { return *p; }
+
+// CUDA's device min/max: overloads in the global namespace, mixed signedness included (it
+// compares as unsigned, as CUDA's do), and float/double mixes (compared as double).
+#define FC_EMU_MINMAX(R, A, B)                                                    \
+    inline R min(A a, B b) { return static_cast<R>(a) < static_cast<R>(b) ? a : b; } \
+    inline R max(A a, B b) { return static_cast<R>(a) > static_cast<R>(b) ? a : b; }
+FC_EMU_MINMAX(int, int, int)
+FC_EMU_MINMAX(unsigned int, unsigned int, unsigned int)
+FC_EMU_MINMAX(unsigned int, int, unsigned int)
+FC_EMU_MINMAX(unsigned int, unsigned int, int)
+FC_EMU_MINMAX(long, long, long)
+FC_EMU_MINMAX(unsigned long, unsigned long, unsigned long)
+FC_EMU_MINMAX(long long, long long, long long)
+FC_EMU_MINMAX(unsigned long long, unsigned long long, unsigned long long)
+FC_EMU_MINMAX(unsigned long long, long long, unsigned long long)
+FC_EMU_MINMAX(unsigned long long, unsigned long long, long long)
+#undef FC_EMU_MINMAX
+inline float min(float a, float b) { return fminf(a, b); }
+inline float max(float a, float b) { return fmaxf(a, b); }
+inline double min(double a, double b) { return fmin(a, b); }
+inline double max(double a, double b) { return fmax(a, b); }
+inline double min(float a, double b) { return fmin(a, b); }
+inline double max(float a, double b) { return fmax(a, b); }
+inline double min(double a, float b) { return fmin(a, b); }
+inline double max(double a, float b) { return fmax(a, b); }
+
+// -- launching ---------------------------------------------------------------------------------
+namespace fc_emu {
+
+// One letter per argument type, checked by the Python side before a launch: 'f' float,
+// 'd' double, 'i' int, 'I' unsigned int, 'q' long long, 'Q' unsigned long long; pointers are
+// 'P' followed by the pointee's letter ('?' for any other pointee).
+template <class T>
+struct code {
+    static constexpr const char* value = "?";
+};
+template <> struct code<float> { static constexpr const char* value = "f"; };
+template <> struct code<double> { static constexpr const char* value = "d"; };
+template <> struct code<int> { static constexpr const char* value = "i"; };
+template <> struct code<unsigned int> { static constexpr const char* value = "I"; };
+template <> struct code<long long> { static constexpr const char* value = "q"; };
+template <> struct code<unsigned long long> { static constexpr const char* value = "Q"; };
+template <> struct code<long> { static constexpr const char* value = "q"; };
+template <> struct code<unsigned long> { static constexpr const char* value = "Q"; };
+
+template <class T>
+std::string arg_code() {
+    using U = std::remove_cv_t<T>;
+    if constexpr (std::is_pointer_v<U>) {
+        return std::string("P") + code<std::remove_cv_t<std::remove_pointer_t<U>>>::value;
+    } else {
+        return code<U>::value;
+    }
+}
+
+template <class... A>
+const char* signature(void (*)(A...)) {
+    static const std::string s = (std::string() + ... + (arg_code<A>() + ","));
+    return s.c_str();
+}
+
+template <class... A, std::size_t... I>
+void call(void (*kernel)(A...), void** args, std::index_sequence<I...>) {
+    kernel(*static_cast<std::remove_cv_t<A>*>(args[I])...);
+}
+
+// Runs the grid: one OS thread per CUDA thread of a block, every block in turn.
+template <class... A>
+void launch(void (*kernel)(A...), const unsigned int* grid, const unsigned int* block,
+            void** args) {
+    grid_dim = dim3(grid[0], grid[1], grid[2]);
+    block_dim = dim3(block[0], block[1], block[2]);
+    const std::size_t nthreads = std::size_t(block[0]) * block[1] * block[2];
+    const std::size_t nblocks = std::size_t(grid[0]) * grid[1] * grid[2];
+    if (nthreads == 0 || nblocks == 0) return;
+
+    // block_barrier serves the block's __syncthreads; end_of_block holds every thread until all
+    // finished the block, then its completion step (run by one thread while the others wait)
+    // gives the next block a fresh block barrier, since threads that returned dropped out of
+    // the old one.
+    std::unique_ptr<std::barrier<>> current =
+        std::make_unique<std::barrier<>>(static_cast<std::ptrdiff_t>(nthreads));
+    block_barrier = current.get();
+    auto renew = [&]() noexcept {
+        current = std::make_unique<std::barrier<>>(static_cast<std::ptrdiff_t>(nthreads));
+        block_barrier = current.get();
+    };
+    std::barrier end_of_block(static_cast<std::ptrdiff_t>(nthreads), renew);
+
+    auto worker = [&](unsigned int tx, unsigned int ty, unsigned int tz) {
+        thread_idx = uint3{tx, ty, tz};
+        for (std::size_t b = 0; b < nblocks; ++b) {
+            block_idx = uint3{static_cast<unsigned int>(b % grid[0]),
+                              static_cast<unsigned int>((b / grid[0]) % grid[1]),
+                              static_cast<unsigned int>(b / (std::size_t(grid[0]) * grid[1]))};
+            call(kernel, args, std::index_sequence_for<A...>{});
+            block_barrier->arrive_and_drop();
+            end_of_block.arrive_and_wait();
+        }
+    };
+
+    std::vector<std::thread> threads;
+    threads.reserve(nthreads);
+    for (unsigned int z = 0; z < block[2]; ++z)
+        for (unsigned int y = 0; y < block[1]; ++y)
+            for (unsigned int x = 0; x < block[0]; ++x) threads.emplace_back(worker, x, y, z);
+    for (auto& t : threads) t.join();
+    block_barrier = nullptr;
+}
+
+}  // namespace fc_emu
+#endif  // FC_EMU_PREPROCESS
