@@ -60,7 +60,8 @@ BACKENDS = EMULATED_DEVICES or fastconv.backend_names()
 def pytest_configure(config):
     config.addinivalue_line(
         "markers", "device: a test of the GPU backends' own machinery; it runs in the processes "
-        "that emulate a device (NUMBA_ENABLE_CUDASIM=1) and on a real GPU")
+        "that emulate a device (NUMBA_ENABLE_CUDASIM=1, FASTCONV_CUPY_EMULATE=1) and on a real "
+        "GPU")
     config.addinivalue_line(
         "markers", "host_only(reason): a test of CPU-backend behaviour that an emulated device "
         "run leaves out, with the reason")
@@ -103,6 +104,11 @@ def _no_usable_device() -> bool:
     return all(fastconv.available_backends()[name] is not None for name in DEVICE_BACKENDS)
 
 
+#: the variable that runs a GPU backend's tests on the CPU
+_EMULATION_VARIABLES = {"numba-cuda": "NUMBA_ENABLE_CUDASIM=1", "cupy": "FASTCONV_CUPY_EMULATE=1"}
+_EITHER = "NUMBA_ENABLE_CUDASIM=1 or FASTCONV_CUPY_EMULATE=1"
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     left_out = getattr(config, "_fastconv_left_out", None)
     if not left_out:
@@ -116,7 +122,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         reason = fastconv.available_backends().get(name) or "no usable GPU backend"
         terminalreporter.write_line(
             f"{count} tests of {name} left to the emulated run "
-            f"(NUMBA_ENABLE_CUDASIM=1 python -m pytest): {reason}")
+            f"({_EMULATION_VARIABLES.get(name, _EITHER)} python -m pytest): {reason}")
 
 
 @pytest.fixture(params=BACKENDS)

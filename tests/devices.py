@@ -2,9 +2,10 @@
 
 The main test process runs the CPU backends (and a GPU backend on a real GPU). A second process
 runs the GPU backends' kernels on the CPU: ``NUMBA_ENABLE_CUDASIM=1`` (Numba's CUDA simulator)
-enrols numba-cuda. There the ``backend`` fixture yields only the emulated backends, and tests
-that sweep many shapes use :func:`emulated_subset` to keep the sweep small: the simulator costs
-about a millisecond per simulated thread.
+enrols numba-cuda, ``FASTCONV_CUPY_EMULATE=1`` (their CUDA C compiled with g++) enrols cupy.
+There the ``backend`` fixture yields only the emulated backends, and tests that sweep many
+shapes use :func:`emulated_subset` to keep the sweep small: the simulator costs about a
+millisecond per simulated thread, the CUDA C emulation an OS thread per CUDA thread.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ def _emulated_device_backends() -> tuple[str, ...]:
     names = []
     if os.environ.get("NUMBA_ENABLE_CUDASIM", "").strip() == "1":
         names.append("numba-cuda")
+    if os.environ.get("FASTCONV_CUPY_EMULATE", "").strip() == "1":
+        names.append("cupy")
     return tuple(names)
 
 

@@ -23,10 +23,12 @@ _REGISTRY: dict[str, tuple[str, tuple[str, ...]]] = {
     "numba-cpu": ("fastconv.backends.numba_cpu", ("numba",)),
     "numpy": ("fastconv.backends.numpy_backend", ()),
     "numba-cuda": ("fastconv.backends.numba_cuda", ("numba",)),
+    # CuPy on a GPU; under FASTCONV_CUPY_EMULATE=1 only g++ (its unavailable_reason says which)
+    "cupy": ("fastconv.backends.cupy_backend", ()),
 }
 
 #: Backends that run on one of several devices, chosen with ``'name:index'``.
-DEVICE_BACKENDS: frozenset[str] = frozenset({"numba-cuda"})
+DEVICE_BACKENDS: frozenset[str] = frozenset({"numba-cuda", "cupy"})
 
 _instances: dict[str, Backend] = {}
 #: (name, device index or None) of a ``use_backend`` block

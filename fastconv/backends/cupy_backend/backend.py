@@ -1,0 +1,84 @@
+"""The ``cupy`` backend's class: CuPy (or emulated) device memory and the CUDA C launchers."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..device import DeviceBackend
+from . import conv, elementwise, gemm, normalization, pool
+from .loader import EMULATED
+
+
+class CupyBackend(DeviceBackend):
+    name = "cupy"
+    emulated = EMULATED
+    #: timing kernels in the emulation measures the CPU: use the heuristics there
+    autotune = not EMULATED
+    gemm, pool, elementwise, normalization = gemm, pool, elementwise, normalization
+    conv_algorithm_classes = {
+        "direct": conv.DirectConv,
+        "im2col": conv.Im2colConv,
+        "winograd": conv.WinogradF2Conv,
+        "winograd4": conv.WinogradF4Conv,
+    }
+
+    def __init__(self):
+        super().__init__()
+        if EMULATED:
+            self.xp = np
+        else:
+            import cupy
+
+            self.xp = cupy
+
+    # -- device --------------------------------------------------------------------------
+    def synchronize(self, a=None):
+        if not EMULATED:
+            self.xp.cuda.get_current_stream().synchronize()
+        return a
+
+    def describe_device(self) -> dict[str, object]:
+        if EMULATED:
+            from . import emulation, loader
+
+            sanitizer = f", built with -fsanitize={loader.SANITIZER}" if loader.SANITIZER else ""
+            return {"name": f"CUDA C emulated on the CPU ({emulation.compiler_version()}"
+                            f"{sanitizer})",
+                    "compute_capability": None, "memory_bytes": None}
+        import cupy
+
+        device = cupy.cuda.Device()
+        props = cupy.cuda.runtime.getDeviceProperties(device.id)
+        name = props["name"]
+        name = name.decode() if isinstance(name, bytes) else str(name)
+        free, total = device.mem_info
+        cc = device.compute_capability  # "90"
+        return {"name": name, "compute_capability": (int(cc[:-1]), int(cc[-1])),
+                "memory_bytes": int(total), "free_bytes": int(free)}
+
+    def device_string(self) -> str:
+        d = self.describe_device()
+        cc = d["compute_capability"]
+        return d["name"] if cc is None else f"{d['name']} sm_{cc[0]}{cc[1]}"
+
+    def memory_errors(self):
+        errors = super().memory_errors()
+        if EMULATED:
+            return errors
+        import cupy
+
+        return errors + (cupy.cuda.memory.OutOfMemoryError,)
+
+    def device_errors(self):
+        from .errors import KernelLaunchError
+
+        if EMULATED:
+            return (KernelLaunchError,)
+        import cupy
+
+        return (cupy.cuda.driver.CUDADriverError, cupy.cuda.runtime.CUDARuntimeError)
+
+    def heuristic_conv_algorithm(self, geom, conv_pass, candidates):
+        if geom.c * geom.kh * geom.kw <= 32 and "direct" in candidates:
+            return "direct"
+        return "im2col" if "im2col" in candidates else candidates[0]
