@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import importlib.util
+import multiprocessing
 import os
 import re
 import shutil
@@ -88,28 +89,41 @@ def assemble(ptx: str, arch: str) -> dict:
     return rows[0]
 
 
-def numba_cuda_rows(archs=ARCHS, dtypes=DTYPES) -> list[dict]:
-    """Every numba-cuda kernel (GPU launch sizes) for every architecture and dtype. Needs the
+def numba_cuda_rows(archs=ARCHS, dtypes=DTYPES, workers: int | None = None) -> list[dict]:
+    """Every numba-cuda kernel (GPU launch sizes) for every architecture and dtype, compiled
+    in ``workers`` processes (default: one per core; NVVM holds a per-process lock). Needs the
     simulator off: ``compile_ptx`` is NVVM, not the simulator."""
+    from .numba_cuda import kernels_for_gpu
+
+    jobs = [(k.name, dtype, arch) for k in kernels_for_gpu() for dtype in dtypes
+            for arch in archs]
+    workers = workers or min(len(jobs), os.cpu_count() or 1)
+    if workers <= 1:
+        return [_numba_cuda_row(job) for job in jobs]
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+        return list(pool.map(_numba_cuda_row, jobs, chunksize=max(1, len(jobs) // (4 * workers))))
+
+
+_kernels_by_name: dict = {}
+
+
+def _numba_cuda_row(job) -> dict:
+    """One (kernel, dtype, arch): NVVM to PTX, then ptxas's report."""
     from numba import cuda
 
     from .numba_cuda import kernels_for_gpu
 
-    jobs = []
-    for kernel in kernels_for_gpu():
-        for dtype in dtypes:
-            for arch in archs:
-                cc = (int(arch[3:-1]), int(arch[-1]))
-                ptx, _ = cuda.compile_ptx(kernel.pyfunc, kernel.argtypes(dtype), cc=cc)
-                jobs.append((kernel.name, dtype, arch, ptx))
-    with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-        reports = list(pool.map(lambda job: assemble(job[3], job[2]), jobs))
-    rows = []
-    for (name, dtype, arch, _), report in zip(jobs, reports):
-        row = {"kernel": name, "dtype": dtype}
-        row.update({k: v for k, v in report.items() if k != "mangled"})
-        rows.append(row)
-    return rows
+    name, dtype, arch = job
+    if not _kernels_by_name:
+        _kernels_by_name.update((k.name, k) for k in kernels_for_gpu())
+    kernel = _kernels_by_name[name]
+    ptx, _ = cuda.compile_ptx(kernel.pyfunc, kernel.argtypes(dtype),
+                              cc=(int(arch[3:-1]), int(arch[-1])))
+    report = assemble(ptx, arch)
+    row = {"kernel": name, "dtype": dtype}
+    row.update({k: v for k, v in report.items() if k != "mangled"})
+    return row
 
 
 def render(tables: dict[str, list[dict]]) -> str:
