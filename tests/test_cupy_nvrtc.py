@@ -25,6 +25,9 @@ def test_every_source_compiles_for_every_arch(report):
     compiled = {(r["source"], r["arch"]) for r in report}
     wanted = {(p.name, arch) for p in nvrtc.sources() for arch in nvrtc.ARCHS}
     assert wanted <= compiled, f"no report for {sorted(wanted - compiled)}"
+    names = {p.name for p in nvrtc.sources()}
+    assert {"conv_direct.cu", "conv_implicit_gemm.cu", "conv_winograd.cu", "elementwise.cu",
+            "gemm.cu", "normalization.cu", "pool.cu"} <= names
 
 
 def test_every_declared_kernel_is_reported(report):
@@ -32,20 +35,24 @@ def test_every_declared_kernel_is_reported(report):
         declared = nvrtc.declared_kernels(path)
         assert declared, f"{path.name} declares no extern \"C\" kernel"
         for name in declared:
-            assert name.endswith(("_f32", "_f64")), f"{name}: no _f32/_f64 suffix"
             for variant in nvrtc.variants(path.name):
                 for arch in nvrtc.ARCHS:
                     rows = [r for r in report if r["kernel"] == name and r["arch"] == arch
                             and r["source"] == path.name]
                     assert len(rows) == len(nvrtc.variants(path.name)), (name, arch, variant)
-                    assert all(r["dtype"] == ("float32" if name.endswith("_f32")
-                                              else "float64") for r in rows)
+                    assert all(r["dtype"] == nvrtc.SUFFIX_DTYPES.get(name[-4:], "") for r in rows)
                     assert all(r["registers"] > 0 for r in rows)
 
 
 def test_no_kernel_spills(report):
     spilling = [r for r in report if r["spill_stores"] or r["spill_loads"]]
     assert not spilling, "kernels spilling registers:\n" + nvrtc.format_report(spilling)
+
+
+def test_tiled_kernels_use_static_shared_memory(report):
+    tiled = [r for r in report if r["kernel"].startswith(("fc_gemm", "fc_implicit_gemm"))]
+    assert len(tiled) == 8 * len(nvrtc.ARCHS)
+    assert all(r["shared_bytes"] > 0 for r in tiled)
 
 
 def test_compile_error_names_file_line_and_message(tmp_path, monkeypatch):

@@ -30,8 +30,10 @@ class LaunchConfig:
     threads_1d: int
     max_blocks: int
     gemm_tile: tuple[int, int, int, int, int]
-    #: pixels per block of the split reductions (backward-weight, column sums)
+    #: least pixels per block of the split reductions (backward-weight, column sums)
     chunk: int
+    #: most blocks a split reduction is split into
+    max_splits: int
 
     @property
     def gemm_threads(self) -> int:
@@ -44,9 +46,9 @@ class LaunchConfig:
 
 
 GPU_CONFIG = LaunchConfig(threads_1d=256, max_blocks=65535, gemm_tile=(64, 64, 8, 4, 4),
-                          chunk=256)
+                          chunk=256, max_splits=256)
 EMULATED_CONFIG = LaunchConfig(threads_1d=32, max_blocks=4, gemm_tile=(8, 8, 4, 2, 2),
-                               chunk=32)
+                               chunk=32, max_splits=3)
 
 
 def emulated() -> bool:
@@ -119,6 +121,15 @@ def blocks_1d(count: int) -> tuple[tuple[int], tuple[int]]:
     cfg = config()
     blocks = max(1, min(ceil_div(count, cfg.threads_1d), cfg.max_blocks))
     return (blocks,), (cfg.threads_1d,)
+
+
+def split(count: int, multiple: int = 1) -> tuple[int, int]:
+    """(chunk, splits) of a reduction over ``count`` items split across blocks: chunks of at
+    least ``config().chunk`` items, a multiple of ``multiple``, at most ``max_splits`` of them."""
+    cfg = config()
+    chunk = max(cfg.chunk, ceil_div(count, cfg.max_splits))
+    chunk = ceil_div(chunk, multiple) * multiple
+    return chunk, max(1, ceil_div(count, chunk))
 
 
 def contiguous(be, a, dtype=None):

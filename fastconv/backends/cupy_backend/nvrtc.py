@@ -155,12 +155,12 @@ def parse_report(log: str, arch: str) -> list[dict[str, object]]:
     return list(rows.values())
 
 
+#: kernel name suffix -> dtype of its arrays
+SUFFIX_DTYPES = {"_f32": "float32", "_f64": "float64", "_i32": "int32"}
+
+
 def _dtype(kernel: str) -> str:
-    if kernel.endswith("_f32"):
-        return "float32"
-    if kernel.endswith("_f64"):
-        return "float64"
-    return ""
+    return SUFFIX_DTYPES.get(kernel[-4:], "")
 
 
 def declared_kernels(path: Path) -> list[str]:
