@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from ... import config
-from .errors import KernelCompileError, KernelLaunchError
+from .errors import KernelCompileError, KernelLaunchError, KernelNotFoundError
 
 #: g++ options of every emulation build (the sanitizer's are added to them)
 CXXFLAGS = ("-std=c++20", "-x", "c++", "-fPIC", "-shared", "-O1", "-pthread",
@@ -222,8 +222,9 @@ class EmulatedModule:
                 launch = getattr(self._lib, f"fc_emu_launch__{name}")
                 signature = getattr(self._lib, f"fc_emu_signature__{name}")
             except AttributeError:
-                raise KeyError(f"{self.source_name} has no kernel {name!r} (kernels are found "
-                               f"as 'extern \"C\" __global__ void name(...)')") from None
+                raise KernelNotFoundError(
+                    f"{self.source_name} has no kernel {name!r} (kernels are found as "
+                    f"'extern \"C\" __global__ void name(...)')") from None
             launch.restype = None
             launch.argtypes = (ctypes.POINTER(ctypes.c_uint), ctypes.POINTER(ctypes.c_uint),
                                ctypes.POINTER(ctypes.c_void_p))
@@ -332,7 +333,7 @@ class EmulatedKernel:
                 holders.append(ctypes.c_void_p(arg.ctypes.data))
             else:
                 expected = _NUMPY.get(code)
-                if isinstance(arg, (bool, int, float)):
+                if isinstance(arg, (bool, int, float)) and not isinstance(arg, np.generic):
                     hint = f"np.{np.dtype(expected).name}" if expected else "a NumPy scalar"
                     self._refuse(pos, f"a Python {type(arg).__name__} ({arg!r}) is passed by "
                                       f"CuPy as a 64-bit value whatever the kernel declares; "

@@ -17,3 +17,10 @@ class KernelCompileError(RuntimeError):
 
 class KernelLaunchError(RuntimeError):
     """A launch CUDA would refuse (invalid grid or block) under emulation."""
+
+
+class KernelNotFoundError(KeyError):
+    """A source has no ``extern "C" __global__`` kernel of that name."""
+
+    def __str__(self) -> str:  # KeyError's own str() would quote the message
+        return str(self.args[0]) if self.args else ""

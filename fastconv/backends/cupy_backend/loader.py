@@ -29,9 +29,10 @@ from pathlib import Path
 import numpy as np
 
 from ... import config
-from .errors import KernelCompileError, KernelLaunchError
+from .errors import KernelCompileError, KernelLaunchError, KernelNotFoundError
 
-__all__ = ["EMULATED", "SANITIZER", "KernelCompileError", "KernelLaunchError", "get_kernel",
+__all__ = ["EMULATED", "SANITIZER", "KernelCompileError", "KernelLaunchError",
+           "KernelNotFoundError", "get_kernel",
            "get_kernel_at", "get_module", "kernels_dir", "sources", "clear_memory"]
 
 #: True when kernels run on the CPU (FASTCONV_CUPY_EMULATE=1, read once at import)
@@ -175,7 +176,7 @@ def _gpu_function(module, name: str, source: str):
         return module.get_function(name)
     except Exception as exc:  # CuPy raises the driver's "named symbol not found"
         if "NOT_FOUND" in str(exc) or "not found" in str(exc):
-            raise KeyError(f"{source} has no kernel {name!r} (kernels are found as "
+            raise KernelNotFoundError(f"{source} has no kernel {name!r} (kernels are found as "
                            f"'extern \"C\" __global__ void name(...)')") from exc
         raise
 
@@ -206,7 +207,7 @@ class CheckedKernel:
 
     def __call__(self, grid, block, args, shared_mem=0):
         for pos, arg in enumerate(args, start=1):
-            if isinstance(arg, (bool, int, float)):
+            if isinstance(arg, (bool, int, float)) and not isinstance(arg, np.generic):
                 raise TypeError(
                     f"kernel {self.name}: argument {pos} of {len(args)} is a Python "
                     f"{type(arg).__name__} ({arg!r}), which CuPy passes as a 64-bit value "
