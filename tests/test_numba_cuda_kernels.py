@@ -12,6 +12,9 @@ import numpy as np
 import pytest
 
 import fastconv
+from fastconv.geometry import conv_geometry
+
+from . import naive
 
 pytestmark = pytest.mark.device
 
@@ -27,6 +30,33 @@ def cuda_modules():
     from fastconv.backends.numba_cuda import gemm, launch
 
     return gemm, launch
+
+
+@pytest.fixture
+def igemm():
+    from fastconv.backends.numba_cuda import conv_implicit_gemm
+
+    return conv_implicit_gemm
+
+
+def gpu_tile():
+    from fastconv.backends.numba_cuda import launch
+
+    return launch.GPU_CONFIG.gemm_tile
+
+
+def conv_problem(rng, dtype, x_shape, w_shape, strides, padding, dilation=1):
+    """Inputs rounded to ``dtype``, the geometry and the oracle's float64 answers."""
+    g = conv_geometry(x_shape, w_shape, strides, padding, dilation)
+    pads, s, d = (g.pt, g.pb, g.pl, g.pr), (g.sh, g.sw), (g.dh, g.dw)
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal(w_shape).astype(dtype)
+    b = rng.standard_normal(w_shape[3]).astype(dtype)
+    dy = rng.standard_normal(g.y_shape).astype(dtype)
+    ref = {"y": naive.conv2d_forward(x, w, b, s, pads, d, "relu"),
+           "dx": naive.conv2d_backward_data(dy, w, x_shape, s, pads, d),
+           "dw": naive.conv2d_backward_weight(x, dy, w_shape, s, pads, d)}
+    return g, x, w, b, dy, ref
 
 
 def assert_close(got, want, dtype, what=""):
@@ -84,3 +114,34 @@ def test_gemm_variants_are_declared_once_per_tile(cuda_modules):
     assert launch.KERNELS[k.name] is k and k.name == "gemm_64x64x8_4x4"
     assert "64x64" in gemm.describe() or "8x8" in gemm.describe()
 
+
+
+# -- implicit GEMM with the GPU tile: one or two blocks of 256 threads per pass ------------------
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_implicit_gemm_forward_gpu_tile(be, igemm, rng, dtype):
+    """M = 2*8*5 = 80 output pixels (two 64-row tiles), K = 27 (four 8-deep steps, the last
+    partial), O = 5."""
+    g, x, w, b, _, ref = conv_problem(rng, dtype, (2, 8, 5, 3), (3, 3, 3, 5), 1, "same")
+    y = igemm.forward(be, be.asarray(x), be.asarray(w), be.asarray(b), g, "relu", gpu_tile())
+    assert_close(be.to_host(y), ref["y"], dtype, "implicit GEMM forward")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_implicit_gemm_backward_data_gpu_tile(be, igemm, rng, dtype):
+    """Stride 2, asymmetric explicit padding: M = 2*9*4 = 72 input pixels (two tiles),
+    K = 3*3*4 = 36, C = 3."""
+    g, _, w, _, dy, ref = conv_problem(rng, dtype, (2, 9, 4, 3), (3, 3, 3, 4), 2,
+                                       ((1, 2), (0, 1)))
+    dx = igemm.backward_data(be, be.asarray(dy), be.asarray(w), g, gpu_tile())
+    assert_close(be.to_host(dx), ref["dx"], dtype, "implicit GEMM backward-data")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_implicit_gemm_backward_weight_gpu_tile(be, igemm, rng, dtype):
+    """Dilation 2: K = 27 rows (one tile), the reduction over M = 2*7*8 = 112 pixels split in
+    two slices (two blocks)."""
+    g, x, _, _, dy, ref = conv_problem(rng, dtype, (2, 7, 8, 3), (3, 3, 3, 2), 1, "same", 2)
+    dw = igemm.backward_weight(be, be.asarray(x), be.asarray(dy), g, gpu_tile(), splits=2)
+    assert_close(be.to_host(dw), ref["dw"], dtype, "implicit GEMM backward-weight")
