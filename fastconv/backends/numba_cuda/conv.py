@@ -7,8 +7,9 @@ which allocates the output and launches the kernels.
 
 from __future__ import annotations
 
+from ...winograd import F2x2_3x3, F4x4_3x3
 from ..base import ConvAlgorithm, WinogradAlgorithm
-from . import conv_direct
+from . import conv_direct, conv_implicit_gemm, conv_winograd
 
 _DTYPES = ("float32", "float64")
 
@@ -54,12 +55,42 @@ class DirectConv(ConvAlgorithm):
 
 
 class Im2colConv(ConvAlgorithm):
+    """im2col as an implicit GEMM: tiles of the patch matrix gathered straight into shared
+    memory (``conv_implicit_gemm``)."""
+
     name = "im2col"
 
+    def forward(self, x, w, b, geom, activation):
+        be = self.backend
+        x, w, b = _forward_operands(be, "im2col convolution", x, w, b, geom)
+        return conv_implicit_gemm.forward(be, x, w, b, geom, activation)
 
-class WinogradF2Conv(WinogradAlgorithm):
+    def backward_data(self, dy, w, geom):
+        be = self.backend
+        dy, w = _operands(be, "im2col convolution backward-data", dy, w)
+        return conv_implicit_gemm.backward_data(be, dy, w, geom)
+
+    def backward_weight(self, x, dy, geom):
+        be = self.backend
+        x, dy = _operands(be, "im2col convolution backward-weight", x, dy)
+        return conv_implicit_gemm.backward_weight(be, x, dy, geom)
+
+
+class _NumbaCudaWinograd(WinogradAlgorithm):
+    """Winograd F(m x m, 3x3): transform kernels around the batched tiled GEMM
+    (``conv_winograd``); the backward passes are WinogradAlgorithm's."""
+
+    def forward(self, x, w, b, geom, activation):
+        be = self.backend
+        x, w, b = _forward_operands(be, f"{self.name} convolution", x, w, b, geom)
+        return conv_winograd.forward(be, x, w, b, geom, activation, self.transform.m)
+
+
+class WinogradF2Conv(_NumbaCudaWinograd):
     name = "winograd"
+    transform = F2x2_3x3
 
 
-class WinogradF4Conv(WinogradAlgorithm):
+class WinogradF4Conv(_NumbaCudaWinograd):
     name = "winograd4"
+    transform = F4x4_3x3
