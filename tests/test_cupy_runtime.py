@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fastconv import config
 from fastconv.backends.cupy_backend import emulation, loader
 from fastconv.backends.cupy_backend.errors import KernelCompileError, KernelLaunchError
 
@@ -162,8 +163,7 @@ needs_gxx = pytest.mark.skipif(emulation.compiler() is None, reason="g++ is not 
 
 
 @needs_gxx
-def test_syntax_error_names_file_line_and_message(tmp_path, monkeypatch):
-    monkeypatch.setenv("FASTCONV_CACHE_DIR", str(tmp_path / "cache"))
+def test_syntax_error_names_file_line_and_message(tmp_path):
     source = tmp_path / "broken.cu"
     source.write_text(textwrap.dedent("""\
         // a kernel with a mistake on line 4
@@ -181,8 +181,7 @@ def test_syntax_error_names_file_line_and_message(tmp_path, monkeypatch):
 
 
 @needs_gxx
-def test_bad_define_value_fails_at_its_use(tmp_path, monkeypatch):
-    monkeypatch.setenv("FASTCONV_CACHE_DIR", str(tmp_path / "cache"))
+def test_bad_define_value_fails_at_its_use():
     with pytest.raises(KernelCompileError) as info:
         emulation.load(loader.kernels_dir() / "selftest.cu", loader.kernels_dir(),
                        loader._normalize_defines({"SELFTEST_BLOCK": "8 +"}))
@@ -219,14 +218,16 @@ def test_nvrtc_compile_error_of_a_real_log():
 
 
 @needs_gxx
-def test_disk_cache_is_reused_and_keyed_by_defines_and_sanitizer(tmp_path, monkeypatch):
-    monkeypatch.setenv("FASTCONV_CACHE_DIR", str(tmp_path / "cache"))
+def test_disk_cache_is_reused_and_keyed_by_defines_and_sanitizer():
+    """The session's cache folder (conftest) may hold other builds: an unused define of this
+    test's own makes the library a new one."""
     source, kdir = loader.kernels_dir() / "selftest.cu", loader.kernels_dir()
-    defines = loader._normalize_defines({"SELFTEST_BLOCK": 16})
+    defines = loader._normalize_defines({"SELFTEST_BLOCK": 16,
+                                         "FC_CACHE_PROBE": os.urandom(6).hex()})
     before = emulation.compilations
     first = emulation.load(source, kdir, defines)
     assert emulation.compilations == before + 1
-    assert first.path.parent == tmp_path / "cache" / "cupy-emulation"
+    assert first.path.parent == config.cache_dir() / "cupy-emulation"
     stamp = first.path.stat().st_mtime_ns
     emulation.clear_memory()  # as a new process would: only the disk cache is left
     second = emulation.load(source, kdir, defines)
@@ -259,8 +260,7 @@ def test_kernel_names_found_after_macro_expansion():
 
 
 @needs_gxx
-def test_macro_generated_kernels_are_launchable(tmp_path, monkeypatch):
-    monkeypatch.setenv("FASTCONV_CACHE_DIR", str(tmp_path / "cache"))
+def test_macro_generated_kernels_are_launchable(tmp_path):
     source = tmp_path / "macros.cu"
     source.write_text(textwrap.dedent("""\
         template <typename T>

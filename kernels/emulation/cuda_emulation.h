@@ -81,7 +81,7 @@ inline thread_local uint3 block_idx{0, 0, 0};
 inline dim3 block_dim;
 inline dim3 grid_dim;
 // The barrier of the block now running; replaced between blocks by the grid's end-of-block
-// barrier (see launch()).
+// barrier (see run_grid()).
 inline std::barrier<>* block_barrier = nullptr;
 }  // namespace fc_emu
 
@@ -193,6 +193,11 @@ std::string arg_code() {
 }
 
 template <class... A>
+constexpr std::size_t signature_size(void (*)(A...)) {
+    return sizeof...(A);
+}
+
+template <class... A>
 const char* signature(void (*)(A...)) {
     static const std::string s = (std::string() + ... + (arg_code<A>() + ","));
     return s.c_str();
@@ -203,10 +208,16 @@ void call(void (*kernel)(A...), void** args, std::index_sequence<I...>) {
     kernel(*static_cast<std::remove_cv_t<A>*>(args[I])...);
 }
 
-// Runs the grid: one OS thread per CUDA thread of a block, every block in turn.
-template <class... A>
-void launch(void (*kernel)(A...), const unsigned int* grid, const unsigned int* block,
-            void** args) {
+// The kernel K called on its packed arguments: the one piece of launch code made per kernel.
+template <auto K>
+void thunk(void** args) {
+    call(K, args, std::make_index_sequence<signature_size(K)>{});
+}
+
+// Runs the grid: one OS thread per CUDA thread of a block, every block in turn. Not a template,
+// so that a source with many kernels compiles the threads and barriers once.
+inline void run_grid(void (*body)(void**), void** args, const unsigned int* grid,
+                     const unsigned int* block) {
     grid_dim = dim3(grid[0], grid[1], grid[2]);
     block_dim = dim3(block[0], block[1], block[2]);
     const std::size_t nthreads = std::size_t(block[0]) * block[1] * block[2];
@@ -232,7 +243,7 @@ void launch(void (*kernel)(A...), const unsigned int* grid, const unsigned int* 
             block_idx = uint3{static_cast<unsigned int>(b % grid[0]),
                               static_cast<unsigned int>((b / grid[0]) % grid[1]),
                               static_cast<unsigned int>(b / (std::size_t(grid[0]) * grid[1]))};
-            call(kernel, args, std::index_sequence_for<A...>{});
+            body(args);
             block_barrier->arrive_and_drop();
             end_of_block.arrive_and_wait();
         }

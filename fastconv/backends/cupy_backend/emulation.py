@@ -47,10 +47,12 @@ SANITIZER_FLAGS = {
     "thread": ("-fsanitize=thread", "-g"),
 }
 #: bump when the generated entry points change, so that cached libraries are rebuilt
-_GENERATOR_VERSION = "1"
+_GENERATOR_VERSION = "3"
 
 #: how many shared libraries this process compiled (tests check the disk cache with it)
 compilations = 0
+#: names of the kernels launched in this process (the sanitizer tests check that all ran)
+launched: set[str] = set()
 
 _libraries: dict[tuple, EmulatedModule] = {}
 _build_lock = threading.Lock()
@@ -115,11 +117,12 @@ def _entry_points(source: Path, names: list[str]) -> str:
         lines += [
             f'__attribute__((visibility("default"))) void fc_emu_launch__{name}('
             f"const unsigned int* g, const unsigned int* b, void** a) "
-            f"{{ ::fc_emu::launch(&{name}, g, b, a); }}",
+            f"{{ ::fc_emu::run_grid(&::fc_emu::thunk<&{name}>, a, g, b); }}",
             f'__attribute__((visibility("default"))) const char* fc_emu_signature__{name}() '
             f"{{ return ::fc_emu::signature(&{name}); }}",
         ]
-    lines += ["}", ""]
+    lines += [f'__attribute__((visibility("default"))) const char* fc_emu_kernels() '
+              f'{{ return "{",".join(names)}"; }}', "}", ""]
     return "\n".join(lines)
 
 
@@ -172,6 +175,37 @@ def _cache_key(source: Path, kernels_dir: Path, defines, sanitizer: str | None) 
     return h.hexdigest()[:24]
 
 
+def _precompiled_header(cxx: str, kernels_dir: Path, sanitizer: str | None) -> Path:
+    """The emulation header to ``-include``: a copy beside its precompiled ``.gch`` (built once
+    per header, options and compiler: parsing the standard headers is most of a build), or the
+    header itself when precompiling fails."""
+    header = header_path(kernels_dir)
+    h = hashlib.sha256()
+    h.update(repr((compiler_version(), CXXFLAGS, SANITIZER_FLAGS.get(sanitizer, ()))).encode())
+    h.update(header.read_bytes())
+    folder = config.cache_dir() / "cupy-emulation" / f"pch-{h.hexdigest()[:24]}"
+    copy = folder / header.name
+    if (folder / f"{header.name}.gch").exists():
+        return copy
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=folder.parent, prefix=".pch-") as tmp:
+        staged = Path(tmp) / "pch"
+        staged.mkdir()
+        shutil.copy2(header, staged / header.name)
+        flags = [f for f in CXXFLAGS if f not in ("-x", "c++", "-shared")]
+        proc = subprocess.run([cxx, *flags, *SANITIZER_FLAGS.get(sanitizer, ()), "-x",
+                               "c++-header", str(staged / header.name), "-o",
+                               str(staged / f"{header.name}.gch")], capture_output=True)
+        if proc.returncode != 0:
+            return header
+        try:
+            os.rename(staged, folder)  # atomic; another process may have won the race
+        except OSError:
+            if not (folder / f"{header.name}.gch").exists():
+                return header
+    return copy
+
+
 def build(source: Path, kernels_dir: Path, defines=(), sanitizer: str | None = None) -> Path:
     """The shared library of ``source`` (built now, or found in the disk cache)."""
     global compilations
@@ -188,8 +222,6 @@ def build(source: Path, kernels_dir: Path, defines=(), sanitizer: str | None = N
         return target
     folder.mkdir(parents=True, exist_ok=True)
     header = header_path(kernels_dir)
-    common = [cxx, *CXXFLAGS, *SANITIZER_FLAGS.get(sanitizer, ()), "-include", str(header),
-              f"-I{kernels_dir}", *_define_options(defines)]
     with tempfile.TemporaryDirectory(dir=folder, prefix=".build-") as tmp:
         # 1. the kernel names, from the preprocessed source (kernels made by macros included)
         pre = _run_gcc([cxx, "-std=c++20", "-x", "c++", "-E", "-P", "-DFC_EMU_PREPROCESS",
@@ -200,7 +232,10 @@ def build(source: Path, kernels_dir: Path, defines=(), sanitizer: str | None = N
         wrapper = Path(tmp) / "entry_points.cpp"
         wrapper.write_text(_entry_points(source.resolve(), names))
         out = Path(tmp) / "kernels.so"
-        _run_gcc([*common, str(wrapper), "-o", str(out)], source, kernels_dir)
+        pch = _precompiled_header(cxx, kernels_dir, sanitizer)
+        _run_gcc([cxx, *CXXFLAGS, *SANITIZER_FLAGS.get(sanitizer, ()), "-include", str(pch),
+                  f"-I{kernels_dir}", *_define_options(defines), str(wrapper), "-o", str(out)],
+                 source, kernels_dir)
         compilations += 1
         os.replace(out, target)
     return target
@@ -214,6 +249,10 @@ class EmulatedModule:
         self.source_name = source_name
         self._lib = ctypes.CDLL(str(path), mode=ctypes.RTLD_LOCAL)
         self._kernels: dict[str, EmulatedKernel] = {}
+        listing = self._lib.fc_emu_kernels
+        listing.restype = ctypes.c_char_p
+        #: every ``extern "C" __global__`` kernel of the source
+        self.kernel_names: tuple[str, ...] = tuple(n for n in listing().decode().split(",") if n)
 
     def get_function(self, name: str) -> EmulatedKernel:
         kernel = self._kernels.get(name)
@@ -360,4 +399,5 @@ class EmulatedKernel:
         block_c = (ctypes.c_uint * 3)(*b)
         with _launch_lock:
             self._launch(grid_c, block_c, argv)
+            launched.add(self.name)
         del holders
