@@ -145,3 +145,68 @@ def test_implicit_gemm_backward_weight_gpu_tile(be, igemm, rng, dtype):
     g, x, _, _, dy, ref = conv_problem(rng, dtype, (2, 7, 8, 3), (3, 3, 3, 2), 1, "same", 2)
     dw = igemm.backward_weight(be, be.asarray(x), be.asarray(dy), g, gpu_tile(), splits=2)
     assert_close(be.to_host(dw), ref["dw"], dtype, "implicit GEMM backward-weight")
+
+
+# -- Winograd: transforms against float64 ones, the GEMM stage with the GPU tile ---------------
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("m", [2, 4])
+def test_winograd_stages_gpu_tile(be, rng, m, dtype):
+    """The transform kernels against the matrices of fastconv.winograd applied in float64, and
+    the GEMM stage ``M[p] = V[p]^T U[p]`` with the GPU tile on two of the alpha*alpha positions
+    (one block each; T tiles and C channels both partial tiles). The full pipeline is checked
+    against the convolution oracle by tests/test_conv_kernels.py."""
+    from fastconv import winograd
+    from fastconv.backends.numba_cuda import conv_winograd, gemm, launch
+
+    t = winograd.TRANSFORMS["winograd" if m == 2 else "winograd4"]
+    g, x, w, _, _, _ = conv_problem(rng, dtype, (2, 9, 10, 3), (3, 3, 3, 5), 1,
+                                    ((1, 2), (0, 1)))
+    th, tw = winograd.tile_counts(g.oh, g.ow, m)
+    a = t.alpha
+    # float64 oracle of the transforms: V[p, c, tile], U[p, c, o]
+    xp = np.pad(x.astype(np.float64), ((0, 0), (g.pt, th * m + 2 - g.h - g.pt),
+                                       (g.pl, tw * m + 2 - g.w - g.pl), (0, 0)))
+    patches = np.stack([xp[:, i * m:i * m + a, j * m:j * m + a, :] for i in range(th)
+                        for j in range(tw)], axis=1)  # (n, tiles, a, a, c)
+    v_ref = np.einsum("ik,ntklc,jl->ijcnt", t.BT, patches, t.BT).reshape(a * a, g.c, -1)
+    u_ref = winograd.transform_filter(w.astype(np.float64), t).reshape(a * a, g.c, g.o)
+
+    u = conv_winograd.filter_transform(be, be.asarray(w), m)
+    assert_close(be.to_host(u), u_ref, dtype, "filter transform")
+    v = be.empty(v_ref.shape, dtype)
+    conv_winograd.input_transform_kernel(m)[launch.blocks_for(v_ref.shape[2] * g.c)](
+        dtype, be.asarray(x), launch.geometry(g.astuple()), np.int32(th), np.int32(tw), v)
+    assert_close(be.to_host(v), v_ref, dtype, "input transform")
+
+    pos = [0, a * a - 1]
+    mm = gemm.batched_matmul(be, be.device(v[pos]), be.device(u[pos]), trans_a=True,
+                             tile=launch.GPU_CONFIG.gemm_tile)
+    assert_close(be.to_host(mm), np.einsum("pct,pco->pto", v_ref[pos], u_ref[pos]), dtype,
+                 "GEMM stage")
+
+
+@pytest.mark.parametrize("algo", ["direct", "im2col", "winograd", "winograd4"])
+def test_conv_launchers_refuse_bad_operands(be, algo):
+    """The launchers check what the kernels would otherwise read out of bounds."""
+    g = conv_geometry((1, 4, 4, 2), (3, 3, 2, 3), 1, "same")
+    x, w = be.asarray(np.ones(g.x_shape)), be.asarray(np.ones(g.w_shape))
+    with pytest.raises(TypeError, match="one dtype"):
+        be.conv2d_forward(x, be.asarray(np.ones(g.w_shape, np.float32)), None, g, algo)
+    with pytest.raises(ValueError, match=r"shape \(1, 4, 4, 3\) where the geometry expects"):
+        be.conv2d_forward(be.asarray(np.ones((1, 4, 4, 3))), w, None, g, algo)
+    with pytest.raises(ValueError, match=r"shape \(2,\) where the geometry expects \(3,\)"):
+        be.conv2d_forward(x, w, be.asarray(np.ones(2)), g, algo)
+    with pytest.raises(TypeError, match="float32 or float64"):
+        be.conv2d_backward_weight(be.asarray(np.ones(g.x_shape, np.int32)),
+                                  be.asarray(np.ones(g.y_shape, np.int32)), g, algo)
+
+
+def test_winograd_kernel_refuses_other_geometries(be):
+    from fastconv.backends.numba_cuda import conv_winograd
+
+    g = conv_geometry((1, 6, 6, 2), (3, 3, 2, 2), 2, "same")
+    x, w = be.asarray(np.ones(g.x_shape)), be.asarray(np.ones(g.w_shape))
+    with pytest.raises(ValueError, match="stride 1 and dilation 1 only"):
+        conv_winograd.forward(be, x, w, be.zeros((2,), x.dtype), g, "linear", 2)
