@@ -30,9 +30,11 @@ from .conv_direct import ACTIVATION_CODES, RELU
 from .gemm import check_tile, threads_per_block, tile_pieces
 from .launch import CONV_GEOM, I32, array
 
-#: backward-weight: blocks to aim for (K x O tiles times reduction slices), and the most slices
+#: backward-weight: blocks to aim for (K x O tiles times reduction slices), the most slices,
+#: and the fewest BK-deep steps per slice (small in the simulator, so that tests split too)
 SPLIT_TARGET_BLOCKS = 8 if launch.SIMULATED else 512
 MAX_SPLITS = 64
+MIN_SLICE_STEPS = 2 if launch.SIMULATED else 16
 
 
 def _tile_name(tile) -> str:
@@ -293,11 +295,12 @@ def backward_data(be, dy, w, g, tile=None):
 
 def weight_splits(g, tile) -> int:
     """Slices of the backward-weight reduction: enough blocks to fill the device, each slice
-    at least 16 steps of BK pixels deep."""
+    at least MIN_SLICE_STEPS steps of BK pixels deep."""
     bm, bn, bk = tile[:3]
     m, k = g.n * g.oh * g.ow, g.kh * g.kw * g.c
     tiles = launch.ceil_div(k, bm) * launch.ceil_div(g.o, bn)
-    return max(1, min(launch.ceil_div(m, 16 * bk), MAX_SPLITS, SPLIT_TARGET_BLOCKS // tiles))
+    deepest = launch.ceil_div(m, MIN_SLICE_STEPS * bk)
+    return max(1, min(deepest, MAX_SPLITS, SPLIT_TARGET_BLOCKS // tiles))
 
 
 def backward_weight(be, x, dy, g, tile=None, splits=None):
