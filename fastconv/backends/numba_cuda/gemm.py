@@ -23,6 +23,8 @@ from . import launch
 from .launch import I32, array
 
 _DTYPES = ("float32", "float64")
+#: CUDA's limit on the y and z dimensions of a grid (x, the row tiles, goes to 2**31 - 1)
+MAX_GRID_YZ = 65535
 
 
 def check_tile(tile) -> tuple[int, int, int, int, int]:
@@ -176,9 +178,13 @@ def _launch(be, a3, b3, trans_a, trans_b, tile=None):
     if ka != kb or a3.shape[0] not in (1, batch) or b3.shape[0] not in (1, batch):
         raise ValueError(f"matmul: shapes {a3.shape}{' (transposed)' if trans_a else ''} and "
                          f"{b3.shape}{' (transposed)' if trans_b else ''} do not match")
-    c = be.empty((batch, m, n), a3.dtype)
     bm, bn = tile[0], tile[1]
     grid = (launch.ceil_div(m, bm), launch.ceil_div(n, bn), batch)
+    if grid[1] > MAX_GRID_YZ or grid[2] > MAX_GRID_YZ:
+        raise ValueError(f"matmul: {n} columns and a batch of {batch} exceed the grid of the "
+                         f"tiled GEMM ({MAX_GRID_YZ} column tiles of {bn}, {MAX_GRID_YZ} "
+                         f"matrices)")
+    c = be.empty((batch, m, n), a3.dtype)
     gemm_kernel(tile)[grid, threads_per_block(tile)](
         a3.dtype, be.device(a3), be.device(b3), c, np.int32(m), np.int32(n), np.int32(ka),
         np.int32(bool(trans_a)), np.int32(bool(trans_b)))
