@@ -42,6 +42,7 @@
 
 #ifndef FC_EMU_PREPROCESS
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <barrier>
 #include <cassert>
@@ -167,30 +168,32 @@ inline double max(double a, float b) { return fmax(a, b); }
 namespace fc_emu {
 
 // One letter per argument type, checked by the Python side before a launch: 'f' float,
-// 'd' double, 'i' int, 'I' unsigned int, 'q' long long, 'Q' unsigned long long; pointers are
-// 'P' followed by the pointee's letter ('?' for any other pointee).
+// 'd' double, 'i' int, 'I' unsigned int, 'q' long long, 'Q' unsigned long long, '?' another
+// type; pointers are 'P' followed by the pointee's letter. Built at compile time.
 template <class T>
-struct code {
-    static constexpr const char* value = "?";
-};
-template <> struct code<float> { static constexpr const char* value = "f"; };
-template <> struct code<double> { static constexpr const char* value = "d"; };
-template <> struct code<int> { static constexpr const char* value = "i"; };
-template <> struct code<unsigned int> { static constexpr const char* value = "I"; };
-template <> struct code<long long> { static constexpr const char* value = "q"; };
-template <> struct code<unsigned long long> { static constexpr const char* value = "Q"; };
-template <> struct code<long> { static constexpr const char* value = "q"; };
-template <> struct code<unsigned long> { static constexpr const char* value = "Q"; };
-
-template <class T>
-std::string arg_code() {
-    using U = std::remove_cv_t<T>;
-    if constexpr (std::is_pointer_v<U>) {
-        return std::string("P") + code<std::remove_cv_t<std::remove_pointer_t<U>>>::value;
-    } else {
-        return code<U>::value;
-    }
+constexpr char base_code() {
+    using U = std::remove_cv_t<std::remove_pointer_t<std::remove_cv_t<T>>>;
+    if constexpr (std::is_same_v<U, float>) return 'f';
+    else if constexpr (std::is_same_v<U, double>) return 'd';
+    else if constexpr (std::is_same_v<U, int>) return 'i';
+    else if constexpr (std::is_same_v<U, unsigned int>) return 'I';
+    else if constexpr (std::is_same_v<U, long long> || std::is_same_v<U, long>) return 'q';
+    else if constexpr (std::is_same_v<U, unsigned long long> ||
+                       std::is_same_v<U, unsigned long>) return 'Q';
+    else return '?';
 }
+
+template <class... A>
+struct signature_of {
+    static constexpr std::array<char, 3 * sizeof...(A) + 1> value = [] {
+        std::array<char, 3 * sizeof...(A) + 1> out{};
+        std::size_t i = 0;
+        ((std::is_pointer_v<std::remove_cv_t<A>> ? (out[i++] = 'P') : 0,
+          out[i++] = base_code<A>(), out[i++] = ','),
+         ...);
+        return out;
+    }();
+};
 
 template <class... A>
 constexpr std::size_t signature_size(void (*)(A...)) {
@@ -199,8 +202,7 @@ constexpr std::size_t signature_size(void (*)(A...)) {
 
 template <class... A>
 const char* signature(void (*)(A...)) {
-    static const std::string s = (std::string() + ... + (arg_code<A>() + ","));
-    return s.c_str();
+    return signature_of<A...>::value.data();
 }
 
 template <class... A, std::size_t... I>
