@@ -343,3 +343,76 @@ def test_unavailable_reasons_name_the_missing_piece(monkeypatch):
         monkeypatch.setattr(cupy_backend, "_driver_version", lambda d=driver: d)
         reason = cupy_backend.unavailable_reason()
         assert expected in reason and "FASTCONV_CUPY_EMULATE=1" in reason, reason
+
+
+# -- the GPU path, with NVRTC standing in for CuPy -------------------------------------------
+class _FakeCupy:
+    """Just enough of CuPy for the loader's GPU path: ``RawModule`` compiles with the real NVRTC
+    (CuPy's own options added) and raises CuPy's ``CompileException`` with NVRTC's log."""
+
+    def __init__(self, nvrtc):
+        import types
+
+        class CompileException(Exception):
+            pass
+
+        fake = self
+
+        class RawModule:
+            def __init__(self, code, options=()):
+                self.code, self.options, self.compiled = code, options, False
+
+            def compile(self):
+                opts = [*options_cupy_adds, *self.options]
+                err, prog = nvrtc.nvrtcCreateProgram(self.code.encode(), b"kernel.cu", 0, [], [])
+                (status,) = nvrtc.nvrtcCompileProgram(prog, len(opts),
+                                                      [o.encode() for o in opts])
+                _, size = nvrtc.nvrtcGetProgramLogSize(prog)
+                log = b" " * size
+                nvrtc.nvrtcGetProgramLog(prog, log)
+                nvrtc.nvrtcDestroyProgram(prog)
+                if status != nvrtc.nvrtcResult.NVRTC_SUCCESS:
+                    raise CompileException(log.decode(errors="replace"))
+                self.compiled = True
+                fake.compilations += 1
+
+            def get_function(self, name):
+                assert self.compiled
+                if f" {name}(" not in self.code:
+                    raise RuntimeError("CUDA_ERROR_NOT_FOUND: named symbol not found")
+                return lambda grid, block, args, shared_mem=0: fake.launches.append(
+                    (name, grid, block, args))
+
+        options_cupy_adds = ("-ftz=true", "--device-as-default-execution-space",
+                             "-arch=compute_80")
+        self.compilations, self.launches = 0, []
+        self.RawModule = RawModule
+        self.cuda = types.SimpleNamespace(
+            compiler=types.SimpleNamespace(CompileException=CompileException),
+            Device=lambda: types.SimpleNamespace(id=0))
+
+
+def test_gpu_path_compiles_once_and_names_compile_errors(monkeypatch, tmp_path):
+    nvrtc = pytest.importorskip("cuda.bindings.nvrtc", reason="NVRTC bindings (fastconv[nvrtc])")
+    fake = _FakeCupy(nvrtc)
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    monkeypatch.setattr(loader, "EMULATED", False)
+    monkeypatch.setattr(loader, "_modules", {})
+
+    k = loader.get_kernel("selftest.cu", "fc_block_sum_f64", {"SELFTEST_BLOCK": 64})
+    assert loader.get_kernel("selftest.cu", "fc_saxpy_f32", {"SELFTEST_BLOCK": 64}) is not None
+    assert fake.compilations == 1  # one module per (source, defines, device)
+    with pytest.raises(TypeError, match=r"fc_block_sum_f64: argument 1 of 3 .*pass np\.int32"):
+        k((1,), (64,), (5, "x", "out"))
+    k((1,), (64,), (np.int32(5), "x", "out"))
+    assert fake.launches == [("fc_block_sum_f64", (1,), (64,), (np.int32(5), "x", "out"))]
+    with pytest.raises(KeyError, match="selftest.cu has no kernel 'fc_nope'"):
+        loader.get_kernel("selftest.cu", "fc_nope", {"SELFTEST_BLOCK": 64})
+
+    source = tmp_path / "broken_gpu.cu"
+    source.write_text('#include "common.cuh"\n\nextern "C" __global__ void fc_b(float* x) {\n'
+                      "    x[0] = SELFTEST_BLOCK + missing;\n}\n")
+    with pytest.raises(KernelCompileError) as info:
+        loader.get_kernel_at(source, "fc_b", {"SELFTEST_BLOCK": 3})
+    assert (info.value.file, info.value.line) == ("broken_gpu.cu", 4)
+    assert "missing" in info.value.message and str(info.value).startswith("broken_gpu.cu:4: ")

@@ -164,16 +164,22 @@ def _compile_gpu(cupy, path: Path, defines):
     header = "".join(f"#define {name} {value}\n" for name, value in defines)
     code = f'{header}#line 1 "{path.name}"\n{path.read_text()}'
     module = cupy.RawModule(code=code, options=(*NVRTC_OPTIONS, f"-I{kernels_dir()}"))
-    try:
-        module.compile()
-    except cupy.cuda.compiler.CompileException as exc:
-        raise nvrtc_error(str(exc), path.name) from exc
+    compile_now = getattr(module, "compile", None)  # else the first get_function compiles
+    if compile_now is not None:
+        try:
+            compile_now()
+        except cupy.cuda.compiler.CompileException as exc:
+            raise nvrtc_error(str(exc), path.name) from exc
     return module
 
 
 def _gpu_function(module, name: str, source: str):
+    import cupy
+
     try:
         return module.get_function(name)
+    except cupy.cuda.compiler.CompileException as exc:
+        raise nvrtc_error(str(exc), source) from exc
     except Exception as exc:  # CuPy raises the driver's "named symbol not found"
         if "NOT_FOUND" in str(exc) or "not found" in str(exc):
             raise KernelNotFoundError(f"{source} has no kernel {name!r} (kernels are found as "
