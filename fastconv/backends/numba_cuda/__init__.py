@@ -62,8 +62,12 @@ class NumbaCudaBackend(DeviceBackend):
             self.xp = np
         else:
             import cupy
+            import numba
 
             self.xp = cupy
+            # fastconv sizes its own grids; small batches legitimately launch few blocks, and
+            # Numba would warn about each such launch
+            numba.config.CUDA_LOW_OCCUPANCY_WARNINGS = 0
 
     # -- device --------------------------------------------------------------------------
     def synchronize(self, a=None):
@@ -105,7 +109,10 @@ class NumbaCudaBackend(DeviceBackend):
         return (CudaAPIError,)
 
     def heuristic_conv_algorithm(self, geom, conv_pass, candidates):
-        if geom.c * geom.kh * geom.kw <= 32 and "direct" in candidates:
+        # few products per output: one thread per output beats a GEMM's tiles; backward-weight
+        # sums over the whole batch per output, which only the implicit GEMM splits
+        if (geom.c * geom.kh * geom.kw <= 32 and conv_pass != "backward_weight"
+                and "direct" in candidates):
             return "direct"
         return "im2col" if "im2col" in candidates else candidates[0]
 
