@@ -279,6 +279,37 @@ def test_macro_generated_kernels_are_launchable(tmp_path):
     assert "fc_fill_f32(int, float, float*)" in repr(module.get_function("fc_fill_f32"))
 
 
+@needs_gxx
+def test_a_missing_syncthreads_reads_stale_shared_memory(tmp_path):
+    """Emulated threads each run to their next barrier before the next thread starts, so a
+    kernel missing a ``__syncthreads`` reads stale shared memory every time, not by chance."""
+    source = tmp_path / "barrier.cu"
+    source.write_text(textwrap.dedent("""\
+        template <bool SYNC>
+        __device__ void rotate(int n, float v, float* out) {
+            __shared__ float s[64];
+            s[threadIdx.x] = v + threadIdx.x;
+            if (SYNC) __syncthreads();
+            out[threadIdx.x] = s[(threadIdx.x + 1) % n];
+        }
+        extern "C" __global__ void fc_with(int n, float v, float* out) { rotate<true>(n, v, out); }
+        extern "C" __global__ void fc_without(int n, float v, float* out) {
+            rotate<false>(n, v, out);
+        }
+        """))
+    module = emulation.load(source, loader.kernels_dir())
+    n, out = 8, np.zeros(8, np.float32)
+    fresh = 200 + (np.arange(n) + 1) % n
+    for name in ("fc_with", "fc_without"):
+        module.get_function(name)((1,), (n,), (np.int32(n), np.float32(100), out))
+        module.get_function(name)((1,), (n,), (np.int32(n), np.float32(200), out))
+        if name == "fc_with":
+            np.testing.assert_array_equal(out, fresh)
+        else:  # every thread but the last read its neighbour's value of the launch before
+            np.testing.assert_array_equal(out[:-1], fresh[:-1] - 100)
+            assert out[-1] == fresh[-1]
+
+
 # -- packaging ---------------------------------------------------------------------------------
 def test_wheel_ships_every_kernel_source(tmp_path):
     """Build the wheel from a copy of the project (the working tree is left alone), check that

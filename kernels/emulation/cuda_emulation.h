@@ -4,15 +4,23 @@
 // and `-include` of this header, then calls the generated launch entry points through ctypes on
 // NumPy buffers. The model:
 //
-// * Blocks run one at a time. Each CUDA thread of a block is one OS thread (std::thread), created
-//   once per launch and reused for every block of the grid.
-// * `__syncthreads()` is a std::barrier over the block's threads; a thread whose kernel returned
-//   drops out of it (as an exited thread no longer holds a real block back).
-// * `__shared__` is `static`: one block at a time, so one copy is enough; as on a GPU its content
-//   is undefined at the start of a block (it keeps the previous block's values).
-// * threadIdx and blockIdx are thread_local; blockDim and gridDim are set before the threads start.
-// * atomics are std::atomic_ref, so ThreadSanitizer sees them as atomics and a missing
-//   `__syncthreads()` as a data race.
+// * Blocks run one at a time; `__shared__` is `static` (one block at a time, so one copy is
+//   enough; as on a GPU its content is undefined at the start of a block).
+// * Each CUDA thread of a block is a thread of execution of its own, scheduled in one of two ways:
+//   - FC_EMU_THREADS defined (the sanitizer builds): one OS thread per CUDA thread, created once
+//     per launch and reused for every block; `__syncthreads()` is a std::barrier and atomics are
+//     std::atomic_ref, so ThreadSanitizer sees a missing `__syncthreads()` as a data race on the
+//     shared-memory line, and AddressSanitizer checks every thread's accesses.
+//   - otherwise (the default): one fiber (ucontext) per CUDA thread, all on the calling OS
+//     thread; each runs until its next `__syncthreads()` or its end, then the next one. Switching
+//     fibers costs about a microsecond where waking OS threads at a barrier costs tens to
+//     hundreds on a busy machine (a tiled GEMM has two barriers per depth step), and a missing
+//     `__syncthreads()` reliably reads stale shared memory, since every thread runs to its next
+//     barrier before the next thread starts.
+//   In both, a thread whose kernel returned no longer holds the block back at a barrier, as an
+//   exited thread on a GPU.
+// * threadIdx and blockIdx are thread_local (set by the scheduler); blockDim and gridDim are set
+//   before the block's threads start.
 //
 // Supported: the execution-space qualifiers, __restrict__, __forceinline__, __launch_bounds__,
 // static __shared__ arrays, __syncthreads, __threadfence, atomicAdd/Sub/Max/Min/Exch/CAS, the C
@@ -61,6 +69,9 @@
 #include <utility>
 #include <vector>
 #include <math.h>
+#ifndef FC_EMU_THREADS
+#include <ucontext.h>
+#endif
 
 // after the standard headers: libstdc++ itself writes __attribute__((__noinline__))
 #define __noinline__ __attribute__((noinline))
@@ -81,15 +92,30 @@ inline thread_local uint3 thread_idx{0, 0, 0};
 inline thread_local uint3 block_idx{0, 0, 0};
 inline dim3 block_dim;
 inline dim3 grid_dim;
+#ifdef FC_EMU_THREADS
 // The barrier of the block now running; replaced between blocks by the grid's end-of-block
 // barrier (see run_grid()).
 inline std::barrier<>* block_barrier = nullptr;
+#else
+// The scheduler's context, and the fiber now running (see run_grid()).
+inline ucontext_t scheduler;
+inline ucontext_t* running = nullptr;
+// set by __syncthreads: the fiber came back to the scheduler at a barrier, not at its end
+inline bool yielded = false;
+#endif
 }  // namespace fc_emu
 
 constexpr int warpSize = 32;
 
 // -- synchronisation ---------------------------------------------------------------------------
+#ifdef FC_EMU_THREADS
 inline void __syncthreads() { ::fc_emu::block_barrier->arrive_and_wait(); }
+#else
+inline void __syncthreads() {
+    ::fc_emu::yielded = true;
+    swapcontext(::fc_emu::running, &::fc_emu::scheduler);
+}
+#endif
 inline void __threadfence() { std::atomic_thread_fence(std::memory_order_seq_cst); }
 inline void __threadfence_block() { std::atomic_thread_fence(std::memory_order_seq_cst); }
 
@@ -216,8 +242,9 @@ void thunk(void** args) {
     call(K, args, std::make_index_sequence<signature_size(K)>{});
 }
 
-// Runs the grid: one OS thread per CUDA thread of a block, every block in turn. Not a template,
-// so that a source with many kernels compiles the threads and barriers once.
+// Runs the grid: a function, not a template, so that a source's kernels share one copy.
+#ifdef FC_EMU_THREADS
+// One OS thread per CUDA thread of a block, every block in turn.
 inline void run_grid(void (*body)(void**), void** args, const unsigned int* grid,
                      const unsigned int* block) {
     grid_dim = dim3(grid[0], grid[1], grid[2]);
@@ -259,6 +286,64 @@ inline void run_grid(void (*body)(void**), void** args, const unsigned int* grid
     for (auto& t : threads) t.join();
     block_barrier = nullptr;
 }
+#else
+// One fiber per CUDA thread of a block, every block in turn, on the calling thread.
+inline void (*fiber_body)(void**) = nullptr;
+inline void** fiber_args = nullptr;
+inline void fiber_main() { fiber_body(fiber_args); }  // returns to uc_link: the scheduler
+
+constexpr std::size_t fiber_stack_size = 256 * 1024;
+// Fiber stacks, kept from launch to launch (memory untouched by a kernel is never committed).
+inline std::vector<std::unique_ptr<char[]>> fiber_stacks;
+
+inline void run_grid(void (*body)(void**), void** args, const unsigned int* grid,
+                     const unsigned int* block) {
+    grid_dim = dim3(grid[0], grid[1], grid[2]);
+    block_dim = dim3(block[0], block[1], block[2]);
+    const std::size_t nthreads = std::size_t(block[0]) * block[1] * block[2];
+    const std::size_t nblocks = std::size_t(grid[0]) * grid[1] * grid[2];
+    if (nthreads == 0 || nblocks == 0) return;
+    while (fiber_stacks.size() < nthreads)
+        fiber_stacks.emplace_back(new char[fiber_stack_size]);
+    fiber_body = body;
+    fiber_args = args;
+    std::vector<ucontext_t> fibers(nthreads);
+    std::vector<char> done(nthreads);
+    for (std::size_t b = 0; b < nblocks; ++b) {
+        block_idx = uint3{static_cast<unsigned int>(b % grid[0]),
+                          static_cast<unsigned int>((b / grid[0]) % grid[1]),
+                          static_cast<unsigned int>(b / (std::size_t(grid[0]) * grid[1]))};
+        for (std::size_t t = 0; t < nthreads; ++t) {
+            getcontext(&fibers[t]);
+            fibers[t].uc_stack.ss_sp = fiber_stacks[t].get();
+            fibers[t].uc_stack.ss_size = fiber_stack_size;
+            fibers[t].uc_link = &scheduler;
+            makecontext(&fibers[t], fiber_main, 0);
+            done[t] = 0;
+        }
+        // Rounds: every live thread runs to its next __syncthreads (or its end); a round ends
+        // with all of them at the same barrier, which the next round releases.
+        for (std::size_t alive = nthreads; alive > 0;) {
+            for (std::size_t t = 0; t < nthreads; ++t) {
+                if (done[t]) continue;
+                thread_idx = uint3{static_cast<unsigned int>(t % block[0]),
+                                   static_cast<unsigned int>((t / block[0]) % block[1]),
+                                   static_cast<unsigned int>(t / (std::size_t(block[0]) *
+                                                                  block[1]))};
+                running = &fibers[t];
+                // a fiber that ends comes back through uc_link, without passing __syncthreads
+                yielded = false;
+                swapcontext(&scheduler, &fibers[t]);
+                if (!yielded) {
+                    done[t] = 1;
+                    --alive;
+                }
+            }
+        }
+    }
+    running = nullptr;
+}
+#endif
 
 }  // namespace fc_emu
 #endif  // FC_EMU_PREPROCESS

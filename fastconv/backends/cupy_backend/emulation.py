@@ -6,7 +6,9 @@ defines ``threadIdx``, ``__syncthreads``, ``__shared__``, atomics...), the loade
 as ``-D`` options, and an exported launch entry point (plus a signature string) generated for
 every ``extern "C" __global__`` kernel; the shared library is cached on disk under
 ``fastconv.config.cache_dir()``, keyed by the source, the headers, the defines, the options and
-the compiler's version, and written atomically. Kernels are called through ctypes; the argument
+the compiler's version, and written atomically; the emulation header is precompiled once per
+options and compiler (parsing the standard headers was most of a build). Kernels are called
+through ctypes; the argument
 marshalling is stricter than CuPy's: a Python ``int``/``float`` is refused (CuPy would pass it as
 a 64-bit value whatever the kernel declares), and every argument is checked against the type
 the kernel declares (``np.int32`` for ``int``, ``float32`` arrays for ``float*``...), so that the
@@ -32,6 +34,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -42,14 +45,16 @@ from .errors import KernelCompileError, KernelLaunchError, KernelNotFoundError
 #: g++ options of every emulation build (the sanitizer's are added to them)
 CXXFLAGS = ("-std=c++20", "-x", "c++", "-fPIC", "-shared", "-O1", "-pthread",
             "-fvisibility=hidden", "-fno-gnu-unique", "-w")
-#: (-O0: instrumented kernels compile twice as fast, and the sanitizer runs use tiny shapes;
-#: -g1: line tables, so that reports name the kernel's lines)
+#: (FC_EMU_THREADS: one OS thread per CUDA thread, so that the sanitizers see every thread's
+#: accesses and the barriers between them; -O0: instrumented kernels compile twice as fast, and
+#: the sanitizer runs use tiny shapes; -g1: line tables, so that reports name the kernel's lines)
 SANITIZER_FLAGS = {
-    "address": ("-fsanitize=address", "-fno-omit-frame-pointer", "-g1", "-O0"),
-    "thread": ("-fsanitize=thread", "-g1", "-O0"),
+    "address": ("-DFC_EMU_THREADS", "-fsanitize=address", "-fno-omit-frame-pointer", "-g1",
+                "-O0"),
+    "thread": ("-DFC_EMU_THREADS", "-fsanitize=thread", "-g1", "-O0"),
 }
 #: bump when the generated entry points change, so that cached libraries are rebuilt
-_GENERATOR_VERSION = "4"
+_GENERATOR_VERSION = "6"
 
 #: how many shared libraries this process compiled (tests check the disk cache with it)
 compilations = 0
@@ -185,11 +190,13 @@ def _precompiled_header(cxx: str, kernels_dir: Path, sanitizer: str | None) -> P
     h = hashlib.sha256()
     h.update(repr((compiler_version(), CXXFLAGS, SANITIZER_FLAGS.get(sanitizer, ()))).encode())
     h.update(header.read_bytes())
-    folder = config.cache_dir() / "cupy-emulation" / f"pch-{h.hexdigest()[:24]}"
+    kind = f"pch-{sanitizer or 'plain'}-"
+    folder = config.cache_dir() / "cupy-emulation" / f"{kind}{h.hexdigest()[:24]}"
     copy = folder / header.name
     if (folder / f"{header.name}.gch").exists():
         return copy
     folder.parent.mkdir(parents=True, exist_ok=True)
+    _prune(folder.parent, kind, keep=folder)
     with tempfile.TemporaryDirectory(dir=folder.parent, prefix=".pch-") as tmp:
         staged = Path(tmp) / "pch"
         staged.mkdir()
@@ -208,6 +215,18 @@ def _precompiled_header(cxx: str, kernels_dir: Path, sanitizer: str | None) -> P
             if not (folder / f"{header.name}.gch").exists():
                 return header
     return copy
+
+
+def _prune(cache: Path, prefix: str, keep: Path, age_s: float = 3600.0) -> None:
+    """Remove precompiled headers of older versions of the header or compiler (about 60 MB
+    each), unused for ``age_s``: a fresh one may still be in use by another process."""
+    now = time.time()
+    for old in cache.glob(f"{prefix}*"):
+        try:
+            if old != keep and now - old.stat().st_mtime > age_s:
+                shutil.rmtree(old, ignore_errors=True)
+        except OSError:
+            pass
 
 
 def build(source: Path, kernels_dir: Path, defines=(), sanitizer: str | None = None) -> Path:
@@ -237,9 +256,15 @@ def build(source: Path, kernels_dir: Path, defines=(), sanitizer: str | None = N
         wrapper.write_text(_entry_points(source.resolve(), names))
         out = Path(tmp) / "kernels.so"
         pch = _precompiled_header(cxx, kernels_dir, sanitizer)
-        _run_gcc([cxx, *CXXFLAGS, *SANITIZER_FLAGS.get(sanitizer, ()), "-include", str(pch),
-                  f"-I{kernels_dir}", *_define_options(defines), str(wrapper), "-o", str(out)],
-                 source, kernels_dir)
+        for include in (pch, header):
+            try:
+                _run_gcc([cxx, *CXXFLAGS, *SANITIZER_FLAGS.get(sanitizer, ()), "-include",
+                          str(include), f"-I{kernels_dir}", *_define_options(defines),
+                          str(wrapper), "-o", str(out)], source, kernels_dir)
+                break
+            except KernelCompileError:
+                if include == header or pch.exists():
+                    raise  # a real error (the precompiled header is still there)
         compilations += 1
         os.replace(out, target)
     return target
