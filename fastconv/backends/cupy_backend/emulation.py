@@ -8,20 +8,26 @@ every ``extern "C" __global__`` kernel; the shared library is cached on disk und
 ``fastconv.config.cache_dir()``, keyed by the source, the headers, the defines, the options and
 the compiler's version, and written atomically; the emulation header is precompiled once per
 options and compiler (parsing the standard headers was most of a build). Kernels are called
-through ctypes; the argument
-marshalling is stricter than CuPy's: a Python ``int``/``float`` is refused (CuPy would pass it as
-a 64-bit value whatever the kernel declares), and every argument is checked against the type
-the kernel declares (``np.int32`` for ``int``, ``float32`` arrays for ``float*``...), so that the
-launchers are proven to pass what the GPU expects. Grid and block sizes are checked as CUDA does.
+through ctypes; the argument marshalling is stricter than CuPy's: a Python ``int``/``float`` is
+refused (CuPy would pass it as a 64-bit value whatever the kernel declares), and every argument
+is checked against the type the kernel declares (``np.int32`` for ``int``, ``float32`` arrays
+for ``float*``...), so that the launchers are proven to pass what the GPU expects. Grid and
+block sizes are checked as CUDA does; dynamic shared memory is refused (static only).
 
-Why one OS thread per CUDA thread (rather than HIP-CPU's fibers): with real threads,
-``__syncthreads`` is a ``std::barrier`` and atomics are ``std::atomic_ref``, which
-ThreadSanitizer understands, so a missing ``__syncthreads`` is reported as a data race on the
-shared-memory line, and AddressSanitizer sees out-of-bounds accesses in the kernel itself
-(``FASTCONV_CUPY_SANITIZE``). HIP-CPU runs about 10x faster but is unmaintained since 2024, has a
-64-wide warp and needs a macro for dynamic shared memory, and fibers hide races from TSan.
-The price is speed (blocks run one at a time, a thread switch per barrier), so launchers use
-tiny blocks under emulation (``loader.EMULATED``).
+How CUDA threads run (see ``kernels/emulation/cuda_emulation.h``): blocks one at a time; within
+a block, by default one fiber (``ucontext``) per CUDA thread on the calling OS thread, each
+running to its next ``__syncthreads`` before the next starts; in the sanitizer builds
+(``FASTCONV_CUPY_SANITIZE``) one OS thread per CUDA thread, with ``__syncthreads`` a
+``std::barrier`` and atomics ``std::atomic_ref``, which ThreadSanitizer understands: a missing
+``__syncthreads`` is reported as a data race on the shared-memory line, and AddressSanitizer
+checks every thread's accesses. Fibers because OS threads woken at every barrier made tiled
+kernels about 5x slower here (a GEMM has two barriers per depth step), and a missing barrier then
+reads stale shared memory every time rather than by chance. Why not HIP-CPU (header-only, fibers
+too, about 10x faster than OS threads): it is unmaintained since 2024, has a 64-wide warp, needs a
+macro for dynamic shared memory and a TBB dependency, and its fibers would hide races from TSan;
+the header here is some 300 lines covering exactly what fastconv's kernels use, and both of its
+schedulers run the same kernel code. Launchers still use tiny blocks under emulation
+(``loader.EMULATED``), so that edge tiles and several blocks are exercised on small shapes.
 """
 
 from __future__ import annotations
