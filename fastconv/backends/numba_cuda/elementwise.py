@@ -82,8 +82,11 @@ def sum_partials(partial, out):
 
 
 def column_sums(be, partial, dtype):
-    """The per-channel totals (dtype ``dtype``) of the partial sums of a column-sum kernel."""
-    ch = partial.shape[1]
+    """The per-channel totals (dtype ``dtype``) of the partial sums of a column-sum kernel;
+    a single row of partial sums is the total already (no second launch)."""
+    rows, ch = partial.shape
+    if rows == 1:
+        return be.device(partial[0].astype(dtype))
     out = be.empty((ch,), dtype)
     sum_partials[(sum_grid(1, ch)[0], 1), (TX, TY)](dtype, partial, out)
     return out
