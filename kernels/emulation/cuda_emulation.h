@@ -11,12 +11,13 @@
 //     per launch and reused for every block; `__syncthreads()` is a std::barrier and atomics are
 //     std::atomic_ref, so ThreadSanitizer sees a missing `__syncthreads()` as a data race on the
 //     shared-memory line, and AddressSanitizer checks every thread's accesses.
-//   - otherwise (the default): one fiber (ucontext) per CUDA thread, all on the calling OS
-//     thread; each runs until its next `__syncthreads()` or its end, then the next one. Switching
-//     fibers costs about a microsecond where waking OS threads at a barrier costs tens to
-//     hundreds on a busy machine (a tiled GEMM has two barriers per depth step), and a missing
-//     `__syncthreads()` reliably reads stale shared memory, since every thread runs to its next
-//     barrier before the next thread starts.
+//   - otherwise (the default): one fiber per CUDA thread, all on the calling OS thread; each
+//     runs until its next `__syncthreads()` or its end, then the next one. A fiber switch costs
+//     nanoseconds (a few instructions on x86-64; ucontext elsewhere, or with FC_EMU_UCONTEXT)
+//     where waking OS threads at a barrier costs tens of microseconds or more on a busy machine
+//     (a tiled GEMM has two barriers per depth step), and a missing `__syncthreads()` reliably
+//     reads stale shared memory, since every thread runs to its next barrier before the next
+//     thread starts.
 //   In both, a thread whose kernel returned no longer holds the block back at a barrier, as an
 //   exited thread on a GPU.
 // * threadIdx and blockIdx are thread_local (set by the scheduler); blockDim and gridDim are set
@@ -69,7 +70,7 @@
 #include <utility>
 #include <vector>
 #include <math.h>
-#ifndef FC_EMU_THREADS
+#if !defined(FC_EMU_THREADS) && (!defined(__x86_64__) || defined(FC_EMU_UCONTEXT))
 #include <ucontext.h>
 #endif
 
@@ -97,11 +98,77 @@ inline dim3 grid_dim;
 // barrier (see run_grid()).
 inline std::barrier<>* block_barrier = nullptr;
 #else
-// The scheduler's context, and the fiber now running (see run_grid()).
-inline ucontext_t scheduler;
-inline ucontext_t* running = nullptr;
-// set by __syncthreads: the fiber came back to the scheduler at a barrier, not at its end
-inline bool yielded = false;
+// Fibers: a saved execution context each, switched by switch_fiber(from, to).
+#if defined(__x86_64__) && !defined(FC_EMU_UCONTEXT)
+// x86-64: the callee-saved registers, the SSE and x87 control words and the stack pointer; no
+// system call (ucontext's swapcontext makes one to save the signal mask, which cost about 0.6 us
+// per switch here, and tiled kernels switch twice per depth step).
+struct fiber_context {
+    void* sp = nullptr;
+};
+extern "C" __attribute__((visibility("hidden"))) void fc_emu_switch(void** save_sp, void* load_sp);
+asm(R"(
+    .text
+    .p2align 4
+    .globl fc_emu_switch
+    .hidden fc_emu_switch
+    .type fc_emu_switch, @function
+fc_emu_switch:
+    pushq %rbp
+    pushq %rbx
+    pushq %r12
+    pushq %r13
+    pushq %r14
+    pushq %r15
+    subq $8, %rsp
+    stmxcsr (%rsp)
+    fnstcw 4(%rsp)
+    movq %rsp, (%rdi)
+    movq %rsi, %rsp
+    ldmxcsr (%rsp)
+    fldcw 4(%rsp)
+    addq $8, %rsp
+    popq %r15
+    popq %r14
+    popq %r13
+    popq %r12
+    popq %rbx
+    popq %rbp
+    ret
+    .size fc_emu_switch, .-fc_emu_switch
+)");
+inline void switch_fiber(fiber_context& from, fiber_context& to) { fc_emu_switch(&from.sp, to.sp); }
+// A context that starts `entry` (which must never return) on the stack [stack, stack + size).
+inline void make_fiber(fiber_context& f, char* stack, std::size_t size, void (*entry)()) {
+    auto top = (reinterpret_cast<std::uintptr_t>(stack + size)) & ~std::uintptr_t(15);
+    void** sp = reinterpret_cast<void**>(top);
+    *--sp = nullptr;                          // entry's return address: it never returns
+    *--sp = reinterpret_cast<void*>(entry);   // where fc_emu_switch's ret goes
+    for (int i = 0; i < 6; ++i) *--sp = nullptr;  // rbp, rbx, r12-r15
+    --sp;                                     // the control words, the caller's
+    auto* words = reinterpret_cast<std::uint32_t*>(sp);
+    __asm__ volatile("stmxcsr %0" : "=m"(words[0]));
+    __asm__ volatile("fnstcw %0" : "=m"(*reinterpret_cast<std::uint16_t*>(&words[1])));
+    f.sp = sp;
+}
+#else
+struct fiber_context {
+    ucontext_t uc;
+};
+inline void switch_fiber(fiber_context& from, fiber_context& to) { swapcontext(&from.uc, &to.uc); }
+inline void make_fiber(fiber_context& f, char* stack, std::size_t size, void (*entry)()) {
+    getcontext(&f.uc);
+    f.uc.uc_stack.ss_sp = stack;
+    f.uc.uc_stack.ss_size = size;
+    f.uc.uc_link = nullptr;
+    makecontext(&f.uc, entry, 0);
+}
+#endif
+// The scheduler's context and the running fiber's (see run_grid()).
+inline fiber_context scheduler;
+inline fiber_context* running = nullptr;
+// set when the running fiber's kernel returned (rather than stopping at a __syncthreads)
+inline bool finished = false;
 #endif
 }  // namespace fc_emu
 
@@ -111,10 +178,7 @@ constexpr int warpSize = 32;
 #ifdef FC_EMU_THREADS
 inline void __syncthreads() { ::fc_emu::block_barrier->arrive_and_wait(); }
 #else
-inline void __syncthreads() {
-    ::fc_emu::yielded = true;
-    swapcontext(::fc_emu::running, &::fc_emu::scheduler);
-}
+inline void __syncthreads() { ::fc_emu::switch_fiber(*::fc_emu::running, ::fc_emu::scheduler); }
 #endif
 inline void __threadfence() { std::atomic_thread_fence(std::memory_order_seq_cst); }
 inline void __threadfence_block() { std::atomic_thread_fence(std::memory_order_seq_cst); }
@@ -290,7 +354,12 @@ inline void run_grid(void (*body)(void**), void** args, const unsigned int* grid
 // One fiber per CUDA thread of a block, every block in turn, on the calling thread.
 inline void (*fiber_body)(void**) = nullptr;
 inline void** fiber_args = nullptr;
-inline void fiber_main() { fiber_body(fiber_args); }  // returns to uc_link: the scheduler
+inline void fiber_main() {
+    fiber_body(fiber_args);
+    finished = true;
+    switch_fiber(*running, scheduler);  // never resumed
+    __builtin_unreachable();
+}
 
 constexpr std::size_t fiber_stack_size = 256 * 1024;
 // Fiber stacks, kept from launch to launch (memory untouched by a kernel is never committed).
@@ -307,18 +376,14 @@ inline void run_grid(void (*body)(void**), void** args, const unsigned int* grid
         fiber_stacks.emplace_back(new char[fiber_stack_size]);
     fiber_body = body;
     fiber_args = args;
-    std::vector<ucontext_t> fibers(nthreads);
+    std::vector<fiber_context> fibers(nthreads);
     std::vector<char> done(nthreads);
     for (std::size_t b = 0; b < nblocks; ++b) {
         block_idx = uint3{static_cast<unsigned int>(b % grid[0]),
                           static_cast<unsigned int>((b / grid[0]) % grid[1]),
                           static_cast<unsigned int>(b / (std::size_t(grid[0]) * grid[1]))};
         for (std::size_t t = 0; t < nthreads; ++t) {
-            getcontext(&fibers[t]);
-            fibers[t].uc_stack.ss_sp = fiber_stacks[t].get();
-            fibers[t].uc_stack.ss_size = fiber_stack_size;
-            fibers[t].uc_link = &scheduler;
-            makecontext(&fibers[t], fiber_main, 0);
+            make_fiber(fibers[t], fiber_stacks[t].get(), fiber_stack_size, fiber_main);
             done[t] = 0;
         }
         // Rounds: every live thread runs to its next __syncthreads (or its end); a round ends
@@ -331,10 +396,9 @@ inline void run_grid(void (*body)(void**), void** args, const unsigned int* grid
                                    static_cast<unsigned int>(t / (std::size_t(block[0]) *
                                                                   block[1]))};
                 running = &fibers[t];
-                // a fiber that ends comes back through uc_link, without passing __syncthreads
-                yielded = false;
-                swapcontext(&scheduler, &fibers[t]);
-                if (!yielded) {
+                finished = false;
+                switch_fiber(scheduler, fibers[t]);
+                if (finished) {
                     done[t] = 1;
                     --alive;
                 }

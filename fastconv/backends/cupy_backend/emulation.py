@@ -60,7 +60,7 @@ SANITIZER_FLAGS = {
     "thread": ("-DFC_EMU_THREADS", "-fsanitize=thread", "-g1", "-O0"),
 }
 #: bump when the generated entry points change, so that cached libraries are rebuilt
-_GENERATOR_VERSION = "6"
+_GENERATOR_VERSION = "7"
 
 #: how many shared libraries this process compiled (tests check the disk cache with it)
 compilations = 0
