@@ -370,7 +370,8 @@ def test_unavailable_reasons_name_the_missing_piece(monkeypatch):
     for driver, expected in ((None, "no CUDA driver (libcuda.so.1 not found)"),
                              (12080, "driver supports CUDA 12.8: pip install 'fastconv[cuda12]' "
                                      "(cupy-cuda12x)"),
-                             (13010, "pip install 'fastconv[cuda13]' (cupy-cuda13x)")):
+                             (13010, "pip install 'fastconv[cuda13]' (cupy-cuda13x)"),
+                             (11080, "a newer NVIDIA driver first: this one supports CUDA 11.8")):
         monkeypatch.setattr(cupy_backend, "_driver_version", lambda d=driver: d)
         reason = cupy_backend.unavailable_reason()
         assert expected in reason and "FASTCONV_CUPY_EMULATE=1" in reason, reason

@@ -38,6 +38,10 @@ def _driver_version() -> int | None:
 
 
 def _cupy_wheel(driver: int | None) -> str:
+    if driver is not None and driver < 12000:
+        return (f"a newer NVIDIA driver first: this one supports CUDA "
+                f"{driver // 1000}.{driver % 1000 // 10}, and fastconv's CuPy wheels need CUDA 12 "
+                f"or 13; then pip install 'fastconv[cuda12]' (cupy-cuda12x)")
     if driver is not None and driver >= 13000:
         return "the driver supports CUDA 13: pip install 'fastconv[cuda13]' (cupy-cuda13x)"
     if driver is not None:
