@@ -58,7 +58,9 @@ def _pairs(name: str, dtype: str, rng):
         yield (f"avg pool backward {xs}", lambda be, dy=dy, g=g: be.avg_pool2d_backward(
             be.asarray(dy), g))
     y, b = arr(5, 3, 7), arr(7)
-    yield "bias + relu", lambda be: be.bias_activation(be.asarray(y), be.asarray(b), "relu")
+    # in place: a copy each, or the numpy backend's run (asarray: no copy) would change y
+    yield "bias + relu", lambda be: be.bias_activation(be.asarray(y.copy()), be.asarray(b),
+                                                       "relu")
     yield "epilogue backward", lambda be: be.epilogue_backward(
         be.asarray(y), be.asarray(np.maximum(y, 0)), "relu", True)
     a, c = arr(7, 5), arr(5, 9)
