@@ -24,7 +24,7 @@ struct PatchA {
     const T* __restrict__ x;
     ConvGeom g;
     int rows;
-    __device__ __forceinline__ void load_a(T (&As)[TILE_K][TILE_M], int m0, int k0,
+    __device__ __forceinline__ void load_a(FcTileA<T>& As, int m0, int k0,
                                            int k_end) const {
         for (int e = threadIdx.x; e < TILE_K * TILE_M; e += FC_TILE_THREADS) {
             const int mm = e / TILE_K, kk = e % TILE_K;
@@ -40,7 +40,7 @@ struct RowsB {
     const T* __restrict__ p;
     int cols;
     bool vec;
-    __device__ __forceinline__ void load_b(T (&Bs)[TILE_K][TILE_N], int k0, int n0,
+    __device__ __forceinline__ void load_b(FcTileB<T>& Bs, int k0, int n0,
                                            int k_end) const {
         fc_load_rows(Bs, p, cols, k_end, cols, k0, n0, vec);
     }
@@ -81,7 +81,7 @@ struct GradA {
     const T* __restrict__ dy;
     ConvGeom g;
     int rows;
-    __device__ __forceinline__ void load_a(T (&As)[TILE_K][TILE_M], int m0, int k0,
+    __device__ __forceinline__ void load_a(FcTileA<T>& As, int m0, int k0,
                                            int k_end) const {
         for (int e = threadIdx.x; e < TILE_K * TILE_M; e += FC_TILE_THREADS) {
             const int mm = e / TILE_K, kk = e % TILE_K;
@@ -110,7 +110,7 @@ template <typename T>
 struct FlippedWeightsB {
     const T* __restrict__ w;
     ConvGeom g;
-    __device__ __forceinline__ void load_b(T (&Bs)[TILE_K][TILE_N], int k0, int n0,
+    __device__ __forceinline__ void load_b(FcTileB<T>& Bs, int k0, int n0,
                                            int k_end) const {
         for (int e = threadIdx.x; e < TILE_K * TILE_N; e += FC_TILE_THREADS) {
             const int nn = e / TILE_K, kk = e % TILE_K;
@@ -153,7 +153,7 @@ struct PatchTransposedA {
     const T* __restrict__ x;
     ConvGeom g;
     int cols;  // KH*KW*C
-    __device__ __forceinline__ void load_a(T (&As)[TILE_K][TILE_M], int k_row0, int r0,
+    __device__ __forceinline__ void load_a(FcTileA<T>& As, int k_row0, int r0,
                                            int r_end) const {
         for (int e = threadIdx.x; e < TILE_K * TILE_M; e += FC_TILE_THREADS) {
             const int rr = e / TILE_M, kk = e % TILE_M;

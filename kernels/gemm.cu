@@ -14,7 +14,7 @@ struct DenseA {
     const T* __restrict__ p;
     int ld, rows, trans;
     // As[kk][mm] = op(A)[m0 + mm, k0 + kk]: reads run along A's contiguous axis
-    __device__ __forceinline__ void load_a(T (&As)[TILE_K][TILE_M], int m0, int k0,
+    __device__ __forceinline__ void load_a(FcTileA<T>& As, int m0, int k0,
                                            int k_end) const {
         for (int e = threadIdx.x; e < TILE_K * TILE_M; e += FC_TILE_THREADS) {
             int mm, kk;
@@ -31,7 +31,7 @@ struct DenseB {
     const T* __restrict__ p;
     int ld, cols, trans;
     bool vec;
-    __device__ __forceinline__ void load_b(T (&Bs)[TILE_K][TILE_N], int k0, int n0,
+    __device__ __forceinline__ void load_b(FcTileB<T>& Bs, int k0, int n0,
                                            int k_end) const {
         if (!trans) {
             fc_load_rows(Bs, p, ld, k_end, cols, k0, n0, vec);

@@ -36,6 +36,12 @@
 
 #define FC_TILE_THREADS ((TILE_M / THREAD_M) * (TILE_N / THREAD_N))
 
+// Shared tiles, each row padded by one element: loaders that store along k (8 threads writing
+// one column) hit 8 different banks instead of one.
+#define FC_SMEM_PAD 1
+template <typename T> using FcTileA = T[TILE_K][TILE_M + FC_SMEM_PAD];
+template <typename T> using FcTileB = T[TILE_K][TILE_N + FC_SMEM_PAD];
+
 static_assert(TILE_M % THREAD_M == 0 && TILE_N % THREAD_N == 0, "tiles must split into threads");
 static_assert(TILE_N % 4 == 0, "TILE_N must hold whole 16-byte vectors of float");
 
@@ -52,7 +58,7 @@ __device__ __forceinline__ int fc_tile_col(int j) {
 // and p 16-byte aligned: the caller checks once) whole 16-byte vectors are loaded where the
 // vector lies inside the matrix, scalars at the right edge.
 template <typename T>
-__device__ __forceinline__ void fc_load_rows(T (&Bs)[TILE_K][TILE_N], const T* __restrict__ p,
+__device__ __forceinline__ void fc_load_rows(FcTileB<T>& Bs, const T* __restrict__ p,
                                              int ld, int rows, int cols, int k0, int n0,
                                              bool vec) {
     constexpr int V = FcVec<T>::width;
@@ -85,8 +91,8 @@ template <typename T, class LoadA, class LoadB>
 __device__ __forceinline__ void fc_gemm_mainloop(const LoadA& la, const LoadB& lb, int m0, int n0,
                                                  int k_begin, int k_end,
                                                  T (&acc)[THREAD_M][THREAD_N]) {
-    __shared__ T As[TILE_K][TILE_M];
-    __shared__ T Bs[TILE_K][TILE_N];
+    __shared__ FcTileA<T> As;
+    __shared__ FcTileB<T> Bs;
     for (int k0 = k_begin; k0 < k_end; k0 += TILE_K) {
         la.load_a(As, m0, k0, k_end);
         lb.load_b(Bs, k0, n0, k_end);

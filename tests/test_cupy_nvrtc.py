@@ -55,6 +55,20 @@ def test_tiled_kernels_use_static_shared_memory(report):
     assert all(r["shared_bytes"] > 0 for r in tiled)
 
 
+def test_gpu_launch_sizes_are_the_compiled_defaults():
+    """The launchers pass their GPU tile sizes as defines; the sources' #ifndef defaults (what
+    this check compiles) are the same numbers."""
+    from fastconv.backends.cupy_backend.launch import GPU_CONFIG
+
+    tiles = (nvrtc.kernels_dir() / "gemm_tile.cuh").read_text()
+    for name, value in GPU_CONFIG.gemm_defines().items():
+        assert f"#define {name} {value}\n" in tiles, name
+    for source, name in (("elementwise.cu", "EPILOGUE_THREADS"),
+                         ("normalization.cu", "NORM_THREADS")):
+        text = (nvrtc.kernels_dir() / source).read_text()
+        assert f"#define {name} {GPU_CONFIG.threads_1d} " in text, name
+
+
 def test_compile_error_names_file_line_and_message(tmp_path, monkeypatch):
     bad = tmp_path / "broken.cu"
     bad.write_text('#include "common.cuh"\n\nextern "C" __global__ void fc_bad_f32(float* x) {\n'

@@ -42,13 +42,10 @@ class NvrtcCompileError(RuntimeError):
 
 
 def kernels_dir() -> Path:
-    """The folder of the CUDA C sources (``kernels/`` at the top of the source tree, or the
-    installed copy beside the package)."""
-    here = Path(__file__).resolve()
-    for candidate in (here.parents[3] / "kernels", here.parents[2] / "kernels"):
-        if (candidate / "common.cuh").is_file():
-            return candidate
-    raise FileNotFoundError(f"the CUDA C sources (kernels/common.cuh) were not found near {here}")
+    """The folder of the CUDA C sources (the loader's: the source tree's or the wheel's)."""
+    from .loader import kernels_dir
+
+    return kernels_dir()
 
 
 def sources() -> list[Path]:
