@@ -169,3 +169,25 @@ def test_sizes_reach_kernels_as_int32():
     with pytest.raises(ValueError, match="32-bit"):
         i32(2**31)
     assert type(real("float32", 0.5)[0]) is np.float32
+
+
+@pytest.mark.parametrize("algo", ["winograd", "winograd4"])
+def test_winograd_prepared_forward_transforms_the_filters_once_per_weights(be, algo,
+                                                                           monkeypatch):
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((2, 7, 6, 3))
+    w1, w2 = rng.standard_normal((2, 3, 3, 3, 4))
+    b = rng.standard_normal(4)
+    g = conv_geometry(x.shape, w1.shape, 1, "same")
+    pads = (g.pt, g.pb, g.pl, g.pr)
+    alg = be.conv_algorithm(algo)
+    calls = []
+    transform = alg.filter_transform
+    monkeypatch.setattr(alg, "filter_transform", lambda w, g: calls.append(1) or transform(w, g))
+    run = be.prepare_conv2d_forward(g, algo, "relu")
+    xd, w1d, w2d, bd = (be.asarray(a) for a in (x, w1, w2, b))
+    for w, wd, key in ((w1, w1d, 1), (w1, w1d, 1), (w2, w2d, 2)):
+        got = be.to_host(run(xd, wd, bd, key))
+        want = naive.conv2d_forward(x, w, b, (1, 1), pads, (1, 1), "relu")
+        np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-9)
+    assert len(calls) == 2  # once for key 1, once for key 2

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from ...winograd import F2x2_3x3, F4x4_3x3, WinogradTransform, tile_counts
 from ..base import ConvAlgorithm, WinogradAlgorithm
+from ..derived import DerivedCache
 from . import gemm
 from .elementwise import _act
 from .launch import (
@@ -127,27 +128,36 @@ def winograd_defines(t: WinogradTransform) -> dict[str, object]:
 class _CudaWinograd(WinogradAlgorithm):
     SOURCE = "conv_winograd.cu"
 
-    def forward(self, x, w, b, g, activation):
+    def _check(self, g):
         if not g.is_3x3_unit:
             raise ValueError(f"{self.name} computes 3x3 convolutions with stride 1 and dilation "
                              f"1, not {g}")
+
+    def filter_transform(self, w, g):
+        """U = G w G^T per (channel, filter): (alpha^2, C, O) device memory."""
         be = self.backend
-        x, w, b = _inputs(be, x, w, b)
+        t = self.transform
+        u = be.empty((t.alpha * t.alpha, g.c, g.o), w.dtype)
+        check_sizes(u)
+        grid, block = blocks_1d(g.c * g.o)
+        launch(kernel(self.SOURCE, "winograd_filter", w.dtype, winograd_defines(t)), grid, block,
+               (w, u, *i32(g.c, g.o)))
+        return u
+
+    def _apply(self, x, u, b, g, activation):
+        """Input transform, batched GEMM with the transformed filters ``u``, output transform."""
+        be = self.backend
         t = self.transform
         defines = winograd_defines(t)
         dtype = x.dtype
         a2 = t.alpha * t.alpha
         th, tw = tile_counts(g.oh, g.ow, t.m)
         tiles = g.n * th * tw
-        u = be.empty((a2, g.c, g.o), dtype)
         v = be.empty((a2, tiles, g.c), dtype)
         m = be.empty((a2, tiles, g.o), dtype)
         y = be.empty(g.y_shape, dtype)
-        check_sizes(u, v, m, y)
+        check_sizes(v, m, y)
         geometry = i32(*g.astuple())
-        grid, block = blocks_1d(g.c * g.o)
-        launch(kernel(self.SOURCE, "winograd_filter", dtype, defines), grid, block,
-               (w, u, *i32(g.c, g.o)))
         grid, block = blocks_1d(tiles * g.c)
         launch(kernel(self.SOURCE, "winograd_input", dtype, defines), grid, block,
                (x, v, *i32(th, tw), *geometry))
@@ -158,6 +168,32 @@ class _CudaWinograd(WinogradAlgorithm):
                (m, y if b is None else b, y, *i32(b is not None, _act(activation), th, tw),
                 *geometry))
         return y
+
+    def forward(self, x, w, b, g, activation):
+        self._check(g)
+        x, w, b = _inputs(self.backend, x, w, b)
+        return self._apply(x, self.filter_transform(w, g), b, g, activation)
+
+    def prepare_forward(self, g, activation):
+        """Inference: the transformed filters (and the bias on device) once per
+        ``weights_key``."""
+        self._check(g)
+        be = self.backend
+        _act(activation)
+        cache = DerivedCache()
+
+        def prepared(w, b):  # w and b kept so that their ids in the key stay theirs
+            w_dev, b_dev = _inputs(be, w, b)
+            return w, b, self.filter_transform(w_dev, g), b_dev
+
+        def run(x, w, b, weights_key):
+            _, _, u, b_dev = cache.get(weights_key, lambda: prepared(w, b))
+            (x,) = _inputs(be, x)
+            if x.dtype != u.dtype:
+                raise TypeError(f"conv2d: arrays of {x.dtype} and {u.dtype} mixed")
+            return self._apply(x, u, b_dev, g, activation)
+
+        return run
 
 
 class WinogradF2Conv(_CudaWinograd):
