@@ -160,12 +160,15 @@ def cmd_train_mnist(args) -> int:
     (x_train, y_train), (x_test, y_test) = mnist.load_data(args.data)
     if args.train_samples:
         x_train, y_train = x_train[:args.train_samples], y_train[:args.train_samples]
+    if args.test_samples:
+        x_test, y_test = x_test[:args.test_samples], y_test[:args.test_samples]
     x_train = x_train.reshape(-1, 28, 28, 1).astype("float32") / 255.0
     x_test = x_test.reshape(-1, 28, 28, 1).astype("float32") / 255.0
     y_train, y_test = to_categorical(y_train, 10), to_categorical(y_test, 10)
     print(f"backend {fastconv.current_backend_name()}, convolution algorithm "
           f"{fastconv.current_conv_algo()}, {fastconv.get_num_threads()} threads; "
-          f"{len(x_train)} training images, batch {args.batch_size}, {args.epochs} epochs")
+          f"{len(x_train)} training images, {len(x_test)} test images, batch {args.batch_size}, "
+          f"{args.epochs} epochs")
     model = lesson_model()
     model.compile(optimizer="adam", loss="categorical_crossentropy", metrics=["accuracy"])
     if args.verbose:
@@ -540,6 +543,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "$FASTCONV_DATA, then the cache, then a download)")
     train.add_argument("--train-samples", type=_positive_int, default=None, metavar="N",
                        help="train on the first N images only (default: all 60000)")
+    train.add_argument("--test-samples", type=_positive_int, default=None, metavar="N",
+                       help="validate and test on the first N test images only (default: all "
+                            "10000)")
     train.add_argument("--seed", type=int, default=None, metavar="N",
                        help="random seed for weights and shuffling (default: unseeded)")
     train.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2),

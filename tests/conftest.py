@@ -59,9 +59,9 @@ BACKENDS = EMULATED_DEVICES or fastconv.backend_names()
 
 def pytest_configure(config):
     config.addinivalue_line(
-        "markers", "device: a test of the GPU backends' own machinery; it runs in the processes "
-        "that emulate a device (NUMBA_ENABLE_CUDASIM=1, FASTCONV_CUPY_EMULATE=1) and on a real "
-        "GPU")
+        "markers", "device(*backends): a test of the GPU backends' own machinery (of the named "
+        "ones only, when named); it runs in the processes that emulate them "
+        "(NUMBA_ENABLE_CUDASIM=1, FASTCONV_CUPY_EMULATE=1) and on a real GPU")
     config.addinivalue_line(
         "markers", "host_only(reason): a test of CPU-backend behaviour that an emulated device "
         "run leaves out, with the reason")
@@ -80,14 +80,22 @@ def pytest_collection_modifyitems(config, items):
     keep, dropped = [], {}
     for item in items:
         name = _param_backend(item)
+        marker = item.get_closest_marker("device")
+        wanted = tuple(marker.args) if marker is not None else ()
         if EMULATED_DEVICES:
-            ok = (name in EMULATED_DEVICES or item.get_closest_marker("device") is not None) \
+            ok = (name in EMULATED_DEVICES or (marker is not None and all(
+                w in EMULATED_DEVICES for w in wanted))) \
                 and item.get_closest_marker("host_only") is None
         else:
             unusable = (name in DEVICE_BACKENDS and fastconv.available_backends()[name]
                         is not None)
-            is_device_test = item.get_closest_marker("device") is not None
-            ok = not unusable and not (is_device_test and _no_usable_device())
+            if marker is None:
+                device_ok = True
+            elif wanted:
+                device_ok = all(fastconv.available_backends()[w] is None for w in wanted)
+            else:
+                device_ok = not _no_usable_device()
+            ok = not unusable and device_ok
         if ok:
             keep.append(item)
         else:

@@ -17,14 +17,11 @@ from fastconv.utils import set_random_seed
 
 from . import naive
 
-pytestmark = pytest.mark.device
+pytestmark = pytest.mark.device("cupy")
 
 
 @pytest.fixture
 def be():
-    reason = fastconv.available_backends()["cupy"]
-    if reason is not None:
-        pytest.skip(f"the cupy backend cannot run in this process: {reason}")
     with fastconv.use_backend("cupy") as backend:
         yield backend
 

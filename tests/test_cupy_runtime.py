@@ -25,7 +25,7 @@ from fastconv.backends.cupy_backend import emulation, loader
 from fastconv.backends.cupy_backend.errors import KernelCompileError, KernelLaunchError
 
 ROOT = Path(__file__).resolve().parents[1]
-device = pytest.mark.device
+device = pytest.mark.device("cupy")
 
 
 def _xp():

@@ -45,7 +45,7 @@ PROBE_SOURCE = textwrap.dedent("""\
     """)
 
 pytestmark = [
-    pytest.mark.device,
+    pytest.mark.device("cupy"),
     pytest.mark.skipif(not loader.EMULATED, reason="sanitizer builds are for the CPU emulation; "
                        "on a GPU compute-sanitizer checks the kernels (bench/gpu_run.sh)"),
 ]

@@ -55,14 +55,11 @@ def test_philox_device_function_keeps_64_bit_unsigned_words():
 
 @pytest.fixture
 def be():
-    reason = fastconv.available_backends()["numba-cuda"]
-    if reason is not None:
-        pytest.skip(f"numba-cuda is unavailable here: {reason}")
     with fastconv.use_backend("numba-cuda") as backend:
         yield backend
 
 
-device = pytest.mark.device
+device = pytest.mark.device("numba-cuda")
 
 
 @device

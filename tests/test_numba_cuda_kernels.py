@@ -17,14 +17,11 @@ from fastconv.geometry import conv_geometry
 
 from . import naive
 
-pytestmark = pytest.mark.device
+pytestmark = pytest.mark.device("numba-cuda")
 
 
 @pytest.fixture
 def be():
-    reason = fastconv.available_backends()["numba-cuda"]
-    if reason is not None:  # e.g. the process emulating only the cupy backend
-        pytest.skip(f"the numba-cuda backend cannot run in this process: {reason}")
     with fastconv.use_backend("numba-cuda") as backend:
         yield backend
 

@@ -139,6 +139,13 @@ class Backend:
     def __init__(self):
         self._algorithms: dict[str, ConvAlgorithm] = {}
 
+    def __reduce__(self):
+        """Backends pickle by name: unpickling gives the receiving process's backend of that
+        name (Tensors and models hold their backend)."""
+        from . import get_backend
+
+        return (get_backend, (self.name,))
+
     # -- arrays ---------------------------------------------------------------------------
     def asarray(self, a, dtype=None):
         """A backend array (C-contiguous) from host data or a backend array; scalars stay 0-d

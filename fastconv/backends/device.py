@@ -78,6 +78,49 @@ def batch_of(x) -> int | None:
     return int(shape[0]) if shape else None
 
 
+class EmulatedArrayModule:
+    """NumPy standing in for CuPy as the ``xp`` of an emulated GPU backend.
+
+    Everything is NumPy's, except that what CuPy would put in device memory is marked as such:
+    creation functions (``zeros``, ``empty``, ``arange`` ...) return device arrays, and
+    ``asarray``/``ascontiguousarray``/``array`` keep device arrays on the device and upload host
+    data (counted, as ``cupy.asarray`` of host data copies to the GPU)."""
+
+    ndarray = np.ndarray
+    _CREATORS = frozenset({"zeros", "empty", "ones", "full", "arange", "eye", "identity",
+                           "linspace"})
+
+    def __init__(self, transfers: TransferCounter):
+        self._transfers = transfers
+
+    def __getattr__(self, name):
+        value = getattr(np, name)
+        if name in self._CREATORS:
+            def create(*args, **kwargs):
+                return value(*args, **kwargs).view(EmulatedDeviceArray)
+
+            return create
+        return value
+
+    def _to_device(self, out, source):
+        if isinstance(source, EmulatedDeviceArray):
+            return out if isinstance(out, EmulatedDeviceArray) else out.view(EmulatedDeviceArray)
+        self._transfers.to_device += 1
+        self._transfers.bytes_to_device += out.nbytes
+        if isinstance(source, np.ndarray) and np.may_share_memory(out, source):
+            out = out.copy()
+        return out.view(EmulatedDeviceArray)
+
+    def asarray(self, a, dtype=None, order=None):
+        return self._to_device(np.asarray(a, dtype=dtype, order=order), a)
+
+    def ascontiguousarray(self, a, dtype=None):
+        return self._to_device(np.ascontiguousarray(a, dtype=dtype), a)
+
+    def array(self, a, dtype=None, copy=True, order="K", ndmin=0):
+        return self._to_device(np.array(a, dtype=dtype, copy=copy, order=order, ndmin=ndmin), a)
+
+
 @dataclasses.dataclass
 class TransferCounter:
     """Host-to-device and device-to-host copies made through a backend since :meth:`reset`."""
@@ -112,6 +155,8 @@ class DeviceBackend(Backend):
     def __init__(self):
         super().__init__()
         self.transfers = TransferCounter()
+        if self.emulated:
+            self.xp = EmulatedArrayModule(self.transfers)
 
     # -- memory -----------------------------------------------------------------------------
     def is_device_array(self, a) -> bool:
@@ -124,11 +169,12 @@ class DeviceBackend(Backend):
             if dtype is not None and a.dtype != np.dtype(dtype):
                 a = a.astype(dtype)
             return self.device(a)
-        host = np.ascontiguousarray(np.asarray(a, dtype=dtype))
-        self.transfers.to_device += 1
-        self.transfers.bytes_to_device += host.nbytes
-        if self.emulated:
-            return host.copy().view(EmulatedDeviceArray)
+        host = np.asarray(a, dtype=dtype)
+        if not host.flags.c_contiguous:
+            host = host.copy(order="C")
+        if not self.emulated:  # the emulated module counts its own uploads
+            self.transfers.to_device += 1
+            self.transfers.bytes_to_device += host.nbytes
         return self.xp.asarray(host)
 
     def empty(self, shape, dtype):
@@ -150,8 +196,6 @@ class DeviceBackend(Backend):
         return a
 
     def to_host(self, a):
-        if isinstance(a, np.ndarray) and not isinstance(a, EmulatedDeviceArray):
-            return a  # already host memory
         self.transfers.to_host += 1
         if self.emulated:
             host = np.array(a, copy=True).view(np.ndarray)

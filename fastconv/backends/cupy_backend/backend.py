@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
-
 from ..device import DeviceBackend
 from . import conv, elementwise, gemm, normalization, pool
 from .loader import EMULATED
@@ -23,10 +21,8 @@ class CupyBackend(DeviceBackend):
     }
 
     def __init__(self):
-        super().__init__()
-        if EMULATED:
-            self.xp = np
-        else:
+        super().__init__()  # emulated: xp is set there
+        if not EMULATED:
             import cupy
 
             self.xp = cupy

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import importlib.util
 
-import numpy as np
-
 from ..device import DeviceBackend
 from . import conv, elementwise, gemm, normalization, pool
 from .launch import GPU_CONFIG, KERNELS, SIMULATED, current_stream
@@ -57,10 +55,8 @@ class NumbaCudaBackend(DeviceBackend):
     }
 
     def __init__(self):
-        super().__init__()
-        if SIMULATED:
-            self.xp = np
-        else:
+        super().__init__()  # emulated: xp is set there
+        if not SIMULATED:
             import cupy
             import numba
 
