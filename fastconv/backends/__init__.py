@@ -133,7 +133,9 @@ def set_backend(name: str) -> None:
     """Make ``name`` (``'name'``, or ``'name:index'`` for GPU backends) the current backend;
     checks that it can run here."""
     name, device = _parse(name)
-    get_backend(name)
+    backend = get_backend(name)
+    if device is not None:
+        backend.select_device(device)
     _default["name"], _default["device"] = name, device
 
 
@@ -143,11 +145,14 @@ def use_backend(name: str):
     for a GPU backend's device)."""
     name, device = _parse(name)
     backend = get_backend(name)
+    previous = backend.select_device(device) if device is not None else None
     token = _override.set((name, device))
     try:
         yield backend
     finally:
         _override.reset(token)
+        if previous is not None:
+            backend.select_device(previous)
 
 
 __all__ = [

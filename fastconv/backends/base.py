@@ -161,6 +161,11 @@ class Backend:
         """Wait until the work producing ``a`` is done (device backends); returns ``a``."""
         return a
 
+    def select_device(self, index: int) -> int | None:
+        """Make device ``index`` current (``'name:index'``); returns the previous one, or None
+        for backends with nothing to select (the GPU backends override this)."""
+        return None
+
     def num_threads(self) -> int:
         """Threads the backend's kernels use."""
         return 1

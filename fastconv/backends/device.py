@@ -204,6 +204,25 @@ class DeviceBackend(Backend):
         self.transfers.bytes_to_host += host.nbytes
         return host
 
+    # -- devices ----------------------------------------------------------------------------
+    def device_count(self) -> int:
+        """GPUs this backend can run on (one when emulated)."""
+        return 1 if self.emulated else int(self.xp.cuda.runtime.getDeviceCount())
+
+    def select_device(self, index: int) -> int:
+        """Make GPU ``index`` current for this thread (``'name:index'`` backend names);
+        returns the index that was current."""
+        count = self.device_count()
+        if not 0 <= index < count:
+            where = "an emulated device" if self.emulated else f"{count} GPU(s)"
+            raise ValueError(f"backend '{self.name}:{index}': there is {where} here, "
+                             f"numbered 0 to {count - 1}")
+        if self.emulated:
+            return 0
+        previous = int(self.xp.cuda.runtime.getDevice())
+        self.xp.cuda.runtime.setDevice(index)
+        return previous
+
     # -- errors -----------------------------------------------------------------------------
     def memory_errors(self) -> tuple[type[BaseException], ...]:
         """Exception classes by which this backend's device reports running out of memory."""

@@ -71,6 +71,14 @@ class NumbaCudaBackend(DeviceBackend):
             current_stream().synchronize()
         return a
 
+    def select_device(self, index: int) -> int:
+        previous = super().select_device(index)
+        if not SIMULATED:  # Numba's context follows the CUDA runtime's current device
+            from numba import cuda
+
+            cuda.select_device(index)
+        return previous
+
     def describe_device(self) -> dict[str, object]:
         if SIMULATED:
             return {"name": "Numba CUDA simulator (kernels run on the CPU)",
