@@ -125,7 +125,10 @@ def kernels_for_gpu() -> list:
     """Every kernel the backend launches on a GPU: those declared at import plus the variants
     that kernel factories make for the GPU's launch sizes (modules with factories offer
     ``declare_gpu_kernels(config)``). The PTX resource check compiles these."""
-    for module in (conv, elementwise, gemm, normalization, pool):
+    from . import conv_implicit_gemm, conv_winograd
+
+    for module in (conv, conv_implicit_gemm, conv_winograd, elementwise, gemm, normalization,
+                   pool):
         declare = getattr(module, "declare_gpu_kernels", None)
         if declare is not None:
             declare(GPU_CONFIG)

@@ -316,3 +316,9 @@ def backward_weight(be, x, dy, g, tile=None, splits=None):
         x.dtype, x, dy.reshape(m, g.o), launch.geometry(g.astuple()), np.int32(chunk), part)
     dw = part[0] if splits == 1 else part.sum(axis=0)
     return be.device(dw.reshape(g.w_shape))
+
+
+def declare_gpu_kernels(config) -> None:
+    """Declare the three passes' variants for the GPU tile (for the PTX resource check)."""
+    for factory in (forward_kernel, backward_data_kernel, backward_weight_kernel):
+        factory(config.gemm_tile)

@@ -208,3 +208,12 @@ def forward(be, x, w, bias, g, activation, m: int, tile=None, u=None):
         dtype, mm, bias, np.int32(ACTIVATION_CODES[activation]), geom, np.int32(th),
         np.int32(tw), y)
     return y
+
+
+def declare_gpu_kernels(config) -> None:
+    """Declare the transform kernels of F(2x2,3x3) and F(4x4,3x3) (for the PTX resource
+    check); their GEMM stage is gemm.py's."""
+    for m in (2, 4):
+        for factory in (input_transform_kernel, filter_transform_kernel,
+                        output_transform_kernel):
+            factory(m)

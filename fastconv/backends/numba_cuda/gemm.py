@@ -209,3 +209,8 @@ def batched_matmul(be, a, b, trans_a=False, trans_b=False, tile=None):
     operand is broadcast. ``tile`` overrides ``launch.CONFIG.gemm_tile``."""
     _check_operands(a, b, 3, "batched matmul")
     return _launch(be, a, b, trans_a, trans_b, tile)
+
+
+def declare_gpu_kernels(config) -> None:
+    """Declare the GEMM variant the GPU launch sizes use (for the PTX resource check)."""
+    gemm_kernel(config.gemm_tile)
