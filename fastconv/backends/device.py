@@ -157,6 +157,10 @@ class DeviceBackend(Backend):
         self.transfers = TransferCounter()
         if self.emulated:
             self.xp = EmulatedArrayModule(self.transfers)
+        else:
+            import cupy
+
+            self.xp = cupy
 
     # -- memory -----------------------------------------------------------------------------
     def is_device_array(self, a) -> bool:
@@ -226,7 +230,9 @@ class DeviceBackend(Backend):
     # -- errors -----------------------------------------------------------------------------
     def memory_errors(self) -> tuple[type[BaseException], ...]:
         """Exception classes by which this backend's device reports running out of memory."""
-        return (DeviceMemoryError,)
+        if self.emulated:
+            return (DeviceMemoryError,)
+        return (DeviceMemoryError, self.xp.cuda.memory.OutOfMemoryError)
 
     def device_errors(self) -> tuple[type[BaseException], ...]:
         """Exception classes of raw device errors (CUDA API/driver errors) to be translated."""
@@ -235,6 +241,11 @@ class DeviceBackend(Backend):
     def describe_device(self) -> dict[str, object]:
         """The device in words for ``fastconv info``: name, compute capability, memory."""
         raise NotImplementedError
+
+    def device_string(self) -> str:
+        d = self.describe_device()
+        cc = d["compute_capability"]
+        return d["name"] if cc is None else f"{d['name']} sm_{cc[0]}{cc[1]}"
 
     def gemm_description(self) -> str:
         return self.gemm.describe()

@@ -20,13 +20,6 @@ class CupyBackend(DeviceBackend):
         "winograd4": conv.WinogradF4Conv,
     }
 
-    def __init__(self):
-        super().__init__()  # emulated: xp is set there
-        if not EMULATED:
-            import cupy
-
-            self.xp = cupy
-
     # -- device --------------------------------------------------------------------------
     def synchronize(self, a=None):
         if not EMULATED:
@@ -51,19 +44,6 @@ class CupyBackend(DeviceBackend):
         cc = device.compute_capability  # "90"
         return {"name": name, "compute_capability": (int(cc[:-1]), int(cc[-1])),
                 "memory_bytes": int(total), "free_bytes": int(free)}
-
-    def device_string(self) -> str:
-        d = self.describe_device()
-        cc = d["compute_capability"]
-        return d["name"] if cc is None else f"{d['name']} sm_{cc[0]}{cc[1]}"
-
-    def memory_errors(self):
-        errors = super().memory_errors()
-        if EMULATED:
-            return errors
-        import cupy
-
-        return errors + (cupy.cuda.memory.OutOfMemoryError,)
 
     def device_errors(self):
         from .errors import KernelLaunchError

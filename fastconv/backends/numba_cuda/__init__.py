@@ -55,12 +55,10 @@ class NumbaCudaBackend(DeviceBackend):
     }
 
     def __init__(self):
-        super().__init__()  # emulated: xp is set there
+        super().__init__()
         if not SIMULATED:
-            import cupy
             import numba
 
-            self.xp = cupy
             # fastconv sizes its own grids; small batches legitimately launch few blocks, and
             # Numba would warn about each such launch
             numba.config.CUDA_LOW_OCCUPANCY_WARNINGS = 0
@@ -90,20 +88,6 @@ class NumbaCudaBackend(DeviceBackend):
         name = dev.name.decode() if isinstance(dev.name, bytes) else str(dev.name)
         return {"name": name, "compute_capability": dev.compute_capability,
                 "memory_bytes": int(total), "free_bytes": int(free)}
-
-    def device_string(self) -> str:
-        d = self.describe_device()
-        cc = d["compute_capability"]
-        return d["name"] if cc is None else f"{d['name']} sm_{cc[0]}{cc[1]}"
-
-
-    def memory_errors(self):
-        errors = super().memory_errors()
-        if SIMULATED:
-            return errors
-        import cupy
-
-        return errors + (cupy.cuda.memory.OutOfMemoryError,)
 
     def device_errors(self):
         if SIMULATED:
