@@ -135,14 +135,17 @@ def replaced(doc, path, value):
 
 # -- hypothesis strategies ----------------------------------------------------------------------
 
+# Any code point but lone surrogates, with no codec: hypothesis's utf-8 codec check warns about
+# characters that it itself generates.
+JSON_CHARACTERS = st.characters(exclude_categories=("Cs",))
 json_scalars = st.one_of(st.none(), st.booleans(), st.sampled_from(EXTREME_NUMBERS),
                          st.integers(), st.floats(allow_nan=True),
-                         st.text(max_size=20), st.sampled_from(
+                         st.text(JSON_CHARACTERS, max_size=20), st.sampled_from(
                              ["", "Dense", "Conv2D", "Sequential", "float16", "object", "<f4",
                               "arrays/0.npy", "../x", "fastconv-model", "fastconv-weights",
                               "relu", "same", "adam", "x" * 5000]))
 json_values = st.recursive(json_scalars, lambda inner: st.one_of(
-    st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4)),
+    st.lists(inner, max_size=4), st.dictionaries(st.text(JSON_CHARACTERS, max_size=8), inner, max_size=4)),
     max_leaves=12)
 
 
