@@ -145,7 +145,8 @@ json_scalars = st.one_of(st.none(), st.booleans(), st.sampled_from(EXTREME_NUMBE
                               "arrays/0.npy", "../x", "fastconv-model", "fastconv-weights",
                               "relu", "same", "adam", "x" * 5000]))
 json_values = st.recursive(json_scalars, lambda inner: st.one_of(
-    st.lists(inner, max_size=4), st.dictionaries(st.text(JSON_CHARACTERS, max_size=8), inner, max_size=4)),
+    st.lists(inner, max_size=4),
+    st.dictionaries(st.text(JSON_CHARACTERS, max_size=8), inner, max_size=4)),
     max_leaves=12)
 
 
