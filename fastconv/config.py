@@ -64,6 +64,18 @@ def env_autotune() -> bool:
     raise ValueError(f"FASTCONV_AUTOTUNE must be 0 or 1, got {value!r}")
 
 
+def env_background_compile() -> bool:
+    """Whether a plan whose kernels were never compiled here compiles them in a background
+    process while a backend that compiles nothing predicts (``FASTCONV_BACKGROUND_COMPILE``,
+    default on; see fastconv.warmup)."""
+    value = os.environ.get("FASTCONV_BACKGROUND_COMPILE", "1").strip().lower()
+    if value in ("1", "true", "yes", "on", ""):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"FASTCONV_BACKGROUND_COMPILE must be 0 or 1, got {value!r}")
+
+
 def env_data_dir() -> Path | None:
     """The dataset folder named by ``FASTCONV_DATA``, or None."""
     value = os.environ.get("FASTCONV_DATA", "").strip()

@@ -232,7 +232,9 @@ def _size(shape) -> int:
 
 def generic_step(layer, backend):
     """A layer's ordinary ``call`` on a Tensor (a list of Tensors for merge layers), for layers
-    without a specialised step."""
+    without a specialised step; on the backend of the layer's weights when it has any (a plan
+    on a compile fallback, see fastconv.warmup, still runs such a layer with its weights)."""
+    backend = next((w._backend for w in layer.weights), backend)
     if getattr(layer, "multi_input", False):
         def multi_step(arrays):
             return _data(layer.call([Tensor(a, backend=backend) for a in arrays],

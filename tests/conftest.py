@@ -11,7 +11,8 @@
   set (CI sets it), otherwise the user cache; tests that need MNIST skip, saying where they
   looked, only when neither holds it.
 
-Autotuning is switched off (``FASTCONV_AUTOTUNE=0``) and the cache goes to a temporary folder
+Autotuning and background compilation are switched off (``FASTCONV_AUTOTUNE=0``,
+``FASTCONV_BACKGROUND_COMPILE=0``) and the cache goes to a temporary folder
 for the whole session, so tests never time kernels or write to the user's home. fastconv reads
 those two variables at call time; the backend and algorithm names it reads at import are left to
 the environment the suite runs in (``FASTCONV_BACKEND=numpy`` in CI until numba-cpu lands).
@@ -39,6 +40,7 @@ CONV_ALGOS = tuple(algorithms.ALGORITHMS)
 def _fastconv_environment(tmp_path_factory):
     mp = pytest.MonkeyPatch()
     mp.setenv("FASTCONV_AUTOTUNE", "0")
+    mp.setenv("FASTCONV_BACKGROUND_COMPILE", "0")
     mp.setenv("FASTCONV_CACHE_DIR", str(tmp_path_factory.mktemp("fastconv-cache")))
     algorithms.clear_memory()
     yield

@@ -135,9 +135,17 @@ class Backend:
     #: inference runs large batches in chunks whose largest activation takes about this many
     #: bytes (cache-sized on CPUs); 0: whole batches (device backends)
     inference_chunk_bytes = 0
+    #: a backend on the same memory that compiles nothing, predicting while this backend's
+    #: kernels compile in the background (fastconv.warmup); None: compile on first use
+    compile_fallback: str | None = None
 
     def __init__(self):
         self._algorithms: dict[str, ConvAlgorithm] = {}
+
+    def compile_variants(self, run) -> None:
+        """Call ``run()`` so that every variant of the kernels it uses gets compiled (backends
+        with size-dependent variants run it once per variant)."""
+        run()
 
     def __reduce__(self):
         """Backends pickle by name: unpickling gives the receiving process's backend of that

@@ -28,6 +28,7 @@ from .. import losses as losses_mod
 from .. import metrics as metrics_mod
 from .. import optimizers as optimizers_mod
 from .. import random as fc_random
+from .. import warmup
 from ..backends import get_backend
 from ..backends.device import batch_of, translate_device_error
 from ..callbacks import Callback, History
@@ -704,7 +705,12 @@ class Model(Layer):
         key = plan_key(self, batch_shape, backend)
         plan = self._plans.get(key)
         if plan is None:
-            plan = self._plans[key] = InferencePlan(self, batch_shape, backend)
+            plans = self._plans
+
+            def keep(real):  # a plan that compiled in the background hands over
+                plans[key] = real
+
+            plan = self._plans[key] = warmup.plan_for(self, batch_shape, backend, keep)
         return plan
 
     def _forget_plans(self) -> None:

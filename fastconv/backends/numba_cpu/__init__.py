@@ -30,6 +30,7 @@ class NumbaCpuBackend(Backend):
     name = "numba-cpu"
     xp = np
     inference_chunk_bytes = 2 << 20
+    compile_fallback = "numpy"
     conv_algorithm_classes = {
         "direct": DirectConv,
         "im2col": Im2colConv,
@@ -44,6 +45,17 @@ class NumbaCpuBackend(Backend):
 
     def to_host(self, a):
         return np.asarray(a)
+
+    def compile_variants(self, run) -> None:
+        """``run()`` once with every kernel serial and once parallel (``SizedKernel``)."""
+        from .jit import SizedKernel
+
+        try:
+            for mode in ("serial", "parallel"):
+                SizedKernel.mode = mode
+                run()
+        finally:
+            SizedKernel.mode = "auto"
 
     def gemm_description(self) -> str:
         return self._gemm_description

@@ -1,0 +1,185 @@
+"""Background compilation (fastconv.warmup): a plan whose kernels were never compiled here
+predicts on the compile fallback while a separate process compiles, then hands over.
+
+These tests start real compiling processes (a few seconds each: the kernels of the small model
+below are usually in Numba's cache already, so the process mostly imports and runs). Each test
+gets its own fastconv cache folder, so the markers of one never make another's plan warm.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import pytest
+
+import fastconv
+from fastconv import warmup
+from fastconv.inference import InferencePlan
+from fastconv.layers import Conv2D, Dense, Flatten, Input, Layer, MaxPooling2D
+from fastconv.models import Sequential
+
+
+@pytest.fixture
+def background(tmp_path, monkeypatch):
+    """Background compilation on (the suite turns it off), into a fresh cache folder."""
+    monkeypatch.setenv("FASTCONV_BACKGROUND_COMPILE", "1")
+    monkeypatch.setenv("FASTCONV_CACHE_DIR", str(tmp_path / "cache"))
+    yield tmp_path / "cache" / warmup.FOLDER
+    assert warmup.wait(timeout=300), "a compiling process outlived its test"
+
+
+def small_model(filters: int = 4) -> Sequential:
+    with fastconv.use_backend("numba-cpu"):
+        model = Sequential([Input((9, 9, 2)), Conv2D(filters, 3, activation="relu"),
+                            MaxPooling2D(2), Flatten(), Dense(3, activation="softmax")])
+    rng = np.random.default_rng(7)
+    model.set_weights([rng.normal(0, 0.5, w.shape).astype(np.float32)
+                       for w in model.get_weights()])
+    return model
+
+
+def expected(model, x) -> np.ndarray:
+    """The same model on the numpy backend, compiled nothing."""
+    with fastconv.use_backend("numpy"):
+        clone = Sequential.from_config(model.get_config())
+        clone.build()
+        clone.set_weights(model.get_weights())
+        return clone.predict_on_batch(x)
+
+
+def the_plan(model):
+    """The plan made last (making a model anywhere gives every model new plans)."""
+    return list(model._plans.values())[-1]
+
+
+def test_a_new_plan_predicts_on_the_fallback_then_hands_over(background):
+    model = small_model()
+    x = np.random.default_rng(1).random((5, 9, 9, 2), dtype=np.float32)
+    first = model.predict_on_batch(x)
+    plan = the_plan(model)
+    assert isinstance(plan, warmup.WarmingPlan)
+    assert plan.interim.backend.name == "numpy" and plan.job.proc is not None
+    np.testing.assert_allclose(first, expected(model, x), rtol=1e-5, atol=1e-6)
+
+    assert warmup.wait(timeout=300)
+    assert plan.job.succeeded(), (background / f"{plan.job.key}.log").read_text()
+    second = model.predict_on_batch(x)
+    real = the_plan(model)
+    assert isinstance(real, InferencePlan) and real.backend.name == "numba-cpu"
+    np.testing.assert_allclose(second, first, rtol=1e-5, atol=1e-6)
+    assert not list(background.glob("*.json")) and not list(background.glob("*.log"))
+
+    # the machine knows this plan now: a new model of the same architecture predicts at once
+    # with the compiled kernels, and starts no process
+    again = small_model()
+    np.testing.assert_allclose(again.predict_on_batch(x), first, rtol=1e-5, atol=1e-6)
+    assert isinstance(the_plan(again), InferencePlan)
+    assert not (background / "compiling.lock").exists()
+
+
+def test_weights_set_while_compiling_are_used_before_and_after(background):
+    model = small_model()
+    x = np.random.default_rng(2).random((2, 9, 9, 2), dtype=np.float32)
+    model.predict_on_batch(x)
+    assert isinstance(the_plan(model), warmup.WarmingPlan)
+    model.set_weights([w * 0.5 for w in model.get_weights()])
+    np.testing.assert_allclose(model.predict_on_batch(x), expected(model, x), rtol=1e-5,
+                               atol=1e-6)
+    assert warmup.wait(timeout=300)
+    np.testing.assert_allclose(model.predict_on_batch(x), expected(model, x), rtol=1e-5,
+                               atol=1e-6)
+
+
+def test_a_plan_made_while_another_compiles_joins_it(background):
+    model = small_model()
+    x = np.zeros((1, 9, 9, 2), dtype=np.float32)
+    model.predict_on_batch(x)
+    other = small_model(filters=5)  # another architecture, made while the first compiles
+    y = np.random.default_rng(3).random((3, 9, 9, 2), dtype=np.float32)
+    out = other.predict_on_batch(y)
+    plan = the_plan(other)
+    if isinstance(plan, warmup.WarmingPlan):  # unless the first was already done
+        assert plan.job.proc is None and "already running" in plan.job.describe()
+    assert warmup.wait(timeout=300)
+    np.testing.assert_allclose(other.predict_on_batch(y), out, rtol=1e-5, atol=1e-6)
+    assert isinstance(the_plan(other), InferencePlan)
+
+
+def test_a_failed_compilation_leaves_its_log_and_compiles_in_the_foreground(
+        background, monkeypatch):
+    real_spec = warmup.plan_spec
+
+    def broken_spec(*args):
+        spec = real_spec(*args)
+        spec["model"]["config"]["layers"][1]["config"]["kernel_size"] = "not a size"
+        return spec
+
+    monkeypatch.setattr(warmup, "plan_spec", broken_spec)
+    model = small_model()
+    x = np.random.default_rng(4).random((2, 9, 9, 2), dtype=np.float32)
+    first = model.predict_on_batch(x)
+    plan = the_plan(model)
+    assert isinstance(plan, warmup.WarmingPlan)
+    plan.job.proc.wait(timeout=300)
+    assert not plan.job.succeeded()
+    assert "kernel_size" in (background / f"{plan.job.key}.log").read_text()
+    np.testing.assert_allclose(model.predict_on_batch(x), first, rtol=1e-5, atol=1e-6)
+    assert isinstance(the_plan(model), InferencePlan)
+    assert not (background / f"{plan.job.key}.done").exists()
+
+
+def test_a_stale_lock_is_taken_over(background):
+    background.mkdir(parents=True)
+    (background / "compiling.lock").write_text(str(_dead_pid()))
+    model = small_model()
+    model.predict_on_batch(np.zeros((1, 9, 9, 2), dtype=np.float32))
+    plan = the_plan(model)
+    assert isinstance(plan, warmup.WarmingPlan) and plan.job.proc is not None
+    assert (background / "compiling.lock").read_text() == str(plan.job.pid)
+
+
+def _dead_pid() -> int:
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+    return pid
+
+
+def test_plans_compile_in_the_foreground_when_asked_or_when_a_model_cannot_be_described(
+        background, monkeypatch):
+    x = np.zeros((1, 9, 9, 2), dtype=np.float32)
+    monkeypatch.setenv("FASTCONV_BACKGROUND_COMPILE", "0")
+    model = small_model()
+    model.predict_on_batch(x)
+    assert isinstance(the_plan(model), InferencePlan)
+    monkeypatch.setenv("FASTCONV_BACKGROUND_COMPILE", "1")
+
+    class Doubled(Layer):  # a class of the user's: the compiling process could not rebuild it
+        def call(self, inputs, training=False):
+            return inputs * 2.0
+
+    with fastconv.use_backend("numba-cpu"):
+        custom = Sequential([Input((9, 9, 2)), Doubled(), Conv2D(2, 3)])
+    custom.predict_on_batch(x)
+    assert isinstance(the_plan(custom), InferencePlan)
+    with fastconv.use_backend("numpy"):  # a backend that compiles nothing
+        plain = Sequential([Input((9, 9, 2)), Conv2D(2, 3)])
+        plain.predict_on_batch(x)
+    assert isinstance(the_plan(plain), InferencePlan)
+    assert not background.exists()
+
+
+def test_the_setting_is_checked(monkeypatch):
+    monkeypatch.setenv("FASTCONV_BACKGROUND_COMPILE", "sometimes")
+    with pytest.raises(ValueError, match="FASTCONV_BACKGROUND_COMPILE must be 0 or 1"):
+        small_model().predict_on_batch(np.zeros((1, 9, 9, 2), dtype=np.float32))
+
+
+def test_wait_gives_up_after_its_timeout(tmp_path):
+    (tmp_path / "compiling.lock").write_text(str(os.getpid()))  # held by a live process
+    start = time.monotonic()
+    assert warmup.wait(tmp_path, timeout=0.2) is False
+    assert time.monotonic() - start < 5
