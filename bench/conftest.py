@@ -7,8 +7,11 @@ Options (``pytest bench/ --help`` lists them under "fastconv benchmark suite"):
   algorithms to measure (default: every registered backend, every algorithm; model benchmarks use
   ``auto`` unless algorithms are named);
 * ``--report-dir DIR``: where the report goes (default ``bench/out``);
-* ``--results-md PATH``: also write the report as PATH with its plots in ``<PATH's folder>/results``
-  (``--results-md bench/RESULTS.md`` regenerates the committed results).
+* ``--results-md PATH``: also write the report as PATH, its plots in ``<PATH's folder>/results``;
+* ``--results-dir DIR``: keep the results per CPU type (``--results-dir bench`` regenerates the
+  committed results of this machine's CPU): ``DIR/RESULTS-<cpu>.md`` with its plots in
+  ``DIR/results/<cpu>/``, the run's headline ratios in ``DIR/results/<cpu>.json``, and the index
+  ``DIR/RESULTS.md`` with ``DIR/results/cpu_ratios.png`` regenerated from every CPU's JSON.
 
 Reference rows (PyTorch, onnxruntime) are measured in the same run; a missing library, backend or
 device skips its rows with the reason, and the report lists those reasons.
@@ -55,7 +58,7 @@ class _State:
         self.skipped = []  # (test id, reason)
         self.environment: dict = {"threads": {}}
         self.report_path: Path | None = None
-        self.results_path: Path | None = None
+        self.results_paths: list[Path] = []
         self.report_error: str | None = None
         self.cache_dir: str | None = None
         self.saved_env: dict[str, str | None] = {}
@@ -77,7 +80,11 @@ def pytest_addoption(parser):
                     help="folder for report.md and the PNG plots (default: bench/out)")
     group.addoption("--results-md", metavar="PATH", default=None,
                     help="also write the report to PATH, plots in <PATH's folder>/results "
-                         "(e.g. bench/RESULTS.md)")
+                         "(e.g. bench/RESULTS-gpu.md)")
+    group.addoption("--results-dir", metavar="DIR", default=None,
+                    help="keep the results per CPU type: DIR/RESULTS-<cpu>.md, plots in "
+                         "DIR/results/<cpu>/, DIR/results/<cpu>.json, and regenerate the index "
+                         "DIR/RESULTS.md (e.g. bench)")
 
 
 def _selection(config):
@@ -332,10 +339,11 @@ def pytest_sessionfinish(session, exitstatus):
     try:
         records = [r for r in map(measure_mod.record, state.fixtures) if r is not None]
         state.environment = _environment(config)
-        results_md = config.getoption("results_md")
-        state.report_path, state.results_path = report_mod.write_report(
+        results_md, results_dir = config.getoption("results_md"), config.getoption("results_dir")
+        state.report_path, state.results_paths = report_mod.write_report(
             records, state.environment, _report_dir(config), skipped=state.skipped,
-            results_md=Path(results_md) if results_md else None)
+            results_md=Path(results_md) if results_md else None,
+            results_dir=Path(results_dir) if results_dir else None)
     except Exception:  # the report failing must fail the run, with the traceback shown
         state.report_error = traceback.format_exc()
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
@@ -364,8 +372,8 @@ def pytest_terminal_summary(terminalreporter, config):
     elif state.report_path is not None:
         terminalreporter.section("fastconv benchmark report")
         terminalreporter.write_line(f"report: {state.report_path}")
-        if state.results_path is not None:
-            terminalreporter.write_line(f"results: {state.results_path}")
+        for path in state.results_paths:
+            terminalreporter.write_line(f"results: {path}")
 
 
 

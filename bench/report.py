@@ -4,12 +4,18 @@
 report can be rebuilt later from pytest-benchmark's JSON::
 
     python -m fastconv.bench.report bench-report/benchmark.json --out DIR [--results-md PATH]
+                                   [--results-dir DIR]
+
+``--results-dir DIR`` keeps one results file per CPU type (``cpu_slug``): ``DIR/RESULTS-<slug>.md``
+with its plots in ``DIR/results/<slug>/``, a summary of the run's headline ratios in
+``DIR/results/<slug>.json``, and the index ``DIR/RESULTS.md`` comparing every CPU found there,
+with the grouped bar plot ``DIR/results/cpu_ratios.png`` (``write_index``).
 
 Records are entries of pytest-benchmark's ``benchmarks`` list (see ``bench/measure.py``); what
 each benchmark measured is in its ``extra_info``:
 
-``section``   ``conv``, ``pool``, ``train``, ``infer``, ``startup``, ``autotune``, ``batch`` or
-              ``threads``
+``section``   ``conv``, ``pool``, ``train``, ``infer``, ``startup``, ``autotune``, ``batch``,
+              ``threads``, ``apps`` or ``fit`` (``model.fit`` epochs against a PyTorch loop)
 ``workload``  the case's name (``lesson-conv1-b32``, ``lesson-infer-b1000`` ...)
 ``impl``      ``<backend>/<algorithm>`` for fastconv, ``torch-cpu``, ``torch-cuda``, ``onnxruntime``
 ``library``   ``fastconv``, ``torch`` or ``onnxruntime``; ``device``: ``cpu`` or ``cuda``
@@ -30,6 +36,7 @@ import datetime
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -49,10 +56,12 @@ PLOTS = {
 REFERENCES = {
     "conv": ("torch",), "pool": ("torch",), "train": ("torch",), "infer": ("onnxruntime", "torch"),
     "startup": ("onnxruntime",), "batch": ("torch",), "threads": ("torch",), "autotune": (),
-    "apps": ("onnxruntime", "torch"),
+    "apps": ("onnxruntime", "torch"), "fit": ("torch",),
 }
 LIBRARY_NAMES = {"torch": "PyTorch", "onnxruntime": "onnxruntime"}
 ALGO_ORDER = ("direct", "im2col", "winograd", "winograd4", "auto")
+#: Summary targets of the lesson network (same-run speed-ups), also drawn in the per-CPU plot.
+TRAIN_TARGET, INFER_TARGET, LATENCY_TARGET = 1.5, 1.0, 1.0
 VERSIONED = ("fastconv", "numpy", "numba", "torch", "onnxruntime", "onnx", "pytest",
              "pytest-benchmark", "matplotlib")
 
@@ -181,6 +190,10 @@ def ratio_text(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}x"
 
 
+def target_text(value: float | None) -> str:
+    return "-" if value is None else f">= {value:g}x"
+
+
 def table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |",
              "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|"]
@@ -197,8 +210,10 @@ class Target:
     row: Row | None
     reference: Row | None
     ratio: float | None
-    target: float
+    target: float | None  # None: compared, with no target set
     higher_is_better: bool = True  # of the value shown (img/s, GFLOP/s) rather than time
+    kind: str = ""  # train, infer, latency, fit, conv, winograd or pool
+    device: str = "cpu"
 
 
 def _value(row: Row | None, unit: str) -> str:
@@ -223,38 +238,46 @@ def _device_targets(results: Results, device: str) -> list[Target]:
     targets = []
     where = "" if device == "cpu" else f" ({device})"
 
-    def add(label, unit, rows, library, target):
+    def add(kind, label, unit, rows, library, target):
         row = best([r for r in rows if r.device == device])
         ref = results.reference(row, library) if row is not None else None
         ratio = results.ratio(row, library) if row is not None else None
-        targets.append(Target(label + where, unit, row, ref, ratio, target))
+        targets.append(Target(label + where, unit, row, ref, ratio, target, kind=kind,
+                              device=device))
 
     train = results.section("train")
     batches = ordered(r.batch for r in train)
     if batches:
         b = 32 if 32 in batches else min(batches)
-        add(f"Lesson net training step, batch {b} (vs PyTorch)", "img/s",
-            [r for r in train if r.batch == b], "torch", 1.5)
+        add("train", f"Lesson net training step, batch {b} (vs PyTorch)", "img/s",
+            [r for r in train if r.batch == b], "torch", TRAIN_TARGET)
     infer = results.section("infer")
     batches = ordered(r.batch for r in infer)
     if batches:
-        big, small = max(batches), min(batches)
-        add(f"Lesson net inference, batch {big} (vs onnxruntime)", "img/s",
-            [r for r in infer if r.batch == big], "onnxruntime", 1.0)
-        add(f"Lesson net inference latency, batch {small} (vs onnxruntime)", "ms",
-            [r for r in infer if r.batch == small], "onnxruntime", 1.0)
+        # The large batch is the largest one onnxruntime ran (other benchmarks, the Dask one,
+        # add fastconv-only inference rows at larger batches).
+        compared = [r.batch for r in infer if r.library == "onnxruntime"]
+        big, small = max(compared or batches), min(batches)
+        add("infer", f"Lesson net inference, batch {big} (vs onnxruntime)", "img/s",
+            [r for r in infer if r.batch == big], "onnxruntime", INFER_TARGET)
+        add("latency", f"Lesson net inference latency, batch {small} (vs onnxruntime)", "ms",
+            [r for r in infer if r.batch == small], "onnxruntime", LATENCY_TARGET)
+    fit = results.section("fit")
+    for workload in ordered(r.workload for r in fit):
+        add("fit", f"Lesson net model.fit, {workload} (vs PyTorch loop)", "img/s",
+            [r for r in fit if r.workload == workload], "torch", None)
     conv = results.section("conv", **{"pass": "forward"})
     for workload in ordered(r.workload for r in conv):
-        add(f"Conv forward {workload}, best algorithm (vs PyTorch)", "GFLOP/s",
+        add("conv", f"Conv forward {workload}, best algorithm (vs PyTorch)", "GFLOP/s",
             [r for r in conv if r.workload == workload], "torch", 1.0)
     vgg = [r for r in conv if VGG_TARGET in (r.tags or ()) and r.algo == "winograd4"]
     if vgg:
-        add(f"3x3 conv {vgg[0].workload}, Winograd F(4x4,3x3) (vs PyTorch)", "GFLOP/s", vgg,
-            "torch", 1.5)
+        add("winograd", f"3x3 conv {vgg[0].workload}, Winograd F(4x4,3x3) (vs PyTorch)",
+            "GFLOP/s", vgg, "torch", 1.5)
     pool = [r for r in results.section("pool", op="max", **{"pass": "forward"})
             if MAXPOOL_TARGET in (r.tags or ())]
     if pool:
-        add(f"Max pool 2x2 forward on {pool[0].shape.split(' ')[0]} (vs PyTorch)", "us",
+        add("pool", f"Max pool 2x2 forward on {pool[0].shape.split(' ')[0]} (vs PyTorch)", "us",
             pool, "torch", 5.0)
     return targets
 
@@ -265,11 +288,12 @@ def summary_markdown(results: Results) -> str:
         return "No benchmark of the summary ran."
     rows = []
     for t in targets:
-        met = "n/a" if t.ratio is None else ("yes" if t.ratio >= t.target else "**no**")
+        met = ("n/a" if t.ratio is None or t.target is None
+               else "yes" if t.ratio >= t.target else "**no**")
         rows.append([t.label, t.row.impl if t.row else "-", _value(t.row, t.unit),
                      t.reference.impl if t.reference else "-",
                      _value(t.reference, t.unit) if t.row else "-", ratio_text(t.ratio),
-                     f">= {t.target:g}x", met])
+                     target_text(t.target), met])
     conv = [t for t in targets if t.label.startswith("Conv forward")]
     measured = [t for t in conv if t.ratio is not None]
     note = ""
@@ -360,6 +384,16 @@ def infer_markdown(results: Results) -> str:
                         *_ref_columns(results, r, "infer")])
     return table(["Batch", "Implementation", "Median ms", "IQR ms", "img/s",
                   *_ref_headers("infer")], out)
+
+
+def fit_markdown(results: Results) -> str:
+    out = []
+    for workload, group in _grouped(results.section("fit"), lambda r: r.workload):
+        for i, r in enumerate(group):
+            out.append([workload if i == 0 else "", r.impl, num(r.median), num(r.iqr),
+                        num(r.images_per_s), *_ref_columns(results, r, "fit")])
+    return table(["Case", "Implementation", "Median s", "IQR s", "img/s",
+                  *_ref_headers("fit")], out)
 
 
 def apps_markdown(results: Results) -> str:
@@ -515,6 +549,29 @@ def load_average() -> str | None:
         return " / ".join(f"{v:.2f}" for v in os.getloadavg())
     except (AttributeError, OSError):
         return None
+
+
+#: CPU families whose results are kept under one name whatever the exact model (the project's
+#: machines): (words that must all appear in the lower-case model name, slug).
+CPU_FAMILIES = ((("amd", "epyc"), "amd-epyc"), (("intel", "xeon"), "intel-xeon"))
+_CPU_NOISE = re.compile(r"\((?:r|tm|c)\)|\b(?:cpu|processor|\d+-core)\b|@.*$")
+
+
+def cpu_slug(model: str | None) -> str:
+    """A file-name-safe name for a CPU type, from its model name (``/proc/cpuinfo``'s "model
+    name", as ``environment()["cpu"]["model"]`` records it): ``amd-epyc`` for any AMD EPYC,
+    ``intel-xeon`` for any Intel Xeon; otherwise the model name in lower case without trademark
+    marks, "CPU", "Processor", core counts or the clock ("Intel(R) Core(TM) i7-8700K CPU @
+    3.70GHz" -> ``intel-core-i7-8700k``), runs of other characters turned into one ``-``, at
+    most 48 characters; ``unknown-cpu`` when nothing is left."""
+    text = (model or "").lower()
+    words = set(re.findall(r"[a-z0-9]+", text))
+    for needed, slug in CPU_FAMILIES:
+        if all(w in words for w in needed):
+            return slug
+    text = _CPU_NOISE.sub(" ", text)
+    slug = re.sub(r"[^a-z0-9]+", "-", text).strip("-")[:48].strip("-")
+    return slug or "unknown-cpu"
 
 
 def collect_environment() -> dict:
@@ -738,6 +795,10 @@ def markdown(results: Results, env: dict, skipped, plots: dict[str, Path],
         sections.append("## Lesson network\n\n### Training step (forward, loss, backward, Adam)"
                         "\n\n" + train_markdown(results) + "\n\n### Inference\n\n"
                         + infer_markdown(results))
+    if results.section("fit"):
+        sections.append("## Lesson network through model.fit\n\n`model.fit` epochs (Adam, the "
+                        "accuracy metric) against a PyTorch eager loop doing the same work.\n\n"
+                        + fit_markdown(results))
     if results.section("apps"):
         sections.append("## Whole networks (inference)\n\nfastconv.applications' VGG16 "
                         "without its top and ResNet50, `predict_on_batch`; PyTorch runs the "
@@ -779,25 +840,231 @@ def markdown(results: Results, env: dict, skipped, plots: dict[str, Path],
 
 
 def write_report(records, env: dict, out_dir: Path, *, skipped=(),
-                 results_md: Path | None = None) -> tuple[Path, Path | None]:
+                 results_md: Path | None = None,
+                 results_dir: Path | None = None) -> tuple[Path, list[Path]]:
     """Write ``out_dir/report.md`` and its PNGs; with ``results_md`` also that file, its plots
-    in ``<its folder>/results/``. Returns (report path, results path or None)."""
+    in ``<its folder>/results/``; with ``results_dir`` the results of this CPU type there
+    (``write_cpu_results``: ``RESULTS-<slug>.md``, ``results/<slug>/``, ``results/<slug>.json``)
+    and the regenerated index ``RESULTS.md``. Returns (report path, results files written)."""
+    if (results_md is not None and results_dir is not None
+            and Path(results_md).resolve() == (Path(results_dir) / INDEX_NAME).resolve()):
+        raise ValueError(f"--results-md {results_md}: that is the index --results-dir "
+                         f"{results_dir} regenerates; give one of the two")
     results = Results(records)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     plots, note = write_plots(results, out_dir)
     report = out_dir / REPORT_NAME
     report.write_text(markdown(results, env, skipped, plots, note), encoding="utf-8")
-    if results_md is None:
-        return report, None
-    results_md = Path(results_md)
-    images = results_md.parent / "results"
+    written = []
+    if results_md is not None:
+        results_md = Path(results_md)
+        images = results_md.parent / "results"
+        images.mkdir(parents=True, exist_ok=True)
+        for path in plots.values():
+            shutil.copyfile(path, images / path.name)
+        results_md.write_text(markdown(results, env, skipped, plots, note, "results/"),
+                              encoding="utf-8")
+        written.append(results_md)
+    if results_dir is not None:
+        written += write_cpu_results(results, env, Path(results_dir), skipped=skipped,
+                                     plots=plots, plot_note=note)
+    return report, written
+
+
+# -- results per CPU type -----------------------------------------------------------------------
+
+INDEX_NAME = "RESULTS.md"
+CPU_PLOT = "cpu_ratios.png"
+#: The summary rows a CPU's summary keeps (see ``_device_targets`` for the kinds).
+HEADLINE_KINDS = ("train", "infer", "latency", "fit", "conv")
+#: The groups of the per-CPU plot: kind -> (axis label, dashed target line or None).
+PLOT_GROUPS = {
+    "train": ("lesson training step\nvs PyTorch", TRAIN_TARGET),
+    "infer": ("inference, large batch\nvs onnxruntime", INFER_TARGET),
+    "latency": ("latency, batch 1\nvs onnxruntime", LATENCY_TARGET),
+    "fit": ("model.fit\nvs PyTorch loop", None),
+}
+
+
+def cpu_results_name(slug: str) -> str:
+    return f"RESULTS-{slug}.md"
+
+
+def _measured(row: Row | None, unit: str) -> dict | None:
+    if row is None:
+        return None
+    value = {"img/s": row.images_per_s, "GFLOP/s": row.gflops, "ms": row.median * 1e3,
+             "us": row.median * 1e6}[unit]
+    return {"impl": row.impl, "median_s": row.median, "value": value}
+
+
+def cpu_summary(results: Results, env: dict) -> dict:
+    """The run in a few numbers, for the index: CPU model and slug, date, fastconv commit,
+    mode, and the headline same-run ratios (lesson training step, inference at the large batch,
+    batch-1 latency, ``model.fit`` when measured, every conv layer's best forward), each with
+    both raw values (fastconv's and the reference's implementation, median seconds and the
+    value in ``unit``)."""
+    model = (env.get("cpu") or {}).get("model") or "unknown"
+    slug = cpu_slug(model)
+    return {
+        "cpu": model, "slug": slug, "date": env.get("date", "?"),
+        "commit": env.get("git", "?"), "mode": env.get("mode", "?"),
+        "results": cpu_results_name(slug),
+        "ratios": [{"kind": t.kind, "label": t.label, "device": t.device, "unit": t.unit,
+                    "target": t.target, "ratio": t.ratio,
+                    "fastconv": _measured(t.row, t.unit),
+                    "reference": _measured(t.reference, t.unit)}
+                   for t in summary_targets(results) if t.kind in HEADLINE_KINDS],
+    }
+
+
+def write_cpu_results(results: Results, env: dict, folder: Path, *, skipped=(),
+                      plots: dict[str, Path], plot_note: str | None) -> list[Path]:
+    """``folder/RESULTS-<slug>.md`` (the report, its plots copied to ``folder/results/<slug>/``,
+    where plots this run did not draw are removed), ``folder/results/<slug>.json``
+    (``cpu_summary``), then the index (``write_index``). Returns the two markdown files."""
+    summary = cpu_summary(results, env)
+    slug = summary["slug"]
+    folder = Path(folder)
+    images = folder / "results" / slug
     images.mkdir(parents=True, exist_ok=True)
+    drawn = {path.name for path in plots.values()}
+    for name in PLOTS.values():
+        if name not in drawn:
+            (images / name).unlink(missing_ok=True)
     for path in plots.values():
         shutil.copyfile(path, images / path.name)
-    results_md.write_text(markdown(results, env, skipped, plots, note, "results/"),
-                          encoding="utf-8")
-    return report, results_md
+    md = folder / cpu_results_name(slug)
+    md.write_text(markdown(results, env, skipped, plots, plot_note, f"results/{slug}/"),
+                  encoding="utf-8")
+    (folder / "results" / f"{slug}.json").write_text(
+        json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    return [md, write_index(folder)]
+
+
+def load_summaries(folder: Path) -> list[dict]:
+    """Every CPU summary in ``folder/results/*.json`` (by slug); other JSON files are ignored,
+    an unreadable one is an error naming it."""
+    summaries = []
+    for path in sorted((Path(folder) / "results").glob("*.json")):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"{path}: not a readable CPU summary ({exc})") from exc
+        if isinstance(data, dict) and isinstance(data.get("slug"), str) and isinstance(
+                data.get("ratios"), list):
+            summaries.append(data)
+    return summaries
+
+
+def _cell(entry: dict | None) -> str:
+    if entry is None:
+        return "-"
+    if entry.get("fastconv") is None:
+        return "not measured"
+    fc, ref = entry["fastconv"], entry.get("reference")
+    if ref is None or entry.get("ratio") is None:
+        return f"- ({num(fc['value'])} {entry['unit']}, no reference)"
+    return f"{ratio_text(entry['ratio'])} ({num(fc['value'])} vs {num(ref['value'])} " \
+           f"{entry['unit']})"
+
+
+def index_markdown(summaries: list[dict], plot: bool, plot_note: str | None = None) -> str:
+    """The index: one line per CPU, the headline ratios with one column per CPU, the plot."""
+    lines = ["# fastconv benchmark results per CPU", "",
+             "One results file per CPU type the benchmark suite ran on (`fastconv bench "
+             "--results-dir bench`, see `bench/README.md`); this index is regenerated from "
+             "`results/*.json` each time. A ratio is a speed-up measured within one run on "
+             "that CPU: the reference's median time / fastconv's (> 1: fastconv is faster); "
+             "in brackets fastconv's value against the reference's. Ratios of different CPUs "
+             "come from different runs, possibly of different commits.", ""]
+    if not summaries:
+        return "\n".join(lines + ["No CPU summary found in `results/`.", ""])
+    lines += ["## CPUs", ""]
+    for s in summaries:
+        lines.append(f"- **{s.get('cpu', '?')}** (`{s['slug']}`): {s.get('mode', '?')} run of "
+                     f"{s.get('date', '?')}, fastconv commit {s.get('commit', '?')}: "
+                     f"[{s.get('results') or cpu_results_name(s['slug'])}]"
+                     f"({s.get('results') or cpu_results_name(s['slug'])})")
+    order = {kind: i for i, kind in enumerate(HEADLINE_KINDS)}
+    labels: dict[str, tuple] = {}
+    for s in summaries:
+        for entry in s["ratios"]:
+            labels.setdefault(entry["label"], (order.get(entry.get("kind"), len(order)),
+                                               len(labels), entry.get("target")))
+    by_cpu = [{entry["label"]: entry for entry in s["ratios"]} for s in summaries]
+    rows = [[label, target_text(target), *[_cell(found.get(label)) for found in by_cpu]]
+            for label, (_, _, target) in sorted(labels.items(), key=lambda kv: kv[1][:2])]
+    lines += ["", "## Headline ratios", "",
+              table(["Benchmark", "Target", *[f"{s.get('cpu', '?')}" for s in summaries]], rows)]
+    if plot:
+        lines += ["", f"![Training and inference ratios per CPU](results/{CPU_PLOT})", "",
+                  "Dashed lines: the targets (training step 1.5x, inference and latency "
+                  "1.0x)."]
+    elif plot_note:
+        lines += ["", f"*{plot_note}*"]
+    return "\n".join(lines) + "\n"
+
+
+def plot_cpu_ratios(summaries: list[dict], path: Path) -> bool:
+    """Grouped bars: one group per lesson-network metric (``PLOT_GROUPS``), one bar per CPU,
+    the target of each group as a dashed line. False (nothing drawn) without any such ratio."""
+    def ratio(summary, kind):
+        return next((e["ratio"] for e in summary["ratios"] if e.get("kind") == kind
+                     and e.get("device", "cpu") == "cpu" and e.get("ratio") is not None), None)
+
+    kinds = [k for k in PLOT_GROUPS if any(ratio(s, k) is not None for s in summaries)]
+    if not kinds:
+        return False
+    n = len(summaries)
+    fig, (ax,) = _figure(max(7.0, 0.6 * n * len(kinds) + 3), 4.5)
+    width = 0.8 / max(n, 2)
+    for i, (summary, color) in enumerate(zip(summaries, _colors(n))):
+        xs, ys = [], []
+        for j, kind in enumerate(kinds):
+            value = ratio(summary, kind)
+            if value is not None:
+                xs.append(j + (i - (n - 1) / 2) * width)
+                ys.append(value)
+        bars = ax.bar(xs, ys, width, label=summary.get("cpu", summary["slug"]), color=color)
+        ax.bar_label(bars, fmt="%.2fx", fontsize=8)
+    first = True
+    for j, kind in enumerate(kinds):
+        target = PLOT_GROUPS[kind][1]
+        if target is not None:
+            ax.hlines(target, j - 0.45, j + 0.45, colors="black", linestyles="dashed",
+                      label="target" if first else None)
+            first = False
+    ax.set_xticks(range(len(kinds)), [PLOT_GROUPS[k][0] for k in kinds])
+    ax.set_ylabel("speed-up (reference time / fastconv time)")
+    ax.set_ylim(bottom=0)
+    ax.set_title("Lesson network, fastconv against the references, per CPU")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.savefig(path, dpi=110, metadata={"Software": None})
+    return True
+
+
+def write_index(folder: Path) -> Path:
+    """Regenerate ``folder/RESULTS.md`` and ``folder/results/cpu_ratios.png`` from the CPU
+    summaries in ``folder/results/*.json``; the same summaries give the same files."""
+    folder = Path(folder)
+    summaries = load_summaries(folder)
+    plot_path = folder / "results" / CPU_PLOT
+    drawn, note = False, None
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError as exc:
+        note = f"plot not drawn: matplotlib is not installed ({exc})"
+    else:
+        plot_path.parent.mkdir(parents=True, exist_ok=True)
+        drawn = plot_cpu_ratios(summaries, plot_path)
+    if not drawn and note is None:
+        plot_path.unlink(missing_ok=True)
+    index = folder / INDEX_NAME
+    index.write_text(index_markdown(summaries, drawn, note), encoding="utf-8")
+    return index
 
 
 def load_json(path: Path) -> tuple[list[dict], dict, list]:
@@ -814,14 +1081,19 @@ def main(argv=None) -> int:
     parser.add_argument("json", help="benchmark.json written by the suite")
     parser.add_argument("--out", default=None, help="report folder (default: the JSON's folder)")
     parser.add_argument("--results-md", default=None, help="also write this markdown file")
+    parser.add_argument("--results-dir", default=None,
+                        help="also write DIR/RESULTS-<cpu>.md, DIR/results/<cpu>/ and "
+                             "DIR/results/<cpu>.json, and regenerate the index DIR/RESULTS.md")
     args = parser.parse_args(argv)
     records, env, skipped = load_json(Path(args.json))
     out = Path(args.out) if args.out else Path(args.json).parent
-    report, results = write_report(records, env, out, skipped=skipped,
-                                   results_md=Path(args.results_md) if args.results_md else None)
+    report, results = write_report(
+        records, env, out, skipped=skipped,
+        results_md=Path(args.results_md) if args.results_md else None,
+        results_dir=Path(args.results_dir) if args.results_dir else None)
     print(f"report: {report}")
-    if results is not None:
-        print(f"results: {results}")
+    for path in results:
+        print(f"results: {path}")
     return 0
 
 

@@ -212,6 +212,8 @@ def cmd_bench(args) -> int:
         command += ["--fc-algo", name]
     if args.results_md:
         command += ["--results-md", str(Path(args.results_md).resolve())]
+    if args.results_dir:
+        command += ["--results-dir", str(Path(args.results_dir).resolve())]
     if args.keyword:
         command += ["-k", args.keyword]
     print("running:", " ".join(command), flush=True)
@@ -222,6 +224,8 @@ def cmd_bench(args) -> int:
         print(f"report: {report} (plots and benchmark.json in {out})")
         if args.results_md:
             print(f"results: {args.results_md}")
+        if args.results_dir:
+            print(f"results: {args.results_dir} (RESULTS-<cpu>.md, index RESULTS.md)")
     else:
         print(f"no report was written (pytest exited with {code})", file=sys.stderr)
     return code
@@ -574,7 +578,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="output folder: report.md, PNG plots, benchmark.json")
     bench.add_argument("--results-md", metavar="PATH",
                        help="also write the report to PATH, plots in <PATH's folder>/results "
-                            "(fastconv bench --results-md bench/RESULTS.md)")
+                            "(fastconv bench --results-md bench/RESULTS-gpu.md)")
+    bench.add_argument("--results-dir", metavar="DIR",
+                       help="keep the results per CPU type: DIR/RESULTS-<cpu>.md, plots in "
+                            "DIR/results/<cpu>/, a summary in DIR/results/<cpu>.json, and the "
+                            "index DIR/RESULTS.md comparing every CPU there "
+                            "(fastconv bench --results-dir bench)")
     bench.add_argument("-k", dest="keyword", metavar="EXPR",
                        help="only the benchmarks matching this pytest -k expression")
     bench.set_defaults(func=cmd_bench)

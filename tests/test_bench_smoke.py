@@ -1,5 +1,6 @@
 """The benchmark suite still runs: its smoke mode (tiny shapes, one untimed call per benchmark)
-in a subprocess, exactly as CI and users invoke it, must exit 0 and write the report.
+in a subprocess, exactly as CI and users invoke it, must exit 0 and write the report, and with
+``--results-dir`` this CPU's results file, its summary and the index.
 
 The suite itself is ``bench/`` (installed as ``fastconv.bench``); this test only keeps it from
 rotting. It needs pytest-benchmark (in the ``test`` extra) and uses PyTorch and onnxruntime
@@ -9,6 +10,7 @@ where installed (their rows skip otherwise).
 from __future__ import annotations
 
 import importlib.util
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -33,9 +35,10 @@ def test_bench_package_is_the_suite():
 def test_bench_smoke(tmp_path):
     pytest.importorskip("pytest_benchmark", reason="the benchmark suite needs pytest-benchmark")
     folder = bench_dir()
-    out = tmp_path / "report"
+    out, results = tmp_path / "report", tmp_path / "results"
     command = [sys.executable, "-m", "pytest", str(folder), "--smoke", "--benchmark-disable",
-               "-q", "-p", "no:cacheprovider", "--report-dir", str(out)]
+               "-q", "-p", "no:cacheprovider", "--report-dir", str(out),
+               "--results-dir", str(results)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600,
                           cwd=folder.parent)
     tail = (done.stdout + done.stderr)[-6000:]
@@ -46,3 +49,15 @@ def test_bench_smoke(tmp_path):
     for heading in ("## Machine and software", "## Summary", "## Convolution layers",
                     "## Pooling", "## Lesson network", "## Start-up", "## Scaling"):
         assert heading in text, heading
+    from fastconv.bench.report import cpu_slug
+
+    from fastconv.cli import cpu_description
+
+    slug = cpu_slug(cpu_description()[0])
+    own = results / f"RESULTS-{slug}.md"
+    assert own.is_file(), f"no {own.name} written:\n{tail}"
+    assert own.read_text(encoding="utf-8") == re.sub(r"\]\(([\w.]+\.png)\)",
+                                                     rf"](results/{slug}/\1)", text)
+    assert (results / "results" / f"{slug}.json").is_file()
+    assert f"[RESULTS-{slug}.md](RESULTS-{slug}.md)" in (results / "RESULTS.md").read_text(
+        encoding="utf-8")
