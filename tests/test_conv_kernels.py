@@ -70,6 +70,8 @@ FIXED_CASES = [
     Case("dilation2-same", (1, 9, 8, 2), (3, 3, 2, 2), 1, "same", 2),
     Case("dilation-non-square", (1, 9, 10, 2), (2, 3, 2, 2), 1, "valid", (2, 3)),
     Case("dilation-asymmetric-pad", (1, 7, 7, 2), (3, 3, 2, 2), 1, ((1, 3), (2, 0)), 2),
+    # horizontal dilation with 16+ channels: im2col's forward reads one run per tap
+    Case("dilation-wide-channels", (1, 6, 7, 17), (2, 3, 17, 3), 1, "same", (1, 2)),
     Case("kernel-as-large-as-input", (2, 5, 4, 3), (5, 4, 3, 2)),
     Case("3x3-kernel-on-3x3-input", (2, 3, 3, 2), (3, 3, 2, 3)),
     Case("3x3-same-on-1x1-input", (2, 1, 1, 3), (3, 3, 3, 2), 1, "same"),

@@ -136,18 +136,20 @@ def forward(x, wp, b, has_bias, act, g, mode, rows_per, y2):
         cols = np.empty((MR if mode == PACKED_ROWS else 0, k), dtype=x.dtype)
         r0 = t * rows_per
         r1 = min(m, r0 + rows_per)
+        # one call of the micro-kernel's driver for the three modes: it is the costly part
+        # to compile, and each call site would compile (and optimise) it again
+        nseg, seglen = (kh, kw * c) if mode == ROW_SEGMENTS else (
+            (1, k) if mode == PACKED_ROWS else (kh * kw, c))
         for q0 in range(r0, r1, MR):
             rows = min(MR, r1 - q0)
             if mode == ROW_SEGMENTS:
                 kernel_row_pointers(x, g, q0, rows, zeros, ptrs)
-                row_tile(ptrs, kh, kw * c, wp, o, yflat, q0 * o, o, rows, False, tile)
             elif mode == PACKED_ROWS:
                 pack_patch_rows(x, g, q0, rows, cols)
                 matrix_rows(cols, 0, MR, k, zeros, ptrs)
-                row_tile(ptrs, 1, k, wp, o, yflat, q0 * o, o, rows, False, tile)
             else:
                 patch_pointers(x, g, q0, rows, zeros, ptrs)
-                row_tile(ptrs, kh * kw, c, wp, o, yflat, q0 * o, o, rows, False, tile)
+            row_tile(ptrs, nseg, seglen, wp, o, yflat, q0 * o, o, rows, False, tile)
         bias_act(y2[r0:r1], b, has_bias, act)
 
 
