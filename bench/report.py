@@ -1018,7 +1018,7 @@ def plot_cpu_ratios(summaries: list[dict], path: Path) -> bool:
     if not kinds:
         return False
     n = len(summaries)
-    fig, (ax,) = _figure(max(7.0, 0.6 * n * len(kinds) + 3), 4.5)
+    fig, (ax,) = _figure(max(8.0, 0.6 * n * len(kinds) + 5), 4.5)
     width = 0.8 / max(n, 2)
     for i, (summary, color) in enumerate(zip(summaries, _colors(n))):
         xs, ys = [], []
@@ -1034,14 +1034,14 @@ def plot_cpu_ratios(summaries: list[dict], path: Path) -> bool:
         target = PLOT_GROUPS[kind][1]
         if target is not None:
             ax.hlines(target, j - 0.45, j + 0.45, colors="black", linestyles="dashed",
-                      label="target" if first else None)
+                      label="target" if first else None, zorder=3)
             first = False
     ax.set_xticks(range(len(kinds)), [PLOT_GROUPS[k][0] for k in kinds])
     ax.set_ylabel("speed-up (reference time / fastconv time)")
-    ax.set_ylim(bottom=0)
+    ax.set_ylim(0, ax.get_ylim()[1] * 1.08)  # room for the bar labels
     ax.set_title("Lesson network, fastconv against the references, per CPU")
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.savefig(path, dpi=110, metadata={"Software": None})
     return True
 
