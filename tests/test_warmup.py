@@ -16,6 +16,7 @@ import pytest
 
 import fastconv
 from fastconv import warmup
+from fastconv.backends import background as bg
 from fastconv.inference import InferencePlan
 from fastconv.layers import Conv2D, Dense, Flatten, Input, Layer, MaxPooling2D
 from fastconv.models import Sequential
@@ -26,8 +27,8 @@ def background(tmp_path, monkeypatch):
     """Background compilation on (the suite turns it off), into a fresh cache folder."""
     monkeypatch.setenv("FASTCONV_BACKGROUND_COMPILE", "1")
     monkeypatch.setenv("FASTCONV_CACHE_DIR", str(tmp_path / "cache"))
-    yield tmp_path / "cache" / warmup.FOLDER
-    assert warmup.wait(timeout=300), "a compiling process outlived its test"
+    yield tmp_path / "cache" / bg.FOLDER
+    assert bg.wait(timeout=300), "a compiling process outlived its test"
 
 
 def small_model(filters: int = 4) -> Sequential:
@@ -63,7 +64,7 @@ def test_a_new_plan_predicts_on_the_fallback_then_hands_over(background):
     assert plan.interim.backend.name == "numpy" and plan.job.proc is not None
     np.testing.assert_allclose(first, expected(model, x), rtol=1e-5, atol=1e-6)
 
-    assert warmup.wait(timeout=300)
+    assert bg.wait(timeout=300)
     assert plan.job.succeeded(), (background / f"{plan.job.key}.log").read_text()
     second = model.predict_on_batch(x)
     real = the_plan(model)
@@ -87,7 +88,7 @@ def test_weights_set_while_compiling_are_used_before_and_after(background):
     model.set_weights([w * 0.5 for w in model.get_weights()])
     np.testing.assert_allclose(model.predict_on_batch(x), expected(model, x), rtol=1e-5,
                                atol=1e-6)
-    assert warmup.wait(timeout=300)
+    assert bg.wait(timeout=300)
     np.testing.assert_allclose(model.predict_on_batch(x), expected(model, x), rtol=1e-5,
                                atol=1e-6)
 
@@ -102,7 +103,7 @@ def test_a_plan_made_while_another_compiles_joins_it(background):
     plan = the_plan(other)
     if isinstance(plan, warmup.WarmingPlan):  # unless the first was already done
         assert plan.job.proc is None and "already running" in plan.job.describe()
-    assert warmup.wait(timeout=300)
+    assert bg.wait(timeout=300)
     np.testing.assert_allclose(other.predict_on_batch(y), out, rtol=1e-5, atol=1e-6)
     assert isinstance(the_plan(other), InferencePlan)
 
@@ -181,5 +182,41 @@ def test_the_setting_is_checked(monkeypatch):
 def test_wait_gives_up_after_its_timeout(tmp_path):
     (tmp_path / "compiling.lock").write_text(str(os.getpid()))  # held by a live process
     start = time.monotonic()
-    assert warmup.wait(tmp_path, timeout=0.2) is False
+    assert bg.wait(tmp_path, timeout=0.2) is False
     assert time.monotonic() - start < 5
+
+
+def test_tuning_waits_for_its_candidates_to_compile_in_the_background(background, monkeypatch):
+    from fastconv.backends import algorithms, autotune
+    from fastconv.geometry import conv_geometry
+
+    monkeypatch.setenv("FASTCONV_AUTOTUNE", "1")
+    algorithms.clear_memory()
+    timed = []
+
+    def counting_factory(backend, geom, dtype, conv_pass):
+        run = autotune.run_once_factory(backend, geom, dtype, conv_pass)
+
+        def counted(algo):
+            timed.append(algo)
+            run(algo)
+        return counted
+
+    monkeypatch.setattr(autotune, "TUNER", autotune.Tuner(run_factory=counting_factory))
+    be = fastconv.get_backend("numba-cpu")
+    geom = conv_geometry((2, 8, 8, 4), (3, 3, 4, 5))
+    try:
+        for _ in range(autotune.TUNE_AFTER_CALLS):
+            assert algorithms.resolve(be, geom, "float32", "forward", "auto") == \
+                be.heuristic_conv_algorithm(geom, "forward", algorithms.ALGORITHMS)
+        assert timed == []  # its time to tune came: nothing was run, a process compiles
+        (how,) = [v["how"] for k, v in autotune._explained.items() if k[2] == geom]
+        assert "compile in the background" in how
+        assert bg.wait(timeout=300)
+        assert len(list(background.glob("*.done"))) == 1, [
+            p.read_text() for p in background.glob("*.log")]
+        for _ in range(autotune.RETRY_AFTER_CALLS):
+            algorithms.resolve(be, geom, "float32", "forward", "auto")
+        assert len(set(timed)) > 1  # the candidates, compiled, are timed now
+    finally:
+        algorithms.clear_memory()
