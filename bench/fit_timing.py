@@ -1,16 +1,16 @@
-"""Lesson training through ``model.fit`` against a PyTorch eager loop doing the same work.
+"""Lesson training through ``model.fit`` against a PyTorch eager loop doing the same work, from
+the command line, outside the benchmark suite.
 
-fastconv: ``model.fit(x, y, batch_size=32, epochs=1, verbose=0)`` on the lesson network,
-compiled as the lesson does (Adam, categorical cross-entropy, the accuracy metric), after one
-warm-up epoch (compilation, autotuning). PyTorch: the same network and weights
-(``bench.lesson.torch_model``), Adam with Keras's defaults, cross-entropy on logits, the
-accuracy counted per batch, one warm-up epoch. Both shuffle each epoch. The figure is images per
-second over whole epochs, the best of ``--repeats`` epochs each, measured alternately in one
-process (PyTorch first: see bench/README.md on Numba's workers slowing PyTorch's pool).
+The suite measures the same thing in ``bench/test_fit.py`` (section "fit" of the report, with
+the summary's 1.5x target); this wrapper runs its two epochs (``bench.lesson.fastconv_fit`` and
+``bench.lesson.torch_fit``) alone: one warm-up epoch of each, then ``--repeats`` timed epochs,
+PyTorch first (see ``pytest_collection_modifyitems`` in bench/conftest.py on Numba's workers
+slowing PyTorch's pool), and prints the best epoch of each in images per second and the ratio.
 
-    python -m bench.fit_timing [--samples 12000] [--repeats 3]
+    python -m bench.fit_timing [--samples 12000] [--repeats 3] [--backend numba-cpu]
 
-MNIST comes from ``$FASTCONV_DATA`` or fastconv's cache (fastconv.datasets.mnist).
+Images: the first ``--samples`` MNIST training images where MNIST is found (``$FASTCONV_DATA``
+or fastconv's cache), else random images (``bench.lesson.fit_data``).
 """
 
 from __future__ import annotations
@@ -19,69 +19,46 @@ import argparse
 import os
 import time
 
-import numpy as np
 
-
-def _torch_epoch(torch, model, opt, x, y, batch: int, rng) -> float:
-    loss_fn = torch.nn.CrossEntropyLoss()
-    order = rng.permutation(len(x))
-    start = time.perf_counter()
-    correct = 0
-    for i in range(0, len(x), batch):
-        idx = order[i:i + batch]
-        xb = torch.from_numpy(x[idx])
-        yb = torch.from_numpy(y[idx])
-        opt.zero_grad(set_to_none=True)
-        logits = model(xb)
-        loss = loss_fn(logits, yb)
-        loss.backward()
-        opt.step()
-        correct += int((logits.argmax(1) == yb).sum())
-        loss.item()  # the loss reaches the host every step, as in fit's progress logs
-    return time.perf_counter() - start
+def _epochs(epoch, repeats: int) -> list[float]:
+    epoch()  # warm-up: compilation, autotuning
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        epoch()
+        times.append(time.perf_counter() - start)
+    return times
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     parser.add_argument("--samples", type=int, default=12000, help="training images per epoch")
     parser.add_argument("--repeats", type=int, default=3, help="timed epochs of each")
+    parser.add_argument("--backend", default=None,
+                        help="fastconv backend (default: fastconv's default backend)")
     args = parser.parse_args(argv)
+    if args.samples < 1 or args.repeats < 1:
+        parser.error("--samples and --repeats must be at least 1")
+    # as in the suite: every epoch runs the kernels it names, none on the compile fallback
+    os.environ.setdefault("FASTCONV_BACKGROUND_COMPILE", "0")
 
     import torch
 
-    from fastconv.datasets import mnist
-    from fastconv.utils import to_categorical
+    import fastconv
 
-    from .lesson import ADAM, fastconv_model, reference_weights, torch_model
+    from .lesson import fastconv_fit, fit_data, reference_weights, torch_fit
 
-    (x_train, y_train), _ = mnist.load_data()
-    x = x_train[:args.samples].reshape(-1, 28, 28, 1).astype("float32") / 255.0
-    ids = y_train[:args.samples].astype("int64")
+    x, ids, source = fit_data(args.samples)
     weights = reference_weights()
+    torch_times = _epochs(torch_fit(torch, weights, x, ids), args.repeats)
+    backend = args.backend or fastconv.get_backend().name
+    with fastconv.use_backend(backend):
+        fc_times = _epochs(fastconv_fit(weights, x, ids), args.repeats)
 
-    tmodel = torch_model(torch, weights, softmax=False)
-    topt = torch.optim.Adam(tmodel.parameters(), **ADAM)
-    x_nchw = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
-    rng = np.random.default_rng(0)
-    _torch_epoch(torch, tmodel, topt, x_nchw, ids, 32, rng)  # warm-up
-    torch_times = [_torch_epoch(torch, tmodel, topt, x_nchw, ids, 32, rng)
-                   for _ in range(args.repeats)]
-
-    model = fastconv_model(weights, compile=False)
-    model.compile(optimizer="adam", loss="categorical_crossentropy", metrics=["accuracy"])
-    y = to_categorical(ids, 10)
-    model.fit(x, y, batch_size=32, epochs=1, verbose=0)  # warm-up: compilation, autotuning
-    fc_times = []
-    for _ in range(args.repeats):
-        start = time.perf_counter()
-        model.fit(x, y, batch_size=32, epochs=1, verbose=0)
-        fc_times.append(time.perf_counter() - start)
-
-    n = len(x)
-    fc, tt = n / min(fc_times), n / min(torch_times)
+    fc, tt = len(x) / min(fc_times), len(x) / min(torch_times)
     print(f"CPU: {_cpu_model()}; threads: torch {torch.get_num_threads()}, "
-          f"load average {os.getloadavg()[0]:.2f}")
-    print(f"fastconv model.fit (accuracy on): {fc:,.0f} img/s (epochs "
+          f"load average {os.getloadavg()[0]:.2f}; {len(x)} {source}, batch 32")
+    print(f"fastconv model.fit ({backend}, accuracy on): {fc:,.0f} img/s (epochs "
           f"{', '.join(f'{t:.2f}' for t in fc_times)} s)")
     print(f"PyTorch eager loop (accuracy on): {tt:,.0f} img/s (epochs "
           f"{', '.join(f'{t:.2f}' for t in torch_times)} s)")

@@ -11,6 +11,7 @@ the first dense kernel's rows are reordered from fastconv's HWC flattening to Py
 
 from __future__ import annotations
 
+import functools
 import warnings
 
 import numpy as np
@@ -22,6 +23,8 @@ CLASSES = 10
 SEED = 0
 #: PyTorch's (and Keras's) Adam, as fastconv's: lr 1e-3, betas 0.9/0.999, epsilon 1e-7.
 ADAM = {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-7}
+#: The lesson's ``model.fit`` batch size.
+FIT_BATCH = 32
 
 
 def reference_weights() -> list[np.ndarray]:
@@ -127,3 +130,82 @@ def torch_predictor(torch, torch_lesson, weights, device: str, batch: int):
         return y
 
     return predict
+
+
+# -- training through model.fit against a PyTorch eager loop ------------------------------------
+
+@functools.cache
+def _mnist_train() -> tuple[np.ndarray, np.ndarray] | None:
+    from fastconv.datasets import mnist
+
+    try:
+        (x_train, y_train), _ = mnist.load_data(download=False)
+    except mnist.DatasetNotFoundError:
+        return None
+    return x_train, y_train
+
+
+def fit_data(samples: int) -> tuple[np.ndarray, np.ndarray, str]:
+    """``samples`` training images (NHWC float32 in [0, 1]), their class ids (int64) and what
+    they are: the first MNIST training images where MNIST is found (``$FASTCONV_DATA`` or
+    fastconv's cache, never downloaded here), else random images and labels
+    (:func:`images`, :func:`labels`). Damaged MNIST files are an error, not a fallback."""
+    if samples < 1:
+        raise ValueError(f"fit_data: samples must be at least 1, got {samples}")
+    found = _mnist_train()
+    if found is None:
+        return images(samples), labels(samples), "random images"
+    x_train, y_train = found
+    if samples > len(x_train):
+        raise ValueError(f"fit_data: MNIST has {len(x_train)} training images, "
+                         f"{samples} were asked for")
+    x = x_train[:samples].reshape(-1, *INPUT_SHAPE).astype(np.float32) / np.float32(255)
+    return x, y_train[:samples].astype(np.int64), "MNIST training images"
+
+
+def fastconv_fit(weights, x: np.ndarray, ids: np.ndarray, batch: int = FIT_BATCH):
+    """``epoch()``: one ``model.fit(x, y, batch_size=batch, epochs=1, verbose=0,
+    shuffle=True)`` epoch of a fresh lesson network holding ``weights``, compiled as the lesson
+    does (Adam, categorical cross-entropy, the accuracy metric); returns the epoch's History.
+    Build it (and call it) under the backend and algorithm to measure."""
+    model = fastconv_model(weights, compile=False)
+    model.compile(optimizer="adam", loss="categorical_crossentropy", metrics=["accuracy"])
+    y = one_hot(ids)
+
+    def epoch():
+        return model.fit(x, y, batch_size=batch, epochs=1, verbose=0, shuffle=True)
+
+    return epoch
+
+
+def torch_fit(torch, weights, x: np.ndarray, ids: np.ndarray, batch: int = FIT_BATCH,
+              device: str = "cpu", seed: int = 0):
+    """``epoch()``: the PyTorch eager loop doing what one ``model.fit`` epoch does, on the
+    PyTorch copy holding ``weights``: the samples in a new random order, then per batch of
+    ``batch`` the host arrays to ``device``, forward, cross-entropy on the logits, backward,
+    Adam (Keras's defaults, :data:`ADAM`), the correct predictions counted and the loss read
+    back to the host (as fit's metrics and logs do every step); returns the epoch's
+    accuracy."""
+    model = torch_model(torch, weights, softmax=False, device=device).train()
+    optimizer = torch.optim.Adam(model.parameters(), **ADAM)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    x_nchw = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+    rng = np.random.default_rng(seed)
+
+    def epoch() -> float:
+        order = rng.permutation(len(x_nchw))
+        correct = 0
+        for i in range(0, len(order), batch):
+            idx = order[i:i + batch]
+            xb = torch.from_numpy(x_nchw[idx]).to(device)
+            yb = torch.from_numpy(ids[idx]).to(device)
+            optimizer.zero_grad(set_to_none=True)
+            logits = model(xb)
+            loss = loss_fn(logits, yb)
+            loss.backward()
+            optimizer.step()
+            correct += int((logits.argmax(1) == yb).sum())
+            loss.item()
+        return correct / len(order)
+
+    return epoch

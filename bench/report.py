@@ -62,6 +62,8 @@ LIBRARY_NAMES = {"torch": "PyTorch", "onnxruntime": "onnxruntime"}
 ALGO_ORDER = ("direct", "im2col", "winograd", "winograd4", "auto")
 #: Summary targets of the lesson network (same-run speed-ups), also drawn in the per-CPU plot.
 TRAIN_TARGET, INFER_TARGET, LATENCY_TARGET = 1.5, 1.0, 1.0
+#: Lesson training through ``model.fit`` (batch 32, accuracy metric on) vs a PyTorch eager loop.
+FIT_TARGET = 1.5
 VERSIONED = ("fastconv", "numpy", "numba", "torch", "onnxruntime", "onnx", "pytest",
              "pytest-benchmark", "matplotlib")
 
@@ -251,6 +253,12 @@ def _device_targets(results: Results, device: str) -> list[Target]:
         b = 32 if 32 in batches else min(batches)
         add("train", f"Lesson net training step, batch {b} (vs PyTorch)", "img/s",
             [r for r in train if r.batch == b], "torch", TRAIN_TARGET)
+    fit = [r for r in results.section("fit") if r.batch is not None]
+    batches = ordered(r.batch for r in fit)
+    if batches:
+        b = 32 if 32 in batches else min(batches)
+        add("fit", f"Lesson net model.fit, batch {b} (vs PyTorch)", "img/s",
+            [r for r in fit if r.batch == b], "torch", FIT_TARGET)
     infer = results.section("infer")
     batches = ordered(r.batch for r in infer)
     if batches:
@@ -262,10 +270,6 @@ def _device_targets(results: Results, device: str) -> list[Target]:
             [r for r in infer if r.batch == big], "onnxruntime", INFER_TARGET)
         add("latency", f"Lesson net inference latency, batch {small} (vs onnxruntime)", "ms",
             [r for r in infer if r.batch == small], "onnxruntime", LATENCY_TARGET)
-    fit = results.section("fit")
-    for workload in ordered(r.workload for r in fit):
-        add("fit", f"Lesson net model.fit, {workload} (vs PyTorch loop)", "img/s",
-            [r for r in fit if r.workload == workload], "torch", None)
     conv = results.section("conv", **{"pass": "forward"})
     for workload in ordered(r.workload for r in conv):
         add("conv", f"Conv forward {workload}, best algorithm (vs PyTorch)", "GFLOP/s",
@@ -388,12 +392,27 @@ def infer_markdown(results: Results) -> str:
 
 def fit_markdown(results: Results) -> str:
     out = []
-    for workload, group in _grouped(results.section("fit"), lambda r: r.workload):
+    for (batch, images), group in _grouped(results.section("fit"),
+                                           lambda r: (r.batch, r.images)):
         for i, r in enumerate(group):
-            out.append([workload if i == 0 else "", r.impl, num(r.median), num(r.iqr),
-                        num(r.images_per_s), *_ref_columns(results, r, "fit")])
-    return table(["Case", "Implementation", "Median s", "IQR s", "img/s",
-                  *_ref_headers("fit")], out)
+            ips = r.images_per_s
+            first = i == 0
+            out.append([str(batch) if first else "", num(images) if first else "", r.impl,
+                        num(r.median), num(r.iqr), num(ips),
+                        num(EPOCH_IMAGES / ips) if ips else "-",
+                        *_ref_columns(results, r, "fit")])
+    return table(["Batch", "Images per epoch", "Implementation", "Median s/epoch", "IQR s",
+                  "img/s", f"s/epoch ({EPOCH_IMAGES:,} img)", *_ref_headers("fit")], out)
+
+
+def fit_intro(results: Results) -> str:
+    data = ordered(r.data for r in results.section("fit") if r.data) or ["random images"]
+    return ("One epoch of `model.fit(x, y, batch_size=32, epochs=1, verbose=0, shuffle=True)` "
+            "compiled as the lesson does (Adam, categorical cross-entropy, the accuracy metric) "
+            "against a PyTorch eager loop doing the same work (same weights, Adam with Keras's "
+            "defaults, cross-entropy on the logits, the accuracy counted per batch, "
+            f"`loss.item()` every step, reshuffled each epoch), on {' / '.join(data)}; times "
+            "are whole epochs after one untimed warm-up epoch.")
 
 
 def apps_markdown(results: Results) -> str:
@@ -791,14 +810,17 @@ def markdown(results: Results, env: dict, skipped, plots: dict[str, Path],
     if results.section("pool"):
         sections.append("## Pooling\n\nGB/s counts the input read and the output written "
                         "(float32).\n\n" + pool_markdown(results))
-    if results.section("train") or results.section("infer"):
-        sections.append("## Lesson network\n\n### Training step (forward, loss, backward, Adam)"
-                        "\n\n" + train_markdown(results) + "\n\n### Inference\n\n"
-                        + infer_markdown(results))
+    lesson_parts = []
+    if results.section("train"):
+        lesson_parts.append("### Training step (forward, loss, backward, Adam)\n\n"
+                            + train_markdown(results))
     if results.section("fit"):
-        sections.append("## Lesson network through model.fit\n\n`model.fit` epochs (Adam, the "
-                        "accuracy metric) against a PyTorch eager loop doing the same work.\n\n"
-                        + fit_markdown(results))
+        lesson_parts.append("### Training through model.fit\n\n" + fit_intro(results)
+                            + "\n\n" + fit_markdown(results))
+    if results.section("infer"):
+        lesson_parts.append("### Inference\n\n" + infer_markdown(results))
+    if lesson_parts:
+        sections.append("## Lesson network\n\n" + "\n\n".join(lesson_parts))
     if results.section("apps"):
         sections.append("## Whole networks (inference)\n\nfastconv.applications' VGG16 "
                         "without its top and ResNet50, `predict_on_batch`; PyTorch runs the "
@@ -877,13 +899,13 @@ def write_report(records, env: dict, out_dir: Path, *, skipped=(),
 INDEX_NAME = "RESULTS.md"
 CPU_PLOT = "cpu_ratios.png"
 #: The summary rows a CPU's summary keeps (see ``_device_targets`` for the kinds).
-HEADLINE_KINDS = ("train", "infer", "latency", "fit", "conv")
+HEADLINE_KINDS = ("train", "fit", "infer", "latency", "conv")
 #: The groups of the per-CPU plot: kind -> (axis label, dashed target line or None).
 PLOT_GROUPS = {
     "train": ("lesson training step\nvs PyTorch", TRAIN_TARGET),
+    "fit": ("lesson model.fit\nvs PyTorch loop", FIT_TARGET),
     "infer": ("inference, large batch\nvs onnxruntime", INFER_TARGET),
     "latency": ("latency, batch 1\nvs onnxruntime", LATENCY_TARGET),
-    "fit": ("model.fit\nvs PyTorch loop", None),
 }
 
 
@@ -999,22 +1021,31 @@ def index_markdown(summaries: list[dict], plot: bool, plot_note: str | None = No
     lines += ["", "## Headline ratios", "",
               table(["Benchmark", "Target", *[f"{s.get('cpu', '?')}" for s in summaries]], rows)]
     if plot:
+        training = "training step and model.fit" if "fit" in plotted_kinds(summaries) \
+            else "training step"
         lines += ["", f"![Training and inference ratios per CPU](results/{CPU_PLOT})", "",
-                  "Dashed lines: the targets (training step 1.5x, inference and latency "
-                  "1.0x)."]
+                  f"Dashed lines: the targets ({training} {TRAIN_TARGET:.1f}x, inference and "
+                  f"latency {INFER_TARGET:.1f}x)."]
     elif plot_note:
         lines += ["", f"*{plot_note}*"]
     return "\n".join(lines) + "\n"
 
 
+def _plot_ratio(summary: dict, kind: str) -> float | None:
+    return next((e["ratio"] for e in summary["ratios"] if e.get("kind") == kind
+                 and e.get("device", "cpu") == "cpu" and e.get("ratio") is not None), None)
+
+
+def plotted_kinds(summaries: list[dict]) -> list[str]:
+    """The groups of ``PLOT_GROUPS`` that at least one CPU has a ratio for."""
+    return [k for k in PLOT_GROUPS if any(_plot_ratio(s, k) is not None for s in summaries)]
+
+
 def plot_cpu_ratios(summaries: list[dict], path: Path) -> bool:
     """Grouped bars: one group per lesson-network metric (``PLOT_GROUPS``), one bar per CPU,
     the target of each group as a dashed line. False (nothing drawn) without any such ratio."""
-    def ratio(summary, kind):
-        return next((e["ratio"] for e in summary["ratios"] if e.get("kind") == kind
-                     and e.get("device", "cpu") == "cpu" and e.get("ratio") is not None), None)
-
-    kinds = [k for k in PLOT_GROUPS if any(ratio(s, k) is not None for s in summaries)]
+    ratio = _plot_ratio
+    kinds = plotted_kinds(summaries)
     if not kinds:
         return False
     n = len(summaries)

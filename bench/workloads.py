@@ -107,6 +107,10 @@ class Settings:
     gflop_budget: dict[str, float] = field(default_factory=dict)
     startup_rounds: int = 3
     cold_startup_rounds: int = 3  # 0: the empty-JIT-cache start-up is skipped
+    #: images per ``model.fit`` epoch (and per epoch of the PyTorch loop it is compared with):
+    #: a multiple of the batch (32) and at least 3 batches, so that every step has one shape,
+    #: which ``auto`` tunes at its third call, within the untimed warm-up epoch
+    fit_samples: int = 12_000
 
 
 def _lesson(n: int, tags=()) -> tuple[ConvLayer, ...]:
@@ -188,7 +192,8 @@ SETTINGS = {
         thread_layer=ConvLayer("resnet-3x3-b16", "ResNet-18/34 stage 2", 16, 28, 28, 128, 128,
                                3, pad=1),
         timing=Timing(target_s=1.0, min_rounds=5, max_rounds=200, min_round_s=2e-3),
-        gflop_budget={"numpy": 4.0}, startup_rounds=3, cold_startup_rounds=3),
+        gflop_budget={"numpy": 4.0}, startup_rounds=3, cold_startup_rounds=3,
+        fit_samples=12_000),
     "quick": Settings(
         mode="quick", conv_layers=QUICK_CONV, pool_cases=QUICK_POOL,
         train_batches=(32,), infer_batches=(1, 1000),
@@ -196,14 +201,16 @@ SETTINGS = {
         thread_layer=ConvLayer("resnet-3x3-b4", "ResNet-18/34 stage 2", 4, 28, 28, 128, 128, 3,
                                pad=1),
         timing=Timing(target_s=0.25, min_rounds=3, max_rounds=50, min_round_s=2e-3),
-        gflop_budget={"numpy": 0.2}, startup_rounds=3, cold_startup_rounds=1),
+        gflop_budget={"numpy": 0.2}, startup_rounds=3, cold_startup_rounds=1,
+        fit_samples=3_200),
     "smoke": Settings(
         mode="smoke", conv_layers=SMOKE_CONV, pool_cases=SMOKE_POOL,
         train_batches=(4,), infer_batches=(1, 8),
         scaling_batches=(1, 2), thread_counts=(1, 2),
         thread_layer=ConvLayer("tiny-3x3-b2", "smoke", 2, 10, 10, 3, 4, 3),
         timing=Timing(target_s=0.01, min_rounds=1, max_rounds=3, min_round_s=0.0),
-        gflop_budget={}, startup_rounds=1, cold_startup_rounds=0),
+        gflop_budget={}, startup_rounds=1, cold_startup_rounds=0,
+        fit_samples=96),
 }
 
 #: Images in one MNIST training epoch, for the seconds-per-epoch column.

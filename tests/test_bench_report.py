@@ -73,8 +73,10 @@ def run_records(scale: float, *, fit: bool = False) -> list[dict]:
         record("conv", "lesson-conv2-b32", "numba-cpu/direct", 0.05, **conv),
     ]
     if fit:
-        records += [record("fit", "lesson-fit-b32", "torch-cpu", 3.0, images=12000),
-                    record("fit", "lesson-fit-b32", "numba-cpu/auto", 2.0, images=12000)]
+        fit_info = dict(batch=32, images=12000, data="MNIST training images")
+        records += [record("fit", "lesson-fit-b32", "torch-cpu", 3.0, **fit_info),
+                    record("fit", "lesson-fit-b32", "numba-cpu/auto", 2.0, **fit_info),
+                    record("fit", "lesson-fit-b32", "numpy/auto", 8.0, **fit_info)]
     return records
 
 
@@ -135,7 +137,12 @@ def test_results_dir_for_two_cpus(tmp_path):
     assert conv["fastconv"]["value"] == pytest.approx(400.0)  # GFLOP/s
     assert by_kind(amd, "fit") == []
     [fit] = by_kind(intel, "fit")
-    assert fit["ratio"] == pytest.approx(1.5) and fit["target"] is None
+    assert fit["label"] == "Lesson net model.fit, batch 32 (vs PyTorch)"
+    assert fit["ratio"] == pytest.approx(1.5) and fit["target"] == 1.5
+    assert fit["fastconv"] == {"impl": "numba-cpu/auto", "median_s": 2.0,
+                               "value": pytest.approx(6000.0)}
+    assert fit["reference"] == {"impl": "torch-cpu", "median_s": 3.0,
+                                "value": pytest.approx(4000.0)}
     assert by_kind(intel, "train")[0]["ratio"] == pytest.approx(0.5)
 
     index = (results / "RESULTS.md").read_text(encoding="utf-8")
@@ -150,9 +157,65 @@ def test_results_dir_for_two_cpus(tmp_path):
     assert train_row.split(" | ")[1:] == [">= 1.5x", "2.00x (10,667 vs 5,333 img/s)",
                                           "0.50x (2,667 vs 5,333 img/s) |"]
     fit_row = next(line for line in index.splitlines() if "model.fit" in line)
-    assert fit_row.endswith("| - | - | 1.50x (6,000 vs 4,000 img/s) |")
+    assert fit_row == ("| Lesson net model.fit, batch 32 (vs PyTorch) | >= 1.5x | - | "
+                       "1.50x (6,000 vs 4,000 img/s) |")
+    # the training figures come first: the step, then model.fit
+    labels = [line.split(" | ")[0] for line in index.splitlines() if line.startswith("| Lesson")]
+    assert labels[:2] == ["| Lesson net training step, batch 32 (vs PyTorch)",
+                          "| Lesson net model.fit, batch 32 (vs PyTorch)"]
+    assert "(training step and model.fit 1.5x, inference and latency 1.0x)" in index
     assert "](results/cpu_ratios.png)" in index
     assert (results / "results" / "cpu_ratios.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_fit_rows_in_the_report(tmp_path):
+    """model.fit rows: a summary row with the 1.5x target, a table in the lesson network's
+    section (every implementation, the ratio to PyTorch's loop, s/epoch), the data named."""
+    records = run_records(2.0, fit=True)
+    report.write_report(records, AMD_ENV, tmp_path / "out")
+    text = (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
+    summary = next(line for line in text.splitlines()
+                   if line.startswith("| Lesson net model.fit"))
+    assert summary == ("| Lesson net model.fit, batch 32 (vs PyTorch) | numba-cpu/auto | "
+                       "6,000 img/s | torch-cpu | 4,000 img/s | 1.50x | >= 1.5x | yes |")
+    lesson = text[text.index("## Lesson network"):]
+    end = lesson.find("\n## ", 1)
+    lesson = lesson if end < 0 else lesson[:end]
+    assert lesson.index("### Training step") < lesson.index("### Training through model.fit") \
+        < lesson.index("### Inference")
+    fit = lesson[lesson.index("### Training through model.fit"):lesson.index("### Inference")]
+    assert "on MNIST training images" in fit
+    rows = [line for line in fit.splitlines() if line.startswith("| ")]
+    assert rows[0] == ("| Batch | Images per epoch | Implementation | Median s/epoch | IQR s | "
+                       "img/s | s/epoch (60,000 img) | vs PyTorch |")
+    assert rows[2:] == [
+        "| 32 | 12,000 | numba-cpu/auto | 2.00 | 0.04 | 6,000 | 10.0 | 1.50x |",
+        "|  |  | numpy/auto | 8.00 | 0.16 | 1,500 | 40.0 | 0.38x |",
+        "|  |  | torch-cpu | 3.00 | 0.06 | 4,000 | 15.0 |  |",
+    ]
+    # below the target: not met
+    slow = [dict(r, stats={"median": 2.5, "iqr": 0.0})
+            if r["extra_info"]["impl"] == "numba-cpu/auto" and r["extra_info"]["section"] == "fit"
+            else r for r in records]
+    report.write_report(slow, AMD_ENV, tmp_path / "slow")
+    text = (tmp_path / "slow" / "report.md").read_text(encoding="utf-8")
+    summary = next(line for line in text.splitlines()
+                   if line.startswith("| Lesson net model.fit"))
+    assert summary.endswith("| 1.20x | >= 1.5x | **no** |")
+
+
+def test_fit_rows_alone_and_without_reference(tmp_path):
+    """A run of the fit benchmark only still has its section; without PyTorch's row the
+    summary shows fastconv's figure and no ratio."""
+    fit_only = [r for r in run_records(2.0, fit=True) if r["extra_info"]["section"] == "fit"]
+    report.write_report(fit_only, AMD_ENV, tmp_path / "a")
+    text = (tmp_path / "a" / "report.md").read_text(encoding="utf-8")
+    assert "## Lesson network\n\n### Training through model.fit" in text
+    assert "### Training step" not in text and "### Inference" not in text
+    no_torch = [r for r in fit_only if r["extra_info"]["library"] != "torch"]
+    [target] = report.summary_targets(report.Results(no_torch))
+    assert target.kind == "fit" and target.ratio is None and target.reference is None
+    assert target.row.impl == "numba-cpu/auto"
 
 
 def test_index_regenerates_idempotently(tmp_path):
