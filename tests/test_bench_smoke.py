@@ -28,7 +28,7 @@ def bench_dir() -> Path:
 def test_bench_package_is_the_suite():
     folder = bench_dir()
     for name in ("conftest.py", "workloads.py", "report.py", "test_layers.py", "test_pooling.py",
-                 "test_models.py", "test_scaling.py", "test_startup.py"):
+                 "test_models.py", "test_fit.py", "test_scaling.py", "test_startup.py"):
         assert (folder / name).is_file(), name
 
 
@@ -47,8 +47,10 @@ def test_bench_smoke(tmp_path):
     assert report.is_file(), f"no report written:\n{tail}"
     text = report.read_text(encoding="utf-8")
     for heading in ("## Machine and software", "## Summary", "## Convolution layers",
-                    "## Pooling", "## Lesson network", "## Start-up", "## Scaling"):
+                    "## Pooling", "## Lesson network", "### Training through model.fit",
+                    "## Start-up", "## Scaling"):
         assert heading in text, heading
+    assert "| Lesson net model.fit, batch 32 (vs PyTorch) |" in text
     from fastconv.bench.report import cpu_slug
 
     from fastconv.cli import cpu_description
