@@ -21,24 +21,30 @@ from fastconv.layers import Conv2D, Dense, Flatten, MaxPooling2D
 from fastconv.models import Sequential
 from fastconv.utils import set_random_seed
 
+from ..devices import EMULATED
 from ..threads import run_in_threads
 
 ROUNDS = int(os.environ.get("FASTCONV_CAMPAIGN_ROUNDS", "2"))
 THREADS = int(os.environ.get("FASTCONV_CAMPAIGN_THREADS", "8"))
+#: image side, channels, the two convolutions' filters, the hidden units and the samples; an
+#: emulated device runs the same network on a few small images (its kernels run in Python)
+SIDE, CHANNELS, FILTERS, UNITS, SAMPLES = ((6, 2, (3, 4), 8, 16) if EMULATED
+                                           else (12, 3, (16, 32), 64, 32))
 
 
 def _cnn(seed=0):
     set_random_seed(seed)
-    model = Sequential([Conv2D(16, 3, padding="same", activation="relu", input_shape=(12, 12, 3)),
-                        MaxPooling2D(), Conv2D(32, 3, activation="relu"), Flatten(),
-                        Dense(64, activation="relu"), Dense(5, activation="softmax")])
+    model = Sequential([Conv2D(FILTERS[0], 3, padding="same", activation="relu",
+                               input_shape=(SIDE, SIDE, CHANNELS)),
+                        MaxPooling2D(), Conv2D(FILTERS[1], 3, activation="relu"), Flatten(),
+                        Dense(UNITS, activation="relu"), Dense(5, activation="softmax")])
     model.compile(optimizer="adam", loss="categorical_crossentropy")
     return model
 
 
-def _data(n=32, seed=1):
+def _data(n=SAMPLES, seed=1):
     rng = np.random.default_rng(seed)
-    x = rng.standard_normal((n, 12, 12, 3)).astype(np.float32)
+    x = rng.standard_normal((n, SIDE, SIDE, CHANNELS)).astype(np.float32)
     y = np.eye(5, dtype=np.float32)[rng.integers(0, 5, n)]
     return x, y
 
