@@ -56,24 +56,14 @@ def env_conv_algo() -> str:
 
 def env_autotune() -> bool:
     """Whether ``auto`` may time the candidate algorithms (``FASTCONV_AUTOTUNE``, default on)."""
-    value = os.environ.get("FASTCONV_AUTOTUNE", "1").strip().lower()
-    if value in ("1", "true", "yes", "on", ""):
-        return True
-    if value in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"FASTCONV_AUTOTUNE must be 0 or 1, got {value!r}")
+    return _flag("FASTCONV_AUTOTUNE", default=True)
 
 
 def env_background_compile() -> bool:
     """Whether a plan whose kernels were never compiled here compiles them in a background
     process while a backend that compiles nothing predicts (``FASTCONV_BACKGROUND_COMPILE``,
     default on; see fastconv.warmup)."""
-    value = os.environ.get("FASTCONV_BACKGROUND_COMPILE", "1").strip().lower()
-    if value in ("1", "true", "yes", "on", ""):
-        return True
-    if value in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"FASTCONV_BACKGROUND_COMPILE must be 0 or 1, got {value!r}")
+    return _flag("FASTCONV_BACKGROUND_COMPILE", default=True)
 
 
 def env_data_dir() -> Path | None:
@@ -92,11 +82,14 @@ def cache_dir() -> Path:
     return base / "fastconv"
 
 
-def _flag(name: str) -> bool:
+def _flag(name: str, default: bool = False) -> bool:
+    """A 0/1 switch; unset or empty: ``default``."""
     value = os.environ.get(name, "").strip().lower()
+    if value == "":
+        return default
     if value in ("1", "true", "yes", "on"):
         return True
-    if value in ("0", "false", "no", "off", ""):
+    if value in ("0", "false", "no", "off"):
         return False
     raise ValueError(f"{name} must be 0 or 1, got {value!r}")
 
