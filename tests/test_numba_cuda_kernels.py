@@ -16,8 +16,15 @@ import fastconv
 from fastconv.geometry import conv_geometry
 
 from . import naive
+from .devices import emulated_subset
 
 pytestmark = pytest.mark.device("numba-cuda")
+
+#: The GPU-tile tests below take both dtypes on a GPU; the simulator (256 Python threads a
+#: block) takes one each, alternating, so that float32 and float64 both run through the GPU
+#: tile's GEMM, implicit GEMM and Winograd kernels (tests/test_conv_kernels.py runs both
+#: dtypes through every algorithm with the simulator's tiles).
+DTYPES = ["float32", "float64"]
 
 
 @pytest.fixture
@@ -68,7 +75,7 @@ def assert_close(got, want, dtype, what=""):
     np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol * scale, err_msg=what)
 
 
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("dtype", emulated_subset(DTYPES, {1}))
 def test_gemm_gpu_tile(be, cuda_modules, rng, dtype):
     """Two 64-row blocks, one partial in rows, columns and depth (k = 13: two 8-deep steps),
     A transposed, B's batch of 1 broadcast over a batch of 2."""
@@ -120,7 +127,7 @@ def test_gemm_variants_are_declared_once_per_tile(cuda_modules):
 # -- implicit GEMM with the GPU tile: one or two blocks of 256 threads per pass ------------------
 
 
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("dtype", emulated_subset(DTYPES, {0}))
 def test_implicit_gemm_forward_gpu_tile(be, igemm, rng, dtype):
     """M = 2*8*5 = 80 output pixels (two 64-row tiles), K = 27 (four 8-deep steps, the last
     partial), O = 5."""
@@ -129,7 +136,7 @@ def test_implicit_gemm_forward_gpu_tile(be, igemm, rng, dtype):
     assert_close(be.to_host(y), ref["y"], dtype, "implicit GEMM forward")
 
 
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("dtype", emulated_subset(DTYPES, {1}))
 def test_implicit_gemm_backward_data_gpu_tile(be, igemm, rng, dtype):
     """Stride 2, asymmetric explicit padding: M = 2*9*4 = 72 input pixels (two tiles),
     K = 3*3*4 = 36, C = 3."""
@@ -139,7 +146,7 @@ def test_implicit_gemm_backward_data_gpu_tile(be, igemm, rng, dtype):
     assert_close(be.to_host(dx), ref["dx"], dtype, "implicit GEMM backward-data")
 
 
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("dtype", emulated_subset(DTYPES, {0}))
 def test_implicit_gemm_backward_weight_gpu_tile(be, igemm, rng, dtype):
     """Dilation 2: K = 27 rows (one tile), the reduction over M = 2*7*8 = 112 pixels split in
     two slices (two blocks)."""
@@ -151,8 +158,8 @@ def test_implicit_gemm_backward_weight_gpu_tile(be, igemm, rng, dtype):
 # -- Winograd: transforms against float64 ones, the GEMM stage with the GPU tile ---------------
 
 
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("m", [2, 4])
+@pytest.mark.parametrize("m, dtype", emulated_subset([(m, dt) for m in (2, 4) for dt in DTYPES],
+                                                    {0, 3}))
 def test_winograd_stages_gpu_tile(be, rng, m, dtype):
     """The transform kernels against the matrices of fastconv.winograd applied in float64, and
     the GEMM stage ``M[p] = V[p]^T U[p]`` with the GPU tile on two of the alpha*alpha positions

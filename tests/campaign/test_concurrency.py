@@ -4,7 +4,8 @@ thread trains, N threads each training a model, and two processes sharing one ca
 exceptions.
 
 ``FASTCONV_CAMPAIGN_ROUNDS`` sets the rounds of each test (CI: the default sample) and
-``FASTCONV_CAMPAIGN_THREADS`` the thread count (default 8).
+``FASTCONV_CAMPAIGN_THREADS`` the thread count (default 8; in an emulated device run one round
+of 4 threads on small images).
 """
 
 from __future__ import annotations
@@ -24,10 +25,11 @@ from fastconv.utils import set_random_seed
 from ..devices import EMULATED
 from ..threads import run_in_threads
 
-ROUNDS = int(os.environ.get("FASTCONV_CAMPAIGN_ROUNDS", "2"))
-THREADS = int(os.environ.get("FASTCONV_CAMPAIGN_THREADS", "8"))
-#: image side, channels, the two convolutions' filters, the hidden units and the samples; an
-#: emulated device runs the same network on a few small images (its kernels run in Python)
+#: An emulated device's kernels are slow (Numba's simulator runs them in Python, one launch at a
+#: time): there the default sample is one round of 4 threads, on the same network, small images
+ROUNDS = int(os.environ.get("FASTCONV_CAMPAIGN_ROUNDS", "1" if EMULATED else "2"))
+THREADS = int(os.environ.get("FASTCONV_CAMPAIGN_THREADS", "4" if EMULATED else "8"))
+#: image side, channels, the two convolutions' filters, the hidden units and the samples
 SIDE, CHANNELS, FILTERS, UNITS, SAMPLES = ((6, 2, (3, 4), 8, 16) if EMULATED
                                            else (12, 3, (16, 32), 64, 32))
 

@@ -20,8 +20,12 @@ from fastconv.backends import algorithms
 from fastconv.geometry import conv_geometry, pool_geometry
 
 from .. import naive
+from ..devices import EMULATED
 
 EXAMPLES = int(os.environ.get("FASTCONV_CAMPAIGN_EXAMPLES", "12"))
+#: the largest batch, input side and channel counts of the convolution cases; an emulated device
+#: (its kernels run in Python) draws the same kinds of cases on smaller shapes
+CONV_BATCH, CONV_SIDE, CONV_CHANNELS = (2, 8, 5) if EMULATED else (3, 14, 9)
 CAMPAIGN = settings(max_examples=EXAMPLES, deadline=None, database=None,
                     suppress_health_check=list(HealthCheck))
 TOL = {"float32": 2e-4, "float64": 1e-10}
@@ -62,10 +66,10 @@ def conv_cases(draw, algo):
     padding = draw(st.one_of(st.sampled_from(["valid", "same"]), st.tuples(
         st.tuples(st.integers(0, 3), st.integers(0, 3)),
         st.tuples(st.integers(0, 3), st.integers(0, 3)))))
-    h = draw(st.integers(1, 14))
-    w = draw(st.integers(1, 14))
-    x_shape = (draw(st.integers(1, 3)), h, w, draw(st.integers(1, 9)))
-    w_shape = (*k, x_shape[3], draw(st.integers(1, 9)))
+    h = draw(st.integers(1, CONV_SIDE))
+    w = draw(st.integers(1, CONV_SIDE))
+    x_shape = (draw(st.integers(1, CONV_BATCH)), h, w, draw(st.integers(1, CONV_CHANNELS)))
+    w_shape = (*k, x_shape[3], draw(st.integers(1, CONV_CHANNELS)))
     pads = naive.conv_padding(padding, x_shape, w_shape, s, d)
     oh, ow = naive.conv_output_shape(x_shape, w_shape, s, pads, d)[1:3]
     if oh < 1 or ow < 1:  # the kernel does not fit: make the input large enough
