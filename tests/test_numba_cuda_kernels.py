@@ -93,9 +93,10 @@ def test_gemm_gpu_tile(be, cuda_modules, rng, dtype):
                                               (True, True)])
 def test_matmul_transposes_several_blocks(be, rng, trans_a, trans_b):
     """The dense primitive with the launch configuration's tiles: edge tiles in every
-    dimension, every combination of transposes."""
-    a = rng.standard_normal((11, 9))
-    b = rng.standard_normal((9, 10))
+    dimension (k = 21: two steps of the simulator's 16-deep tiles, the last partial), every
+    combination of transposes."""
+    a = rng.standard_normal((11, 21))
+    b = rng.standard_normal((21, 10))
     a_in = a.T.copy() if trans_a else a
     b_in = b.T.copy() if trans_b else b
     c = be.matmul(be.asarray(a_in), be.asarray(b_in), trans_a, trans_b)

@@ -45,10 +45,10 @@ class LaunchConfig:
 GPU_CONFIG = LaunchConfig(threads_1d=256, max_blocks=65535, gemm_tile=(64, 64, 8, 4, 4),
                           threads_2d=(32, 8))
 #: Sizes under the simulator: a few threads, tiles smaller than most test shapes so that edge
-#: tiles and several blocks are exercised. The simulator pays a thread-barrier per depth step
-#: and a Python thread per CUDA thread: 16-deep steps and 4x4 outputs per thread (4 threads a
-#: block) make the tiled kernels several times faster than 4-deep steps of 2x2 (16 threads),
-#: and a reduction of 16 or fewer still covers the partial last step (tests run 9, 27, 40...).
+#: tiles and several blocks are exercised. The simulator pays two thread barriers per depth
+#: step and a Python thread per CUDA thread: 16-deep steps of 4x4 outputs per thread (4 threads
+#: a block) run the tiled kernels 2-4x faster than 4-deep steps of 2x2 (16 threads). Tests
+#: still reach partial last steps and several steps (depths 9, 21, 27, 36...).
 SIM_CONFIG = LaunchConfig(threads_1d=8, max_blocks=4, gemm_tile=(8, 8, 16, 4, 4),
                           threads_2d=(4, 2))
 CONFIG = SIM_CONFIG if SIMULATED else GPU_CONFIG
