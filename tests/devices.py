@@ -3,9 +3,12 @@
 The main test process runs the CPU backends (and a GPU backend on a real GPU). A second process
 runs the GPU backends' kernels on the CPU: ``NUMBA_ENABLE_CUDASIM=1`` (Numba's CUDA simulator)
 enrols numba-cuda, ``FASTCONV_CUPY_EMULATE=1`` (their CUDA C compiled with g++) enrols cupy.
-There the ``backend`` fixture yields only the emulated backends, and tests that sweep many
-shapes use :func:`emulated_subset` to keep the sweep small: the simulator costs about a
-millisecond per simulated thread, the CUDA C emulation an OS thread per CUDA thread.
+There the ``backend`` fixture yields only the emulated backends, tests that sweep many shapes
+use :func:`emulated_subset` to keep the sweep small, and end-to-end tests (``EMULATED``) train
+on fewer and smaller samples with the same assertions: the simulator starts a Python thread per
+CUDA thread (0.1-0.2 ms each) and interprets every multiply-add (about 2 us; tests/conftest.py
+shortens the GIL switch interval, which the simulator's thread barriers otherwise pay up to
+5 ms for), the CUDA C emulation switches a fiber per CUDA thread.
 """
 
 from __future__ import annotations
