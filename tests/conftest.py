@@ -13,9 +13,9 @@
 
 Autotuning and background compilation are switched off (``FASTCONV_AUTOTUNE=0``,
 ``FASTCONV_BACKGROUND_COMPILE=0``) and the cache goes to a temporary folder
-for the whole session, so tests never time kernels or write to the user's home. fastconv reads
-those two variables at call time; the backend and algorithm names it reads at import are left to
-the environment the suite runs in (``FASTCONV_BACKEND=numpy`` in CI until numba-cpu lands).
+for the whole session, so tests never time kernels, start compiling processes or write to the
+user's home. fastconv reads those variables at call time; the backend and algorithm names it
+reads at import are left to the environment the suite runs in.
 """
 
 from __future__ import annotations
