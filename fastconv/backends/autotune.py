@@ -518,8 +518,8 @@ def _candidates_compiled(backend, geom: ConvGeometry, dtype: str) -> bool:
     """Whether tuning may time the candidates of ``geom`` now. Timing compiles every candidate
     first, seconds each on an empty Numba cache: on a backend that compiles in the background
     (fastconv.backends.background), the first time a shape comes up for tuning a compiling
-    process compiles the candidates of its three passes, and tuning waits for it while the
-    heuristic's choice runs."""
+    process compiles the candidates of its three passes, and tuning waits for it (and for any
+    other compiling process) while the heuristic's choice runs."""
     from . import background
 
     if not background.enabled(backend):
@@ -528,7 +528,9 @@ def _candidates_compiled(backend, geom: ConvGeometry, dtype: str) -> bool:
             "threads": backend.num_threads(), **background.compiler_identity()}
     key = background.key_of(spec)
     if background.done(key):
-        return True
+        # compiled; but a compiling process still running (another shape's) would load the
+        # CPUs: timing then would only be found busy, and be retried, up to giving up
+        return not background.running()
     return background.start(key, spec) is None  # none can start: compile here, as before
 
 

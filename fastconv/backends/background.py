@@ -69,6 +69,12 @@ def done(key: str) -> bool:
     return (folder() / f"{key}.done").exists()
 
 
+def running() -> bool:
+    """Whether a compiling process runs in this cache folder now."""
+    _reap()
+    return _lock_holder(folder()) is not None
+
+
 def start(key: str, spec: dict) -> CompileJob | None:
     """Start the compiling process for ``spec`` (a dict with a ``kind`` of HANDLERS), or join
     the one running; None when none can start (read-only cache folder, no Python)."""
