@@ -6,7 +6,7 @@ install would wait about ten seconds. A backend that compiles its kernels names,
 ``compile_fallback``, a backend on the same host memory that compiles nothing (numba-cpu names
 numpy). When a model makes an inference plan that this machine has not compiled before:
 
-1. a separate Python process (fastconv.backends.background, at a lower priority) rebuilds
+1. a separate Python process (fastconv.backends.background) rebuilds
    the model from its configuration, makes the same plan on the compiling backend and runs it
    once on zeros, serial and parallel kernel variants both, which fills Numba's cache; then it
    records the plan as compiled (a marker file in ``fastconv``'s cache folder);

@@ -184,39 +184,3 @@ def test_wait_gives_up_after_its_timeout(tmp_path):
     start = time.monotonic()
     assert bg.wait(tmp_path, timeout=0.2) is False
     assert time.monotonic() - start < 5
-
-
-def test_tuning_waits_for_its_candidates_to_compile_in_the_background(background, monkeypatch):
-    from fastconv.backends import algorithms, autotune
-    from fastconv.geometry import conv_geometry
-
-    monkeypatch.setenv("FASTCONV_AUTOTUNE", "1")
-    algorithms.clear_memory()
-    timed = []
-
-    def counting_factory(backend, geom, dtype, conv_pass):
-        run = autotune.run_once_factory(backend, geom, dtype, conv_pass)
-
-        def counted(algo):
-            timed.append(algo)
-            run(algo)
-        return counted
-
-    monkeypatch.setattr(autotune, "TUNER", autotune.Tuner(run_factory=counting_factory))
-    be = fastconv.get_backend("numba-cpu")
-    geom = conv_geometry((2, 8, 8, 4), (3, 3, 4, 5))
-    try:
-        for _ in range(autotune.TUNE_AFTER_CALLS):
-            assert algorithms.resolve(be, geom, "float32", "forward", "auto") == \
-                be.heuristic_conv_algorithm(geom, "forward", algorithms.ALGORITHMS)
-        assert timed == []  # its time to tune came: nothing was run, a process compiles
-        (how,) = [v["how"] for k, v in autotune._explained.items() if k[2] == geom]
-        assert "compile in the background" in how
-        assert bg.wait(timeout=300)
-        assert len(list(background.glob("*.done"))) == 1, [
-            p.read_text() for p in background.glob("*.log")]
-        for _ in range(autotune.RETRY_AFTER_CALLS):
-            algorithms.resolve(be, geom, "float32", "forward", "auto")
-        assert len(set(timed)) > 1  # the candidates, compiled, are timed now
-    finally:
-        algorithms.clear_memory()

@@ -495,11 +495,6 @@ def _tune_or_check(backend, geom, dtype, conv_pass, candidates, heuristic, state
             return
         log.debug("cached %s for %s %s %s re-tuned: %s", state.current, conv_pass, dtype, geom,
                   verdict)
-    if not _candidates_compiled(backend, geom, dtype):
-        state.next_check = state.calls + RETRY_AFTER_CALLS  # not a try: nothing was measured
-        state.how = f"{'cached' if state.entry else 'heuristic'} (tuning waits for its " \
-                    f"candidates to compile in the background)"
-        return
     m = TUNER.measure(backend, geom, dtype, conv_pass, candidates, heuristic)
     state.timings = m.timings
     if m.busy:
@@ -512,44 +507,6 @@ def _tune_or_check(backend, geom, dtype, conv_pass, candidates, heuristic, state
     update_entries({cache_key(backend, geom, dtype, conv_pass):
                     make_entry(backend, geom, dtype, conv_pass, m)})
     _fast[fast_key] = m.choice
-
-
-def _candidates_compiled(backend, geom: ConvGeometry, dtype: str) -> bool:
-    """Whether tuning may time the candidates of ``geom`` now. Timing compiles every candidate
-    first, seconds each on an empty Numba cache: on a backend that compiles in the background
-    (fastconv.backends.background), the first time a shape comes up for tuning a compiling
-    process compiles the candidates of its three passes, and tuning waits for it (and for any
-    other compiling process) while the heuristic's choice runs."""
-    from . import background
-
-    if not background.enabled(backend):
-        return True
-    spec = {"kind": "conv", "backend": backend.name, "geometry": asdict(geom), "dtype": dtype,
-            "threads": backend.num_threads(), **background.compiler_identity()}
-    key = background.key_of(spec)
-    if background.done(key):
-        # compiled; but a compiling process still running (another shape's) would load the
-        # CPUs: timing then would only be found busy, and be retried, up to giving up
-        return not background.running()
-    return background.start(key, spec) is None  # none can start: compile here, as before
-
-
-def compile_candidates(spec: dict) -> None:
-    """The compiling process's work for a ``conv`` spec: every tuning candidate of each pass
-    run once on random data of the shape (see ``_candidates_compiled``)."""
-    from . import algorithms, get_backend, set_backend
-
-    set_backend(spec["backend"])
-    backend = get_backend()
-    backend.set_num_threads(spec["threads"])
-    geom = ConvGeometry(**spec["geometry"])
-    for conv_pass in ("forward", "backward_data", "backward_weight"):
-        run = run_once_factory(backend, geom, spec["dtype"], conv_pass)
-        for algo in algorithms.tuning_candidates(backend, geom, conv_pass):
-            try:
-                run(algo)
-            except (ValueError, NotImplementedError):
-                pass  # tuning records why it cannot run
 
 
 def _retry_later(state: _State, fast_key) -> None:

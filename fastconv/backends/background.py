@@ -1,13 +1,13 @@
-"""Compiling processes: Numba's kernels compiled into its on-disk cache by a separate, lower
-priority Python process, while the process that needs them goes on without waiting.
+"""Compiling processes: Numba's kernels compiled into its on-disk cache by a separate Python
+process, while the process that needs them goes on without waiting. It runs at the same
+priority: at a lower one, a process keeping every core busy starved it for minutes.
 
-A caller describes the work as a JSON *spec* with a ``kind`` (a plan of a model,
-fastconv.warmup; a convolution's tuning candidates, fastconv.backends.autotune) and a key (a
-hash of what decides the kernels compiled). :func:`start` writes the spec into the cache folder
-and starts ``python -m fastconv.backends.background SPEC``, which runs the kind's handler (a
-fixed table: a spec never names code) and, on success, leaves ``<key>.done``; :func:`done`
-tells whether that happened on this machine before. On failure the handler's traceback stays in
-``<key>.log``.
+A caller describes the work as a JSON *spec* with a ``kind`` (so far a plan of a model,
+fastconv.warmup) and a key (a hash of what decides the kernels compiled). :func:`start` writes
+the spec into the cache folder and starts ``python -m fastconv.backends.background SPEC``,
+which runs the kind's handler (a fixed table: a spec never names code) and, on success, leaves
+``<key>.done``; :func:`done` tells whether that happened on this machine before. On failure the
+handler's traceback stays in ``<key>.log``.
 
 One compiling process runs at a time per cache folder: a lock file names it, written whole and
 linked into place (never seen half written), taken over when its process is gone. A caller that
@@ -16,7 +16,6 @@ finds the lock held gets a job that joins the running one, and starts its own la
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import json
 import logging
@@ -35,8 +34,7 @@ FOLDER = "compiled"
 _LOCK = "compiling.lock"
 
 #: kind -> (module, function) that does a spec's work in the compiling process
-HANDLERS = {"plan": ("fastconv.warmup", "compile_plan"),
-            "conv": ("fastconv.backends.autotune", "compile_candidates")}
+HANDLERS = {"plan": ("fastconv.warmup", "compile_plan")}
 
 
 def folder() -> Path:
@@ -60,19 +58,9 @@ def compiler_identity() -> dict:
             "python": sys.version, "numba_cache": os.environ.get("NUMBA_CACHE_DIR", "")}
 
 
-def key_of(spec: dict) -> str:
-    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:32]
-
-
 def done(key: str) -> bool:
     """Whether the work of ``key`` was done on this machine (into this cache)."""
     return (folder() / f"{key}.done").exists()
-
-
-def running() -> bool:
-    """Whether a compiling process runs in this cache folder now."""
-    _reap()
-    return _lock_holder(folder()) is not None
 
 
 def start(key: str, spec: dict) -> CompileJob | None:
@@ -220,10 +208,6 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     spec_path = Path(argv[0])
     where, key = spec_path.parent, spec_path.stem
-    try:
-        os.nice(10)  # the predicting process comes first
-    except OSError:
-        pass
     ok = False
     try:
         spec = json.loads(spec_path.read_text())
