@@ -95,7 +95,6 @@ def by_kind(summary: dict, kind: str) -> list[dict]:
 
 
 def test_results_dir_for_two_cpus(tmp_path):
-    pytest.importorskip("matplotlib")
     results = tmp_path / "bench"
     _, written = report.write_report(run_records(2.0), AMD_ENV, tmp_path / "out-amd",
                                      results_dir=results)
@@ -219,7 +218,6 @@ def test_fit_rows_alone_and_without_reference(tmp_path):
 
 
 def test_index_regenerates_idempotently(tmp_path):
-    pytest.importorskip("matplotlib")
     results = tmp_path / "bench"
     report.write_report(run_records(2.0), AMD_ENV, tmp_path / "a", results_dir=results)
     report.write_report(run_records(0.5, fit=True), INTEL_ENV, tmp_path / "i",
@@ -245,7 +243,6 @@ def test_index_regenerates_idempotently(tmp_path):
 
 
 def test_index_ignores_other_json_and_names_a_broken_summary(tmp_path):
-    pytest.importorskip("matplotlib")
     results = tmp_path / "bench"
     report.write_report(run_records(2.0), AMD_ENV, tmp_path / "a", results_dir=results)
     (results / "results" / "notes.json").write_text('{"something": "else"}', encoding="utf-8")
@@ -258,7 +255,6 @@ def test_index_ignores_other_json_and_names_a_broken_summary(tmp_path):
 
 
 def test_index_without_training_or_inference_draws_no_plot(tmp_path):
-    pytest.importorskip("matplotlib")
     results = tmp_path / "bench"
     conv_only = [r for r in run_records(2.0) if r["extra_info"]["section"] == "conv"]
     report.write_report(conv_only, AMD_ENV, tmp_path / "a", results_dir=results)
@@ -268,7 +264,6 @@ def test_index_without_training_or_inference_draws_no_plot(tmp_path):
 
 
 def test_stale_plots_of_a_cpu_are_removed(tmp_path):
-    pytest.importorskip("matplotlib")
     results = tmp_path / "bench"
     report.write_report(run_records(2.0), AMD_ENV, tmp_path / "a", results_dir=results)
     layers = results / "results" / "amd-epyc" / "layers_gflops.png"
@@ -281,7 +276,6 @@ def test_stale_plots_of_a_cpu_are_removed(tmp_path):
 
 
 def test_report_command_keeps_results_md_and_adds_results_dir(tmp_path, capsys):
-    pytest.importorskip("matplotlib")
     data = {"benchmarks": run_records(2.0),
             "fastconv": {"environment": INTEL_ENV, "skipped": [["test_x", "no GPU"]]}}
     source = tmp_path / "benchmark.json"
@@ -311,7 +305,6 @@ def test_results_md_cannot_be_the_index(tmp_path):
 
 def test_fastconv_bench_passes_results_dir(monkeypatch, tmp_path):
     pytest.importorskip("pytest_benchmark")
-    pytest.importorskip("matplotlib")
     from fastconv import cli
 
     commands = []
