@@ -1,6 +1,6 @@
 """Compiling processes: Numba's kernels compiled into its on-disk cache by a separate Python
 process, while the process that needs them goes on without waiting. It runs at the same
-priority: at a lower one, a process keeping every core busy starved it for minutes.
+priority: at a lower one (nice 10), a process keeping every core busy starved it while it ran.
 
 A caller describes the work as a JSON *spec* with a ``kind`` (so far a plan of a model,
 fastconv.warmup) and a key (a hash of what decides the kernels compiled). :func:`start` writes
