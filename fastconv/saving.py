@@ -205,6 +205,22 @@ def _keras_target(filepath, where: str) -> bool:
     return name.endswith(".keras") if where == "save" else name.endswith((".h5", ".hdf5"))
 
 
+def model_description(model) -> dict:
+    """A model's architecture as a model file keeps it: its class name and configuration."""
+    return {"class_name": type(model).__name__, "config": model.get_config()}
+
+
+def model_class(description):
+    """The model class a description (``model_description``) names, or None when it is not
+    one that model files hold."""
+    from .models.functional import Functional
+    from .models.sequential import Sequential
+
+    name = description.get("class_name") if isinstance(description, dict) else None
+    return {"Sequential": Sequential, "Functional": Functional}.get(name) \
+        if isinstance(name, str) else None
+
+
 def save_model(model, filepath) -> None:
     from .losses import serialize as serialize_loss
     from .optimizers import serialize as serialize_optimizer
@@ -220,7 +236,7 @@ def save_model(model, filepath) -> None:
     entries, arrays = _weight_entries(model.weights)
     manifest = {"format": "fastconv-model", "format_version": FORMAT_VERSION,
                 "fastconv_version": __version__,
-                "model": {"class_name": type(model).__name__, "config": model.get_config()},
+                "model": model_description(model),
                 "compile": None, "weights": entries, "optimizer": None}
     if model.compiled:
         manifest["compile"] = model.compile_config(serialize_optimizer, serialize_loss)
@@ -495,18 +511,14 @@ def load_model(filepath, compile: bool = True):  # noqa: A002 - Keras's argument
 
     if keras_io.is_keras_file(filepath):
         return keras_io.load_model(filepath, compile=compile)
-    from .models.functional import Functional
-    from .models.sequential import Sequential
-
-    classes = {"Sequential": Sequential, "Functional": Functional}
     with _Archive(filepath, ("fastconv-model",)) as archive:
         spec = archive.manifest.get("model")
-        if not isinstance(spec, dict) or not isinstance(spec.get("class_name"), str) or (
-                spec["class_name"] not in classes):
+        cls = model_class(spec)
+        if cls is None:
             raise archive.error(f"unsupported model description {str(spec)[:80]!r}")
         try:  # the configuration may ask for no more memory than the file's weights hold
             with archive.weight_budget():
-                model = classes[spec["class_name"]].from_config(spec["config"])
+                model = cls.from_config(spec["config"])
                 model.build()
         except Exception as exc:  # noqa: BLE001 - whatever a hostile config raises
             raise archive.error(f"its architecture cannot be rebuilt "

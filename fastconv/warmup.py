@@ -32,8 +32,9 @@ import hashlib
 import json
 import logging
 
-from .backends import background
+from .backends import background, get_backend
 from .inference import InferencePlan
+from .saving import model_class, model_description
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +55,6 @@ def plan_for(model, batch_shape, backend, on_ready=None):
     job = background.start(key, spec)
     if job is None:
         return InferencePlan(model, batch_shape, backend)
-    from .backends import get_backend
-
     try:
         interim = InferencePlan(model, batch_shape, get_backend(fallback))
     except Exception:  # noqa: BLE001 - a plan the fallback cannot make: compile here and now
@@ -73,11 +72,11 @@ def plan_spec(model, batch_shape, backend) -> dict | None:
     from .backends import algorithms
 
     try:
-        architecture = {"class_name": type(model).__name__, "config": model.get_config()}
+        architecture = model_description(model)
         json.dumps(architecture)
     except Exception:  # noqa: BLE001 - whatever a layer's get_config raises
         return None
-    if architecture["class_name"] not in ("Sequential", "Functional") or not _built_in(model):
+    if model_class(architecture) is None or not _built_in(model):
         return None
     shape = [list(s) for s in batch_shape] if isinstance(batch_shape, list) else list(
         batch_shape)
@@ -166,14 +165,10 @@ def compile_plan(spec: dict) -> None:
 
     import fastconv
 
-    from .models.functional import Functional
-    from .models.sequential import Sequential
-
-    classes = {"Sequential": Sequential, "Functional": Functional}
     fastconv.set_backend(spec["backend"])
     backend = fastconv.get_backend()
     backend.set_num_threads(spec["threads"])
-    model = classes[spec["model"]["class_name"]].from_config(spec["model"]["config"])
+    model = model_class(spec["model"]).from_config(spec["model"]["config"])
     model.build()
     shape = spec["batch_shape"]
     several = bool(shape) and isinstance(shape[0], list)

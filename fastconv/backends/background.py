@@ -44,8 +44,7 @@ def folder() -> Path:
 def enabled(backend) -> bool:
     """Whether ``backend``'s kernels may compile in the background (it names a compile
     fallback, and ``FASTCONV_BACKGROUND_COMPILE`` is on)."""
-    return getattr(backend, "compile_fallback", None) is not None and \
-        config.env_background_compile()
+    return backend.compile_fallback is not None and config.env_background_compile()
 
 
 def compiler_identity() -> dict:
