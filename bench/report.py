@@ -881,12 +881,7 @@ def write_report(records, env: dict, out_dir: Path, *, skipped=(),
     written = []
     if results_md is not None:
         results_md = Path(results_md)
-        images = results_md.parent / "results"
-        images.mkdir(parents=True, exist_ok=True)
-        for path in plots.values():
-            shutil.copyfile(path, images / path.name)
-        results_md.write_text(markdown(results, env, skipped, plots, note, "results/"),
-                              encoding="utf-8")
+        publish(results, env, skipped, plots, note, results_md, "results/")
         written.append(results_md)
     if results_dir is not None:
         written += write_cpu_results(results, env, Path(results_dir), skipped=skipped,
@@ -941,6 +936,22 @@ def cpu_summary(results: Results, env: dict) -> dict:
     }
 
 
+def publish(results: Results, env: dict, skipped, plots: dict[str, Path],
+            plot_note: str | None, md: Path, link: str, prune: bool = False) -> None:
+    """Write the report as ``md`` with its plots copied to ``md``'s folder / ``link``, the
+    folder its image links name; ``prune``: plots this run did not draw are removed there."""
+    images = md.parent / link
+    images.mkdir(parents=True, exist_ok=True)
+    if prune:
+        drawn = {path.name for path in plots.values()}
+        for name in PLOTS.values():
+            if name not in drawn:
+                (images / name).unlink(missing_ok=True)
+    for path in plots.values():
+        shutil.copyfile(path, images / path.name)
+    md.write_text(markdown(results, env, skipped, plots, plot_note, link), encoding="utf-8")
+
+
 def write_cpu_results(results: Results, env: dict, folder: Path, *, skipped=(),
                       plots: dict[str, Path], plot_note: str | None) -> list[Path]:
     """``folder/RESULTS-<slug>.md`` (the report, its plots copied to ``folder/results/<slug>/``,
@@ -949,17 +960,8 @@ def write_cpu_results(results: Results, env: dict, folder: Path, *, skipped=(),
     summary = cpu_summary(results, env)
     slug = summary["slug"]
     folder = Path(folder)
-    images = folder / "results" / slug
-    images.mkdir(parents=True, exist_ok=True)
-    drawn = {path.name for path in plots.values()}
-    for name in PLOTS.values():
-        if name not in drawn:
-            (images / name).unlink(missing_ok=True)
-    for path in plots.values():
-        shutil.copyfile(path, images / path.name)
     md = folder / cpu_results_name(slug)
-    md.write_text(markdown(results, env, skipped, plots, plot_note, f"results/{slug}/"),
-                  encoding="utf-8")
+    publish(results, env, skipped, plots, plot_note, md, f"results/{slug}/", prune=True)
     (folder / "results" / f"{slug}.json").write_text(
         json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return [md, write_index(folder)]
