@@ -24,11 +24,11 @@ import numbers
 import numpy as np
 
 from .. import functional as F
+from .. import interrupts, warmup
 from .. import losses as losses_mod
 from .. import metrics as metrics_mod
 from .. import optimizers as optimizers_mod
 from .. import random as fc_random
-from .. import warmup
 from ..backends import get_backend
 from ..backends.device import batch_of, translate_device_error
 from ..callbacks import Callback, History
@@ -589,6 +589,13 @@ class Model(Layer):
             cb.set_params(params)
         self.history = history
         self.stop_training = False
+        with interrupts.remembered():
+            self._run_epochs(cbs, xs, ys, batch_size, epochs, initial_epoch, shuffle, verbose,
+                             history, validation_data, val_batch)
+        return history
+
+    def _run_epochs(self, cbs, xs, ys, batch_size, epochs, initial_epoch, shuffle, verbose,
+                    history, validation_data, val_batch) -> None:
         for cb in cbs:
             cb.on_train_begin()
         for epoch in range(initial_epoch, epochs):
@@ -600,11 +607,11 @@ class Model(Layer):
                                    validation_data, val_batch)
             for cb in cbs:
                 cb.on_epoch_end(epoch, logs)
+            interrupts.check()
             if self.stop_training:
                 break
         for cb in cbs:
             cb.on_train_end()
-        return history
 
     @staticmethod
     def _check_callbacks(callbacks) -> list[Callback]:
@@ -645,6 +652,7 @@ class Model(Layer):
             logs = self._epoch_values(sums, seen)
             for cb in cbs:
                 cb.on_train_batch_end(step, logs)
+            interrupts.check()
             bar.update(step + 1, logs)
         logs = self._epoch_values(sums, seen)
         if validation_data is not None:
