@@ -13,6 +13,10 @@ Everything else asks these functions; nothing else in the package touches ``os.e
 ``FASTCONV_AUTOTUNE``       ``1`` (default): ``auto`` runs the heuristic's choice, then measures a
                             shape's candidates on its third use and caches a clear winner (see
                             ``fastconv.backends.autotune``); ``0``: ``auto`` uses the heuristic only
+``FASTCONV_TUNE_COMPILE``   seconds that compiling one candidate algorithm is assumed to cost
+                            (default 3): a shape is tuned only once the heuristic's runs of it
+                            have taken that long per candidate not yet run in this process;
+                            ``0``: tune on the third use whatever compiling costs (benchmarks)
 ``FASTCONV_CUPY_EMULATE``   ``1``: the ``cupy`` backend compiles its CUDA C kernels with g++ and
                             runs them on the CPU on NumPy memory (no GPU needed); read at import
 ``FASTCONV_CUPY_SANITIZE``  with ``FASTCONV_CUPY_EMULATE=1``: ``address`` or ``thread`` builds the
@@ -57,6 +61,26 @@ def env_conv_algo() -> str:
 def env_autotune() -> bool:
     """Whether ``auto`` may time the candidate algorithms (``FASTCONV_AUTOTUNE``, default on)."""
     return _flag("FASTCONV_AUTOTUNE", default=True)
+
+
+#: seconds a candidate's first compile is assumed to cost (AMD EPYC, numba-cpu: 1.5-8 s per
+#: algorithm and pass, 3 s typical)
+DEFAULT_TUNE_COMPILE_SECONDS = 3.0
+
+
+def env_tune_compile_seconds() -> float:
+    """The compile time autotuning weighs against the heuristic's run time
+    (``FASTCONV_TUNE_COMPILE``, seconds, default 3; see fastconv.backends.autotune)."""
+    value = os.environ.get("FASTCONV_TUNE_COMPILE", "").strip()
+    if value == "":
+        return DEFAULT_TUNE_COMPILE_SECONDS
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds < float("inf"):
+        raise ValueError(f"FASTCONV_TUNE_COMPILE must be a number of seconds >= 0, got {value!r}")
+    return seconds
 
 
 def env_background_compile() -> bool:

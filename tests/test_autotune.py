@@ -28,6 +28,7 @@ from fastconv.geometry import conv_geometry
 CALLS = autotune.TUNE_AFTER_CALLS
 GEOM = conv_geometry((8, 12, 12, 16), (3, 3, 16, 32), 1, "valid")  # all four algorithms
 GEOM5 = conv_geometry((8, 12, 12, 16), (5, 5, 16, 32), 1, "valid")  # no Winograd
+GEOM1 = conv_geometry((8, 12, 12, 16), (1, 1, 16, 32), 1, "valid")  # direct timed on numba-cpu
 
 
 class FakeBackend(Backend):
@@ -78,6 +79,7 @@ class World:
 def tuning(monkeypatch, tmp_path):
     """Autotuning on, an empty cache in tmp_path, fresh memory; yields install(world)."""
     monkeypatch.setenv("FASTCONV_AUTOTUNE", "1")
+    monkeypatch.setenv("FASTCONV_TUNE_COMPILE", "0")  # compiling free: tune on the third use
     monkeypatch.setenv("FASTCONV_CACHE_DIR", str(tmp_path))
     algorithms.clear_memory()
 
@@ -120,6 +122,42 @@ def test_first_uses_run_the_heuristic_and_the_third_tunes(tuning):
     assert entry["rounds"] >= autotune.MIN_ROUNDS
     runs = len(world.runs)
     assert use(be, times=10) == "direct" and len(world.runs) == runs  # decided: no more timing
+
+
+def test_tuning_waits_until_the_uses_could_pay_for_its_compiles(tuning, monkeypatch):
+    # three candidates never ran here: 3 x 10 ms of compiling against im2col's 4 ms per use,
+    # so tuning waits for the eighth use (8 x 4 ms >= 30 ms)
+    monkeypatch.setenv("FASTCONV_TUNE_COMPILE", "0.01")
+    world = tuning(World({"direct": 1e-3, "im2col": 4e-3, "winograd": 2e-3, "winograd4": 3e-3}))
+    be = FakeBackend()
+    assert use(be, times=CALLS) == "im2col"
+    assert set(world.runs) == {"im2col"} and len(world.runs) == autotune.MIN_ROUNDS  # priced
+    assert "when it can pay" in choice_info()["how"] and "on use 8" in choice_info()["how"]
+    assert use(be, times=7 - CALLS) == "im2col" and set(world.runs) == {"im2col"}
+    assert stored() is None
+    assert use(be, times=1) == "direct"  # the eighth use tunes
+    assert stored()["choice"] == "direct"
+
+
+def test_tuning_does_not_wait_for_candidates_that_already_ran(tuning, monkeypatch):
+    monkeypatch.setenv("FASTCONV_TUNE_COMPILE", "0.01")
+    world = tuning(World({"direct": 1e-3, "im2col": 4e-3, "winograd": 2e-3, "winograd4": 3e-3}))
+    be = FakeBackend()
+    use(be, times=8)  # tuned: every candidate of this pass ran in this process
+    assert stored()["choice"] == "direct"
+    other = conv_geometry((4, 12, 12, 16), (3, 3, 16, 32), 1, "valid")
+    runs = len(world.runs)
+    assert use(be, other) == "direct"  # tuned on its third use: nothing left to compile
+    assert stored(other)["choice"] == "direct" and len(world.runs) > runs
+
+
+def test_a_shape_too_cheap_to_pay_for_its_compiles_keeps_the_heuristic(tuning, monkeypatch):
+    # with the default 3 s per compile, a 4 ms shape would need thousands of uses
+    world = tuning(World({"direct": 1e-3, "im2col": 4e-3, "winograd": 2e-3, "winograd4": 3e-3}))
+    monkeypatch.delenv("FASTCONV_TUNE_COMPILE")
+    be = FakeBackend()
+    assert use(be, times=100) == "im2col"
+    assert set(world.runs) == {"im2col"} and stored() is None
 
 
 def test_rounds_are_interleaved(tuning):
@@ -418,6 +456,7 @@ def test_tuning_under_real_load_keeps_nothing_measured_then(autotuned_backend, m
     what it measured is not kept (a benchmark row shows the speed of such choices)."""
     backend = autotuned_backend
     monkeypatch.setenv("FASTCONV_AUTOTUNE", "1")
+    monkeypatch.setenv("FASTCONV_TUNE_COMPILE", "0")  # compiling free: tune on the third use
     monkeypatch.setenv("FASTCONV_CACHE_DIR", str(tmp_path))
     algorithms.clear_memory()
     geom = conv_geometry((32, 13, 13, 32), (3, 3, 32, 64), 1, "valid")  # lesson conv 2
@@ -454,13 +493,13 @@ def test_cli_show_clear_and_retune(tuning, monkeypatch, capsys):
     assert "0 entries" in capsys.readouterr().out
     if not be.autotune:
         monkeypatch.setattr(type(be), "autotune", True)
-    use(be, GEOM5)
-    other = dict(stored(GEOM5, backend=be), choice="im2col")
+    use(be, GEOM1)
+    other = dict(stored(GEOM1, backend=be), choice="im2col")
     autotune.update_entries({"Other CPU [avx2] fastconv 0.0.1|" + be.name + "|x": other})
     assert main(["autotune", "--show"]) == 0
     out = capsys.readouterr().out
     assert "2 entries" in out and autotune.machine_signature() in out
-    assert "n8 12x12x16 k5x5->32" in out and "forward" in out and "float32" in out
+    assert "n8 12x12x16 k1x1->32" in out and "forward" in out and "float32" in out
     lines = [line for line in out.splitlines() if line.startswith(("this ", "other "))]
     assert len(lines) == 2
     assert any(line.startswith("this") and "direct" in line and "1.000 ms" in line
@@ -471,14 +510,14 @@ def test_cli_show_clear_and_retune(tuning, monkeypatch, capsys):
     runs = len(world.runs)
     assert main(["autotune", "--retune"]) == 0
     out = capsys.readouterr().out
-    assert "forward n8 12x12x16 k5x5->32" in out and "im2col (measured)" in out
-    assert len(world.runs) > runs and stored(GEOM5, backend=be)["choice"] == "im2col"
+    assert "forward n8 12x12x16 k1x1->32" in out and "im2col (measured)" in out
+    assert len(world.runs) > runs and stored(GEOM1, backend=be)["choice"] == "im2col"
     assert len(autotune.read_entries()) == 2
     world.others = 0.9  # under load: reported, nothing changes
     world.cost["direct"] = 1e-3
     assert main(["autotune", "--retune"]) == 0
     assert "not kept: measured under load" in capsys.readouterr().out
-    assert stored(GEOM5, backend=be)["choice"] == "im2col"
+    assert stored(GEOM1, backend=be)["choice"] == "im2col"
     assert main(["autotune", "--clear"]) == 0
     assert "cleared" in capsys.readouterr().out
     assert autotune.read_entries() == {}
@@ -498,6 +537,25 @@ def test_candidates_are_the_plausible_algorithms_and_the_heuristic():
     assert algorithms.tuning_candidates(be, one_channel, "forward") == ("direct", "im2col")
     two_out = conv_geometry((8, 12, 12, 16), (3, 3, 16, 2), 1, "valid")
     assert algorithms.tuning_candidates(be, two_out, "backward_data") == ("direct", "im2col")
+
+
+def test_numba_cpu_times_direct_only_where_it_can_win():
+    be = fastconv.get_backend("numba-cpu")
+    assert "direct" not in algorithms.tuning_candidates(be, GEOM, "forward")  # 144 products
+    assert "direct" not in algorithms.tuning_candidates(be, GEOM, "backward_data")
+    assert "direct" in algorithms.tuning_candidates(be, GEOM1, "forward")  # 16 products
+    rgb = conv_geometry((8, 12, 12, 3), (3, 3, 3, 32), 1, "valid")  # 27 products
+    assert "direct" in algorithms.tuning_candidates(be, rgb, "backward_weight")
+
+
+def test_numba_cpu_heuristic_uses_the_single_channel_kernel_for_backward_weight():
+    be = fastconv.get_backend("numba-cpu")
+    gray = conv_geometry((8, 12, 12, 1), (3, 3, 1, 32), 1, "valid")
+    assert algorithms.heuristic(be, gray, "backward_weight") == "im2col"
+    strided = conv_geometry((8, 12, 12, 1), (3, 3, 1, 32), 2, "valid")
+    assert algorithms.heuristic(be, strided, "backward_weight") == "direct"
+    rgb = conv_geometry((8, 12, 12, 3), (3, 3, 3, 32), 1, "valid")
+    assert algorithms.heuristic(be, rgb, "backward_weight") == "direct"
 
 
 def test_the_heuristic_is_timed_even_when_implausible(monkeypatch):

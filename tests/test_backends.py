@@ -342,8 +342,10 @@ def test_auto_picks_a_supported_algorithm(backend, autotune, monkeypatch, tmp_pa
                     chosen = algorithms.resolve(backend, geom, "float32", conv_pass, "auto")
                     assert chosen in algorithms.supported_algorithms(backend, geom)
                     assert chosen in backend.conv_algorithms
-        if autotune == "1" and backend.autotune:  # measured (kept only on a quiet machine)
-            assert all(row["seconds"] for row in algorithms.choices())
+        if autotune == "1" and backend.autotune:  # measured (kept only on a quiet machine),
+            # unless one algorithm alone was worth timing
+            timed = [row for row in algorithms.choices() if row["how"] != "heuristic"]
+            assert timed and all(row["seconds"] for row in timed)
         assert algorithms.choices()
     finally:
         algorithms.clear_memory()

@@ -70,6 +70,20 @@ def test_bad_autotune_setting(monkeypatch):
         config.env_autotune()
 
 
+@pytest.mark.parametrize("value, expected", [("", config.DEFAULT_TUNE_COMPILE_SECONDS),
+                                             ("0", 0.0), ("1.5", 1.5)])
+def test_tune_compile_setting(monkeypatch, value, expected):
+    monkeypatch.setenv("FASTCONV_TUNE_COMPILE", value)
+    assert config.env_tune_compile_seconds() == expected
+
+
+@pytest.mark.parametrize("value", ["-1", "soon", "inf", "nan"])
+def test_bad_tune_compile_setting(monkeypatch, value):
+    monkeypatch.setenv("FASTCONV_TUNE_COMPILE", value)
+    with pytest.raises(ValueError, match="FASTCONV_TUNE_COMPILE must be a number of seconds"):
+        config.env_tune_compile_seconds()
+
+
 def test_cache_dir(monkeypatch, tmp_path):
     monkeypatch.setenv("FASTCONV_CACHE_DIR", str(tmp_path / "c"))
     assert config.cache_dir() == tmp_path / "c"

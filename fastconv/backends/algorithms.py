@@ -117,12 +117,15 @@ def tuning_candidates(backend, geom: ConvGeometry, conv_pass: str) -> tuple[str,
     """The algorithms autotuning times for one pass: those that can run it and may win, the
     heuristic's choice always among them."""
     candidates = supported_algorithms(backend, geom)
+    direct_max = backend.direct_tuning_max_products
     plausible = tuple(
         a for a in candidates
         if not (a.startswith("winograd")
                 # Winograd's backward-weight is im2col's: timing it twice would only add noise
                 and (conv_pass == "backward_weight"
-                     or min(geom.c, geom.o) < WINOGRAD_MIN_CHANNELS)))
+                     or min(geom.c, geom.o) < WINOGRAD_MIN_CHANNELS))
+        and not (a == "direct" and direct_max is not None
+                 and geom.c * geom.kh * geom.kw > direct_max))
     guess = heuristic(backend, geom, conv_pass)
     return plausible if guess in plausible else (guess, *plausible)
 

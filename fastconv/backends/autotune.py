@@ -7,6 +7,12 @@ fastconv, by a cached choice that no longer fits. This module guards against eac
 * **Lazy.** A shape seen for the first time runs the backend's heuristic; it is tuned on its
   ``TUNE_AFTER_CALLS``-th use, so a one-off shape (a last partial batch, one ``predict``) never
   pays for compiling and timing every candidate.
+* **Only when it can pay.** Tuning compiles every candidate not yet run in this process, seconds
+  each (``FASTCONV_TUNE_COMPILE``, 3 s by default), to save a fraction of one call's time per
+  call. So at the ``TUNE_AFTER_CALLS``-th use the heuristic's choice is timed, and the shape is
+  tuned only once its uses so far have taken as long as those compiles would (the ski-rental
+  rule: a shape that runs for long is tuned, and never pays more than twice what it would have
+  paid tuning at once; a short run never compiles a candidate it could not profit from).
 * **Interleaved, and the heuristic wins ties.** Candidates are timed in rotating rounds (one run of
   each per round), so a slow phase of the machine hits all of them alike. The heuristic's choice is
   kept unless another candidate beats it by more than the larger of ``MIN_GAIN`` and the measured
@@ -40,6 +46,7 @@ import contextlib
 import datetime
 import json
 import logging
+import math
 import os
 import platform
 import tempfile
@@ -413,6 +420,7 @@ class _State:
     next_check: int = TUNE_AFTER_CALLS
     tries: int = 0
     timings: dict = field(default_factory=dict)
+    priced: bool = False  # whether the compile cost of tuning was weighed yet
 
 
 TUNER = Tuner()
@@ -420,6 +428,7 @@ _fast: dict[tuple, str] = {}  # decided shapes: the hot path
 _states: dict[tuple, _State] = {}  # shapes still to be tuned or checked
 _disk: dict = {}  # {'entries': ...} once read
 _explained: dict[tuple, dict] = {}
+_ran: set[tuple] = set()  # (backend, pass, dtype, algorithm) that ran in this process: compiled
 
 
 def _disk_entries() -> dict[str, dict]:
@@ -434,6 +443,7 @@ def clear_memory() -> None:
     _states.clear()
     _disk.clear()
     _explained.clear()
+    _ran.clear()
 
 
 def _explain(backend, geom, dtype, conv_pass, state: _State) -> None:
@@ -459,12 +469,17 @@ def choose(backend, geom: ConvGeometry, dtype: str, conv_pass: str,
                                                heuristic, fast_key)
         _explain(backend, geom, dtype, conv_pass, state)
     if fast_key in _fast:
-        return _fast[fast_key]
+        return _ran_now(backend, conv_pass, dtype, _fast[fast_key])
     state.calls += 1
     if state.calls >= state.next_check:
         _tune_or_check(backend, geom, dtype, conv_pass, candidates, heuristic, state, fast_key)
         _explain(backend, geom, dtype, conv_pass, state)
-    return state.current
+    return _ran_now(backend, conv_pass, dtype, state.current)
+
+
+def _ran_now(backend, conv_pass, dtype, algo) -> str:
+    _ran.add((backend.name, conv_pass, dtype, algo))
+    return algo
 
 
 def _first_use(backend, geom, dtype, conv_pass, candidates, heuristic, fast_key) -> _State:
@@ -495,7 +510,15 @@ def _tune_or_check(backend, geom, dtype, conv_pass, candidates, heuristic, state
             return
         log.debug("cached %s for %s %s %s re-tuned: %s", state.current, conv_pass, dtype, geom,
                   verdict)
+    elif not state.priced:
+        state.priced = True
+        wait = _uses_until_worth_tuning(backend, geom, dtype, conv_pass, candidates, state)
+        if wait:
+            state.next_check = state.calls + wait
+            state.how = f"heuristic (tuned on use {state.next_check}, when it can pay)"
+            return
     m = TUNER.measure(backend, geom, dtype, conv_pass, candidates, heuristic)
+    _ran.update((backend.name, conv_pass, dtype, a) for a in m.timings)
     state.timings = m.timings
     if m.busy:
         log.debug("tuning %s %s %s under load (%s): nothing kept", conv_pass, dtype, geom,
@@ -507,6 +530,27 @@ def _tune_or_check(backend, geom, dtype, conv_pass, candidates, heuristic, state
     update_entries({cache_key(backend, geom, dtype, conv_pass):
                     make_entry(backend, geom, dtype, conv_pass, m)})
     _fast[fast_key] = m.choice
+
+
+def _uses_until_worth_tuning(backend, geom, dtype, conv_pass, candidates, state) -> int:
+    """How many more uses the current choice runs before tuning may pay for its compiles: 0 when
+    every candidate already ran in this process (or compiling is assumed free)."""
+    to_compile = [a for a in candidates if (backend.name, conv_pass, dtype, a) not in _ran]
+    cost = config.env_tune_compile_seconds() * len(to_compile)
+    if cost <= 0:
+        return 0
+    run = TUNER.run_factory(backend, geom, dtype, conv_pass)
+    times = []
+    try:
+        for _ in range(MIN_ROUNDS):
+            t0 = TUNER.clock()
+            run(state.current)
+            times.append(TUNER.clock() - t0)
+    except (ValueError, NotImplementedError):
+        return 0  # the measurement reports it
+    per_use = max(min(times), 1e-9)
+    state.timings = {state.current: per_use}
+    return max(0, math.ceil(cost / per_use) - state.calls)
 
 
 def _retry_later(state: _State, fast_key) -> None:

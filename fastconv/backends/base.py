@@ -132,6 +132,9 @@ class Backend:
     dtypes = ("float32", "float64")
     #: whether ``auto`` may time this backend's algorithms (see fastconv.backends.algorithms)
     autotune = True
+    #: ``auto`` times ``direct`` only up to this many products per output (C*KH*KW), beyond
+    #: which it is known to lose on this backend; None: no limit
+    direct_tuning_max_products: int | None = None
     #: inference runs large batches in chunks whose largest activation takes about this many
     #: bytes (cache-sized on CPUs); 0: whole batches (device backends)
     inference_chunk_bytes = 0

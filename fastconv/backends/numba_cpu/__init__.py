@@ -31,6 +31,10 @@ class NumbaCpuBackend(Backend):
     xp = np
     inference_chunk_bytes = 2 << 20
     compile_fallback = "numpy"
+    # past the heuristic's own bound for direct (32), direct lost every pass of every bench
+    # layer to im2col (bench/RESULTS-amd-epyc.md), and compiling its three kernels costs a
+    # first run about 4.5 s
+    direct_tuning_max_products = 32
     conv_algorithm_classes = {
         "direct": DirectConv,
         "im2col": Im2colConv,
@@ -75,8 +79,13 @@ class NumbaCpuBackend(Backend):
         # up to about 4 (1x1 kernels on a few channels): from 9 products on (a 3x3 kernel on
         # one channel, the lesson's and LeNet's first layers), im2col ran 1.2-4x faster than
         # direct at batch 1 and 32 on AMD EPYC.
+        # Backward-weight with one input channel and horizontal stride 1 has its own im2col
+        # kernel, which reads the input in place: 2-7x faster than direct (3x3 and 5x5, batch
+        # 1-128, AMD EPYC).
         small = 4 if conv_pass == "forward" else 32
-        if geom.c * geom.kh * geom.kw <= small and "direct" in candidates:
+        single_channel = conv_pass == "backward_weight" and geom.c == 1 and geom.sw == 1
+        if (geom.c * geom.kh * geom.kw <= small and "direct" in candidates
+                and not (single_channel and "im2col" in candidates)):
             return "direct"
         return "im2col" if "im2col" in candidates else candidates[0]
 
