@@ -21,6 +21,14 @@ and a program that predicts once and exits still leaves a warm cache for its nex
 compiling process runs at a time per cache folder; plans made while one runs wait for it, then
 compile what is still missing in the foreground.
 
+Training gets the same help in another shape. ``fit`` on a model whose training step this
+machine has not compiled before starts a compiling process too, but does not wait for it or
+train on the fallback: training compiles its kernels in their order of use (forward pass,
+backward pass, update), while the compiling process dry-runs the same step to list them
+(``Backend.compile_last_first``) and compiles them the last used first. Each finds in Numba's
+cache what the other already compiled, so the two CPU cores share the compiling and meet in the
+middle.
+
 Nothing of this happens for plans already recorded as compiled, for models whose configuration
 cannot be written out (custom layer classes), or with ``FASTCONV_BACKGROUND_COMPILE=0``: those
 compile in the foreground, on first use, as before.
@@ -69,6 +77,15 @@ def plan_for(model, batch_shape, backend, on_ready=None):
 def plan_spec(model, batch_shape, backend) -> dict | None:
     """What the compiling process needs to make the same plan, and what decides the kernels
     that plan compiles; None when the model cannot be described (custom layer classes)."""
+    common = _common_spec(model, backend)
+    if common is None:
+        return None
+    shape = [list(s) for s in batch_shape] if isinstance(batch_shape, list) else list(
+        batch_shape)
+    return {"kind": "plan", **common, "batch_shape": shape, "dtype": model.dtype}
+
+
+def _common_spec(model, backend) -> dict | None:
     from .backends import algorithms
 
     try:
@@ -78,11 +95,51 @@ def plan_spec(model, batch_shape, backend) -> dict | None:
         return None
     if model_class(architecture) is None or not _built_in(model):
         return None
-    shape = [list(s) for s in batch_shape] if isinstance(batch_shape, list) else list(
-        batch_shape)
-    return {"kind": "plan", "model": architecture, "batch_shape": shape, "dtype": model.dtype,
-            "backend": backend.name, "conv_algo": algorithms.current_conv_algo(),
-            "threads": backend.num_threads(), **background.compiler_identity()}
+    return {"model": architecture, "backend": backend.name,
+            "conv_algo": algorithms.current_conv_algo(), "threads": backend.num_threads(),
+            **background.compiler_identity()}
+
+
+def start_training_compile(model, xs, ys, batch_size):
+    """Before ``fit`` trains ``model`` on batches of ``xs``/``ys``: start a process compiling
+    its training step's kernels last used first (see the module docstring), unless they were
+    compiled here before; the job, or None. Training does not wait for it."""
+    backend = model.backend
+    if not background.enabled(backend):
+        return None
+    spec = training_spec(model, xs, ys, batch_size, backend)
+    if spec is None:
+        return None
+    key = spec_key(spec)
+    if background.done(key):
+        return None
+    job = background.start(key, spec)
+    if job is not None:
+        log.debug("training step of %s compiles last-first in the background (%s)", model.name,
+                  job.describe())
+    return job
+
+
+def training_spec(model, xs, ys, batch_size, backend) -> dict | None:
+    """What the compiling process needs to dry-run the training step of ``model`` on one batch
+    of ``xs``/``ys``; None for models it cannot rebuild or compile settings it cannot write."""
+    from .losses import serialize as serialize_loss
+    from .optimizers import serialize as serialize_optimizer
+
+    common = _common_spec(model, backend)
+    if common is None:
+        return None
+    try:
+        settings = model.compile_config(serialize_optimizer, serialize_loss)
+        json.dumps(settings)
+    except Exception:  # noqa: BLE001 - custom optimizers, losses or metrics
+        return None
+    batch = min(batch_size, len(xs[0]))
+
+    def arrays(values):
+        return [[[batch, *a.shape[1:]], str(a.dtype)] for a in values]
+
+    return {"kind": "train", **common, "compile": settings, "x": arrays(xs), "y": arrays(ys)}
 
 
 def _built_in(model) -> bool:
@@ -158,11 +215,8 @@ class WarmingPlan:
         return self.real
 
 
-def compile_plan(spec: dict) -> None:
-    """The compiling process's work: the plan of ``spec`` made and run on zeros, once per
-    variant of the backend's kernels (``compile_variants``)."""
-    import numpy as np
-
+def _rebuilt(spec: dict):
+    """(backend, model) of a spec, in the compiling process."""
     import fastconv
 
     fastconv.set_backend(spec["backend"])
@@ -170,6 +224,35 @@ def compile_plan(spec: dict) -> None:
     backend.set_num_threads(spec["threads"])
     model = model_class(spec["model"]).from_config(spec["model"]["config"])
     model.build()
+    return backend, model
+
+
+def compile_training(spec: dict) -> None:
+    """The compiling process's work for ``fit``: one training step on zeros, dry-run to list
+    its kernels, which are compiled the last used first (``compile_last_first``)."""
+    import numpy as np
+
+    import fastconv
+
+    backend, model = _rebuilt(spec)
+    settings = spec["compile"]
+    model.compile(optimizer=settings["optimizer"], loss=settings["loss"],
+                  metrics=settings["metrics"], loss_weights=settings.get("loss_weights"))
+    xs = [np.zeros(shape, dtype=dtype) for shape, dtype in spec["x"]]
+    ys = [np.zeros(shape, dtype=dtype) for shape, dtype in spec["y"]]
+    with fastconv.use_conv_algo(spec["conv_algo"]), np.errstate(all="ignore"):
+        backend.compile_last_first(
+            lambda: model._train_step(xs, ys, update_when_not_finite=True))
+
+
+def compile_plan(spec: dict) -> None:
+    """The compiling process's work: the plan of ``spec`` made and run on zeros, once per
+    variant of the backend's kernels (``compile_variants``)."""
+    import numpy as np
+
+    import fastconv
+
+    backend, model = _rebuilt(spec)
     shape = spec["batch_shape"]
     several = bool(shape) and isinstance(shape[0], list)
     batch_shape = [tuple(s) for s in shape] if several else tuple(shape)

@@ -184,3 +184,73 @@ def test_wait_gives_up_after_its_timeout(tmp_path):
     start = time.monotonic()
     assert bg.wait(tmp_path, timeout=0.2) is False
     assert time.monotonic() - start < 5
+
+
+# -- training: the compiling process takes the kernels from the end of the step ----------------
+
+def _fit_twin(x, y, background_compile, monkeypatch):
+    monkeypatch.setenv("FASTCONV_BACKGROUND_COMPILE", background_compile)
+    model = small_model()
+    model.compile(optimizer="adam", loss="categorical_crossentropy", metrics=["accuracy"])
+    history = model.fit(x, y, batch_size=4, epochs=2, shuffle=False, verbose=0)
+    return model, history
+
+
+def test_fit_compiles_its_training_step_last_first_in_a_compiling_process(
+        background, monkeypatch):
+    rng = np.random.default_rng(5)
+    x = rng.random((10, 9, 9, 2), dtype=np.float32)
+    y = np.eye(3, dtype=np.float32)[rng.integers(0, 3, 10)]
+    model, history = _fit_twin(x, y, "1", monkeypatch)
+    spec = warmup.training_spec(model, [x], [y], 4, model.backend)
+    assert spec["kind"] == "train" and spec["x"] == [[[4, 9, 9, 2], "float32"]]
+    key = warmup.spec_key(spec)
+    assert bg.wait(timeout=300)
+    assert (background / f"{key}.done").exists(), (background / f"{key}.log").read_text()
+    # training itself never waited for it nor changed: the same as without a compiling process
+    twin, twin_history = _fit_twin(x, y, "0", monkeypatch)
+    assert history.history == twin_history.history
+    for a, b in zip(model.get_weights(), twin.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    # compiled here now: the next fit starts no process
+    monkeypatch.setenv("FASTCONV_BACKGROUND_COMPILE", "1")
+    assert warmup.start_training_compile(model, [x], [y], 4) is None
+
+
+def test_training_a_model_with_a_layer_of_the_users_compiles_in_the_foreground(background):
+    class Doubled(Layer):  # the compiling process could not rebuild it
+        def call(self, inputs, training=False):
+            return inputs * 2.0
+
+    with fastconv.use_backend("numba-cpu"):
+        model = Sequential([Input((9, 9, 2)), Doubled(), Conv2D(2, 3), Flatten(), Dense(3)])
+    model.compile(optimizer="sgd", loss="mse")
+    x, y = np.zeros((2, 9, 9, 2), np.float32), np.zeros((2, 3), np.float32)
+    assert warmup.training_spec(model, [x], [y], 2, model.backend) is None
+    model.fit(x, y, verbose=0)
+    assert not background.exists()
+
+
+def test_recorded_kernel_calls_are_listed_not_run_then_compiled_last_first():
+    from fastconv.backends.numba_cpu import pool
+    from fastconv.backends.numba_cpu.jit import recorded
+    from fastconv.geometry import pool_geometry
+
+    backend = fastconv.get_backend("numba-cpu")
+    g = pool_geometry((2, 6, 6, 3), 2, 2, "valid")
+    x = np.ones(g.x_shape, np.float32)
+    y = np.full(g.y_shape, 7.0, np.float32)
+    argmax = np.zeros(g.y_shape, np.int32)
+
+    def step():
+        pool.max_forward(1, x, g.astuple(), True, y, argmax)  # serial
+        pool.max_forward(1 << 20, x, g.astuple(), True, y, argmax)  # parallel
+        pool.max_forward(1, x, g.astuple(), True, y, argmax)  # listed once
+
+    calls = recorded(step)
+    assert [d for d, _ in calls] == [pool.max_forward.serial, pool.max_forward.parallel]
+    assert (y == 7.0).all()  # nothing ran
+    backend.compile_last_first(step)
+    for dispatcher, types in calls:
+        assert types in dispatcher.overloads
+    assert (y == 7.0).all()

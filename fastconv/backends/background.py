@@ -2,8 +2,8 @@
 process, while the process that needs them goes on without waiting. It runs at the same
 priority: at a lower one (nice 10), a process keeping every core busy starved it while it ran.
 
-A caller describes the work as a JSON *spec* with a ``kind`` (so far a plan of a model,
-fastconv.warmup) and a key (a hash of what decides the kernels compiled). :func:`start` writes
+A caller describes the work as a JSON *spec* with a ``kind`` (a model's plan or its training
+step, fastconv.warmup) and a key (a hash of what decides the kernels compiled). :func:`start` writes
 the spec into the cache folder and starts ``python -m fastconv.backends.background SPEC``,
 which runs the kind's handler (a fixed table: a spec never names code) and, on success, leaves
 ``<key>.done``; :func:`done` tells whether that happened on this machine before. On failure the
@@ -34,7 +34,8 @@ FOLDER = "compiled"
 _LOCK = "compiling.lock"
 
 #: kind -> (module, function) that does a spec's work in the compiling process
-HANDLERS = {"plan": ("fastconv.warmup", "compile_plan")}
+HANDLERS = {"plan": ("fastconv.warmup", "compile_plan"),
+            "train": ("fastconv.warmup", "compile_training")}
 
 
 def folder() -> Path:

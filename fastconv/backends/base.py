@@ -145,6 +145,11 @@ class Backend:
     def __init__(self):
         self._algorithms: dict[str, ConvAlgorithm] = {}
 
+    def compile_last_first(self, run) -> None:
+        """Compile the kernels that ``run()`` uses, the last used first, without running them:
+        a process running the same work compiles them in their order of use, so the two meet in
+        the middle (fastconv.warmup). Backends that compile nothing do nothing."""
+
     def compile_variants(self, run) -> None:
         """Call ``run()`` so that every variant of the kernels it uses gets compiled (backends
         with size-dependent variants run it once per variant)."""

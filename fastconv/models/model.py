@@ -496,8 +496,10 @@ class Model(Layer):
         return losses, results
 
     # -- one step ----------------------------------------------------------------------------
-    def _train_step(self, xs, ys) -> tuple[list[float], list]:
-        """One optimisation step -> (losses, each metric's (sum, count))."""
+    def _train_step(self, xs, ys, update_when_not_finite=False) -> tuple[list[float], list]:
+        """One optimisation step -> (losses, each metric's (sum, count)). A loss that is not
+        finite skips the backward pass and the update, unless ``update_when_not_finite`` (a
+        compiling process's dry run, fastconv.warmup, whose kernels compute nothing)."""
         variables = self.trainable_weights
         for v in variables:
             v.grad = None
@@ -506,7 +508,7 @@ class Model(Layer):
             labels = self._step_labels(ys, preds)
             loss, parts = self._total_loss(labels, preds)
         values, metrics = self._step_results(loss, parts, labels, preds)
-        if math.isfinite(values[0]):
+        if update_when_not_finite or math.isfinite(values[0]):
             try:
                 loss.backward()
                 with no_grad():
@@ -579,6 +581,7 @@ class Model(Layer):
             validation_data = self._check_xy(*validation_data, "fit: validation_data")
         val_batch = _positive_int(validation_batch_size or batch_size,
                                   "fit: validation_batch_size")
+        warmup.start_training_compile(self, xs, ys, batch_size)
 
         history = History()
         cbs = [*self._check_callbacks(callbacks), history]

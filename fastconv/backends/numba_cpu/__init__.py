@@ -50,6 +50,12 @@ class NumbaCpuBackend(Backend):
     def to_host(self, a):
         return np.asarray(a)
 
+    def compile_last_first(self, run) -> None:
+        from .jit import recorded
+
+        for dispatcher, types in reversed(recorded(run)):
+            dispatcher.compile(types)  # loads from Numba's cache when already compiled there
+
     def compile_variants(self, run) -> None:
         """``run()`` once with every kernel serial and once parallel (``SizedKernel``)."""
         from .jit import SizedKernel

@@ -46,6 +46,8 @@ class SizedKernel:
     run both variants on small shapes)."""
 
     mode = "auto"
+    #: while a list, calls are appended to it as (dispatcher, args) and not run (``recorded``)
+    recording: list | None = None
 
     def __init__(self, fn, threshold: int, fastmath: bool = True):
         self.parallel = kernel(fn, fastmath=fastmath)
@@ -56,11 +58,33 @@ class SizedKernel:
     def __call__(self, size: int, *args):
         mode = SizedKernel.mode
         parallel = size >= self.threshold if mode == "auto" else mode == "parallel"
+        if SizedKernel.recording is not None:
+            SizedKernel.recording.append((self.parallel if parallel else self.serial, args))
+            return None
         old = fpenv.enter(parallel)  # flush denormals to zero inside the kernel only
         try:
             return (self.parallel if parallel else self.serial)(*args)
         finally:
             fpenv.leave(old)
+
+
+def recorded(run) -> list[tuple]:
+    """The kernel calls ``run()`` makes, in order, as (dispatcher, argument types), each once;
+    the kernels are not run (their outputs keep whatever their buffers held), so ``run`` must
+    not depend on the values they compute."""
+    calls: list = []
+    SizedKernel.recording = calls
+    try:
+        run()
+    finally:
+        SizedKernel.recording = None
+    seen, unique = set(), []
+    for dispatcher, args in calls:
+        types = tuple(dispatcher.typeof_pyval(a) for a in args)
+        if (id(dispatcher), types) not in seen:
+            seen.add((id(dispatcher), types))
+            unique.append((dispatcher, types))
+    return unique
 
 
 #: Work below which conv kernels run serially (FLOPs): about what one thread does in the time
