@@ -41,6 +41,8 @@ def main(argv=None) -> int:
         parser.error("--samples and --repeats must be at least 1")
     # as in the suite: every epoch runs the kernels it names, none on the compile fallback
     os.environ.setdefault("FASTCONV_BACKGROUND_COMPILE", "0")
+    # and every shape is tuned in the warm-up epoch, never inside a timed one
+    os.environ.setdefault("FASTCONV_TUNE_COMPILE", "0")
 
     import torch
 
