@@ -8,6 +8,7 @@ gets its own fastconv cache folder, so the markers of one never make another's p
 
 from __future__ import annotations
 
+import json
 import os
 import time
 
@@ -18,8 +19,26 @@ import fastconv
 from fastconv import warmup
 from fastconv.backends import background as bg
 from fastconv.inference import InferencePlan
-from fastconv.layers import Conv2D, Dense, Flatten, Input, Layer, MaxPooling2D
-from fastconv.models import Sequential
+from fastconv.layers import (
+    Activation,
+    AveragePooling1D,
+    AveragePooling2D,
+    BatchNormalization,
+    Concatenate,
+    Conv1D,
+    Conv2D,
+    Dense,
+    Dropout,
+    Flatten,
+    GlobalAveragePooling2D,
+    GlobalMaxPooling2D,
+    Input,
+    Layer,
+    MaxPooling2D,
+    Rescaling,
+    ZeroPadding2D,
+)
+from fastconv.models import Model, Sequential
 
 
 @pytest.fixture
@@ -254,3 +273,47 @@ def test_recorded_kernel_calls_are_listed_not_run_then_compiled_last_first():
     for dispatcher, types in calls:
         assert types in dispatcher.overloads
     assert (y == 7.0).all()
+
+
+def _two_input_model():
+    a, b = Input((8, 8, 3)), Input((5,))
+    h = Activation("relu")(BatchNormalization()(Conv2D(4, 3, padding="same")(a)))
+    h = GlobalAveragePooling2D()(Dropout(0.5)(MaxPooling2D(2)(h)))
+    h = Concatenate()([h, Dense(4)(b)])
+    model = Model([a, b], [Dense(3, activation="softmax", name="cls")(h), Dense(1, name="reg")(h)])
+    model.compile("adam", loss=["sparse_categorical_crossentropy", "mse"],
+                  metrics=[["accuracy"], []])
+    return model, [np.zeros((4, 8, 8, 3), np.float32), np.zeros((4, 5), np.float32)], \
+        [np.zeros(4, np.int64), np.zeros((4, 1), np.float32)]
+
+
+def _conv1d_model():
+    model = Sequential([Input((20, 2)), Conv1D(4, 3), AveragePooling1D(2), Flatten(), Dense(2)])
+    model.compile("rmsprop", "mse")
+    return model, [np.zeros((4, 20, 2), np.float32)], [np.zeros((4, 2), np.float32)]
+
+
+def _uint8_images_model():
+    model = Sequential([Input((12, 12, 1)), Rescaling(1 / 255), ZeroPadding2D(1),
+                        Conv2D(3, 5, strides=2, activation="relu"),
+                        AveragePooling2D(2, padding="same"), GlobalMaxPooling2D(),
+                        Dense(4, activation="softmax")])
+    model.compile("sgd", "categorical_crossentropy", metrics=["accuracy"])
+    return model, [np.zeros((4, 12, 12, 1), np.uint8)], [np.zeros((4, 4), np.float32)]
+
+
+@pytest.mark.parametrize("make", [_two_input_model, _conv1d_model, _uint8_images_model])
+def test_the_dry_run_lists_a_training_steps_kernels_for_many_models(make):
+    """What the compiling process does with a training spec, short of compiling: the step runs
+    on kernels that compute nothing, and lists the forward and backward kernels it uses."""
+    from fastconv.backends.numba_cpu.jit import recorded
+
+    with fastconv.use_backend("numba-cpu"):
+        model, xs, ys = make()
+    spec = warmup.training_spec(model, xs, ys, 4, model.backend)
+    assert spec is not None and json.loads(json.dumps(spec)) == spec
+    with np.errstate(all="ignore"):
+        calls = recorded(lambda: model._train_step(xs, ys, update_when_not_finite=True))
+    names = [dispatcher.py_func.__name__ for dispatcher, _ in calls]
+    assert names[0].startswith("forward")  # the first convolution comes first
+    assert any(n.startswith("backward_weight") for n in names), names
