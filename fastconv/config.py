@@ -85,7 +85,8 @@ def env_tune_compile_seconds() -> float:
 
 def env_background_compile() -> bool:
     """Whether a plan whose kernels were never compiled here compiles them in a background
-    process while a backend that compiles nothing predicts (``FASTCONV_BACKGROUND_COMPILE``,
+    process while a backend that compiles nothing predicts, and a training step never compiled
+    here shares its compiling with a background process (``FASTCONV_BACKGROUND_COMPILE``,
     default on; see fastconv.warmup)."""
     return _flag("FASTCONV_BACKGROUND_COMPILE", default=True)
 
