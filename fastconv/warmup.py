@@ -111,7 +111,7 @@ def start_training_compile(model, xs, ys, batch_size):
     if spec is None:
         return None
     key = spec_key(spec)
-    if background.done(key):
+    if background.done(key) or background.failed(key):  # a failure is not retried every fit
         return None
     job = background.start(key, spec)
     if job is not None:

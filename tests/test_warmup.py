@@ -236,6 +236,28 @@ def test_fit_compiles_its_training_step_last_first_in_a_compiling_process(
     assert warmup.start_training_compile(model, [x], [y], 4) is None
 
 
+def test_a_failed_training_compile_is_not_retried_at_every_fit(background, monkeypatch):
+    real_spec = warmup.training_spec
+
+    def broken_spec(*args):
+        spec = real_spec(*args)
+        spec["compile"]["loss"] = "no such loss"
+        return spec
+
+    monkeypatch.setattr(warmup, "training_spec", broken_spec)
+    model = small_model()
+    model.compile(optimizer="sgd", loss="mse")
+    x, y = np.zeros((4, 9, 9, 2), np.float32), np.zeros((4, 3), np.float32)
+    job = warmup.start_training_compile(model, [x], [y], 4)
+    assert job is not None and job.proc is not None
+    job.proc.wait(timeout=300)
+    assert not job.succeeded() and "no such loss" in job.log_path.read_text()
+    assert bg.failed(job.key)
+    assert warmup.start_training_compile(model, [x], [y], 4) is None
+    model.fit(x, y, verbose=0)  # trains, compiling in the foreground
+    assert not list(background.glob("*.json"))
+
+
 def test_training_a_model_with_a_layer_of_the_users_compiles_in_the_foreground(background):
     class Doubled(Layer):  # the compiling process could not rebuild it
         def call(self, inputs, training=False):

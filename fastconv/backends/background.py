@@ -63,6 +63,12 @@ def done(key: str) -> bool:
     return (folder() / f"{key}.done").exists()
 
 
+def failed(key: str) -> bool:
+    """Whether the work of ``key`` failed here before: its log is left and no process is
+    compiling now (a running one writes its log as it goes)."""
+    return (folder() / f"{key}.log").exists() and _lock_holder(folder()) is None
+
+
 def start(key: str, spec: dict) -> CompileJob | None:
     """Start the compiling process for ``spec`` (a dict with a ``kind`` of HANDLERS), or join
     the one running; None when none can start (read-only cache folder, no Python)."""
