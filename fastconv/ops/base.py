@@ -12,6 +12,9 @@ from ..tensor import Tensor, mixed_backends_message
 
 #: The dtypes ops compute in; float16 array-likes are computed in float32.
 COMPUTE_DTYPES = ("float32", "float64")
+#: the same as dtype objects, for the common case: a set lookup, where ``dtype.name`` is a
+#: Python-level property
+_COMPUTE = frozenset(np.dtype(d) for d in COMPUTE_DTYPES)
 
 
 def _unsupported(name: str, dtype) -> TypeError:
@@ -26,6 +29,8 @@ def as_tensor(x, name: str = "input", dtype=None, backend=None) -> Tensor:
     dtypes (longdouble, complex) are refused with the supported ones named. Array-likes go to
     ``backend`` (default: the current backend); a Tensor stays on its own."""
     if isinstance(x, Tensor):
+        if x.dtype in _COMPUTE:
+            return x
         if x.dtype.kind != "f":
             raise TypeError(f"{name} must hold floating-point numbers, got dtype {x.dtype}")
         if x.dtype.name not in COMPUTE_DTYPES:
@@ -39,6 +44,9 @@ def as_tensor(x, name: str = "input", dtype=None, backend=None) -> Tensor:
             arr = np.asarray(x)
         except (TypeError, ValueError) as exc:
             raise TypeError(f"{name} must be an array of numbers: {exc}") from None
+    if arr.dtype in _COMPUTE:
+        return Tensor(backend.asarray(arr, dtype=arr.dtype if dtype is None else dtype),
+                      backend=backend)
     kind = arr.dtype.kind
     if kind not in "biuf":
         raise TypeError(f"{name} must be an array of numbers, got dtype {arr.dtype}")
