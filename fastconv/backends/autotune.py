@@ -540,17 +540,22 @@ def _uses_until_worth_tuning(backend, geom, dtype, conv_pass, candidates, state)
     if cost <= 0:
         return 0
     run = TUNER.run_factory(backend, geom, dtype, conv_pass)
-    times = []
     try:
-        for _ in range(MIN_ROUNDS):
-            t0 = TUNER.clock()
-            run(state.current)
-            times.append(TUNER.clock() - t0)
+        per_use = max(_best_of(run, state.current), 1e-9)
     except (ValueError, NotImplementedError):
         return 0  # the measurement reports it
-    per_use = max(min(times), 1e-9)
     state.timings = {state.current: per_use}
     return max(0, math.ceil(cost / per_use) - state.calls)
+
+
+def _best_of(run, algo: str) -> float:
+    """The fastest of ``MIN_ROUNDS`` runs of ``algo`` (already compiled) on ``TUNER``'s clock."""
+    times = []
+    for _ in range(MIN_ROUNDS):
+        t0 = TUNER.clock()
+        run(algo)
+        times.append(TUNER.clock() - t0)
+    return min(times)
 
 
 def _retry_later(state: _State, fast_key) -> None:
@@ -571,13 +576,8 @@ def _check_entry(backend, geom, dtype, conv_pass, state: _State) -> str | None:
         return f"it cannot run: {exc}"
     cpus = TUNER.probe.cpus()
     before = TUNER.probe.sample()
-    times = []
-    for _ in range(MIN_ROUNDS):
-        t0 = TUNER.clock()
-        run(state.current)
-        times.append(TUNER.clock() - t0)
+    observed = _best_of(run, state.current)
     load = load_between(before, TUNER.probe.sample(), cpus, not device_string(backend))
-    observed = min(times)
     if load.busy:
         return "busy"
     if observed > recorded * RECHECK_FACTOR or observed * RECHECK_FACTOR < recorded:

@@ -44,16 +44,16 @@ def as_tensor(x, name: str = "input", dtype=None, backend=None) -> Tensor:
             arr = np.asarray(x)
         except (TypeError, ValueError) as exc:
             raise TypeError(f"{name} must be an array of numbers: {exc}") from None
-    if arr.dtype in _COMPUTE:
-        return Tensor(backend.asarray(arr, dtype=arr.dtype if dtype is None else dtype),
-                      backend=backend)
-    kind = arr.dtype.kind
-    if kind not in "biuf":
-        raise TypeError(f"{name} must be an array of numbers, got dtype {arr.dtype}")
-    if kind == "f" and arr.dtype.name not in COMPUTE_DTYPES + ("float16",):
-        raise _unsupported(name, arr.dtype)
+    computed = arr.dtype in _COMPUTE  # the common case skips the name checks
+    if not computed:
+        kind = arr.dtype.kind
+        if kind not in "biuf":
+            raise TypeError(f"{name} must be an array of numbers, got dtype {arr.dtype}")
+        if kind == "f" and arr.dtype.name not in COMPUTE_DTYPES + ("float16",):
+            raise _unsupported(name, arr.dtype)
+        computed = arr.dtype.name in COMPUTE_DTYPES
     if dtype is None:
-        dtype = arr.dtype if arr.dtype.name in COMPUTE_DTYPES else np.float32
+        dtype = arr.dtype if computed else np.float32
     return Tensor(backend.asarray(arr, dtype=dtype), backend=backend)
 
 
