@@ -47,6 +47,22 @@ def pixel_origin(g, q):
 
 
 @helper
+def next_origin(g, img, y0, x0):
+    """The window origin (see ``pixel_origin``) of the output pixel after the one at (img, y0,
+    x0), in flat order. A tile's rows are found by such steps: integer division costs more
+    than a tile's arithmetic when the channels are few."""
+    n, h, w, c, o, kh, kw, sh, sw, dh, dw, pt, pb, pl, pr, oh, ow = g
+    x0 += sw
+    if x0 == ow * sw - pl:
+        x0 = -pl
+        y0 += sh
+        if y0 == oh * sh - pt:
+            y0 = -pt
+            img += 1
+    return img, y0, x0
+
+
+@helper
 def patch_pointers(x, g, q0, rows, zeros, ptrs):
     """ptrs[tap*MR + r] = address of x[n, ih, iw, 0] for output pixel q0 + r and tap (i, j),
     or of ``zeros`` where the tap is in the padding or r >= rows."""
@@ -54,12 +70,12 @@ def patch_pointers(x, g, q0, rows, zeros, ptrs):
     base = x.ctypes.data
     item = x.itemsize
     zero = zeros.ctypes.data
+    img, y0, x0 = pixel_origin(g, q0)
     for r in range(MR):
         if r >= rows:
             for tap in range(kh * kw):
                 ptrs[tap * MR + r] = zero
             continue
-        img, y0, x0 = pixel_origin(g, q0 + r)
         for i in range(kh):
             ih = y0 + i * dh
             for j in range(kw):
@@ -69,6 +85,7 @@ def patch_pointers(x, g, q0, rows, zeros, ptrs):
                     ptrs[tap * MR + r] = base + (((img * h + ih) * w + iw) * c) * item
                 else:
                     ptrs[tap * MR + r] = zero
+        img, y0, x0 = next_origin(g, img, y0, x0)
 
 
 @helper
@@ -76,11 +93,11 @@ def pack_patch_rows(x, g, q0, rows, cols):
     """cols[r] = the patch row of output pixel q0 + r (zeros for padding and r >= rows)."""
     n, h, w, c, o, kh, kw, sh, sw, dh, dw, pt, pb, pl, pr, oh, ow = g
     item = x.itemsize
+    img, y0, x0 = pixel_origin(g, q0)
     for r in range(MR):
         if r >= rows:
             cols[r, :] = 0
             continue
-        img, y0, x0 = pixel_origin(g, q0 + r)
         for i in range(kh):
             ih = y0 + i * dh
             for j in range(kw):
@@ -95,6 +112,7 @@ def pack_patch_rows(x, g, q0, rows, cols):
                 else:
                     for k in range(c):
                         cols[r, base + k] = 0
+        img, y0, x0 = next_origin(g, img, y0, x0)
 
 
 @helper
@@ -103,16 +121,17 @@ def kernel_row_pointers(x, g, q0, rows, zeros, ptrs):
     x[n, oh*SH + i*DH, ow*SW, 0] for output pixel q0 + r, the start of kernel row i's
     KW*C contiguous values (``zeros`` for r >= rows)."""
     n, h, w, c, o, kh, kw, sh, sw, dh, dw, pt, pb, pl, pr, oh, ow = g
-    base = x.ctypes.data
     item = x.itemsize
+    img, y0, x0 = pixel_origin(g, q0)  # unpadded: no offsets
     for r in range(MR):
         if r >= rows:
             for i in range(kh):
                 ptrs[i * MR + r] = zeros.ctypes.data
             continue
-        img, y0, x0 = pixel_origin(g, q0 + r)  # unpadded: no offsets
+        start = x.ctypes.data + (((img * h + y0) * w + x0) * c) * item
         for i in range(kh):
-            ptrs[i * MR + r] = base + (((img * h + y0 + i * dh) * w + x0) * c) * item
+            ptrs[i * MR + r] = start + i * dh * w * c * item
+        img, y0, x0 = next_origin(g, img, y0, x0)
 
 
 #: forward modes: how the micro-kernel finds a tile's patch rows
@@ -150,7 +169,7 @@ def forward(x, wp, b, has_bias, act, g, mode, rows_per, y2):
             else:
                 patch_pointers(x, g, q0, rows, zeros, ptrs)
             row_tile(ptrs, nseg, seglen, wp, o, yflat, q0 * o, o, rows, False, tile)
-        bias_act(y2[r0:r1], b, has_bias, act)
+            bias_act(y2[q0:q0 + rows], b, has_bias, act)  # while the tile is in L1
 
 
 @helper
@@ -168,8 +187,8 @@ def scatter_tile(tile, rows, col0, cols, g, q0, dx):
     dflat = dx.reshape(-1)
     tflat = tile.reshape(-1)
     nr = tile.shape[1]
+    img, y0, x0 = pixel_origin(g, q0)
     for r in range(rows):
-        img, y0, x0 = pixel_origin(g, q0 + r)
         col = col0
         while col < col0 + cols:
             tap = col // c
@@ -182,6 +201,7 @@ def scatter_tile(tile, rows, col0, cols, g, q0, dx):
                 add_run(dflat, ((img * h + ih) * w + iw) * c + k, tflat, r * nr + col - col0,
                         take)
             col += take
+        img, y0, x0 = next_origin(g, img, y0, x0)
 
 
 @sized_kernel(CONV_SERIAL_FLOPS)
@@ -218,8 +238,8 @@ def pack_patch_panels(x, g, q0, count, kpad, bp):
     item = bp.itemsize
     xa, ba = x.ctypes.data, bp.ctypes.data
     xflat = x.reshape(-1)
+    img, y0, x0 = pixel_origin(g, q0)
     for p in range(count):
-        img, y0, x0 = pixel_origin(g, q0 + p)
         for i in range(kh):
             ih = y0 + i * dh
             for j in range(kw):
@@ -245,6 +265,7 @@ def pack_patch_panels(x, g, q0, count, kpad, bp):
         for col in range(k, kpad):
             jp = col // nr
             bp[(jp * count + p) * nr + col - jp * nr] = 0
+        img, y0, x0 = next_origin(g, img, y0, x0)
 
 
 @sized_kernel(CONV_SERIAL_FLOPS)
@@ -328,8 +349,8 @@ def backward_weight_row_pointers(x, dyt, g, chunk, partial):
         acc = partial[numba.get_thread_id()].reshape(-1)
         ptrs = np.empty(MR, dtype=np.int64)
         rows = np.empty((kh * kw, count), dtype=np.int64)  # address of x at (pixel, tap)
+        img, y0, x0 = pixel_origin(g, q0)
         for p in range(count):
-            img, y0, x0 = pixel_origin(g, q0 + p)
             for i in range(kh):
                 ih = y0 + i * dh
                 for j in range(kw):
@@ -337,6 +358,7 @@ def backward_weight_row_pointers(x, dyt, g, chunk, partial):
                     rows[i * kw + j, p] = (
                         x.ctypes.data + (((img * h + ih) * w + iw) * c) * item
                         if 0 <= ih < h and 0 <= iw < w else zeros.ctypes.data)
+            img, y0, x0 = next_origin(g, img, y0, x0)
         brows = np.empty(count, dtype=np.int64)
         for tap in range(kh * kw):
             for blk in range(blocks):

@@ -18,6 +18,8 @@ inlined and cached with the kernels that call it.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import numba
 import numpy as np
 from llvmlite import ir
@@ -132,8 +134,7 @@ def _emit(context, builder, signature, args, mr, nv, lanes, nr, dtype, b_rows):
         length = _to_i64(builder, seglen_v)
         if not b_rows:
             b_seg = builder.gep(b_base, [builder.mul(builder.mul(s, length), const(nr))])
-        with cgutils.for_range(builder, length) as k_loop:
-            k = k_loop.index
+        with _loop_not_unrolled(builder, length) as k:
             if b_rows:
                 b_row = builder.inttoptr(builder.load(builder.gep(
                     b_table, [builder.add(builder.mul(s, length), k)])), rptr)
@@ -193,6 +194,36 @@ def zero_bytes(typingctx, dst, nbytes):
         return context.get_dummy_value()
 
     return sig, codegen
+
+
+@contextmanager
+def _loop_not_unrolled(builder, count):
+    """``for k in range(count)`` (i64) whose body LLVM must not unroll: an unrolled k step
+    needs more vector registers than there are, and the unroller's remainder iteration then
+    spills the broadcast A values to the stack, which doubled the time of the short segments
+    of convolutions with few channels."""
+    i64 = ir.IntType(64)
+    cond = builder.append_basic_block("k.cond")
+    body = builder.append_basic_block("k.body")
+    end = builder.append_basic_block("k.end")
+    start = builder.basic_block
+    builder.branch(cond)
+    with builder.goto_block(cond):
+        index = builder.phi(i64)
+        builder.cbranch(builder.icmp_signed("<", index, count), body, end)
+    with builder.goto_block(body):
+        yield index
+        latch = builder.basic_block
+        step = builder.add(index, ir.Constant(i64, 1))
+        back = builder.branch(cond)
+    module = builder.module
+    loop_id = ir.values.MDValue(module, [], name=str(len(module.metadata)))
+    loop_id.operands = (loop_id, module.add_metadata(
+        [ir.MetaDataString(module, "llvm.loop.unroll.disable")]))
+    back.set_metadata("llvm.loop", loop_id)
+    index.add_incoming(ir.Constant(i64, 0), start)
+    index.add_incoming(step, latch)
+    builder.position_at_end(end)
 
 
 def _to_i64(builder, value):
