@@ -2,9 +2,12 @@
 
 ``predict`` runs the same layers as training, but a plan does the per-call work of the graph
 path only once per input shape: argument checks, output shapes, convolution geometries and
-algorithm choices. What remains per call is one backend primitive per layer on raw arrays (no
-Tensors, no graph), reading each layer's current weights, so training between two predictions
-needs no new plan. Layers without a specialised step run their ordinary ``call`` on Tensors.
+algorithm choices. A plan also merges steps: a convolution absorbs the batch normalisation
+after it (``Layer.absorbs_norm``) and, where its backend has such a pass, the pooling after that
+(``Layer.pooled_inference_step``). What remains per call is one backend primitive per step on
+raw arrays (no Tensors, no graph), reading each layer's current weights, so training between
+two predictions needs no new plan. Layers without a specialised step run their ordinary
+``call`` on Tensors.
 
 A Sequential model's plan is a chain: each step takes the previous step's array. A functional
 model's plan is a graph: each step reads its input slots (one array, or a list for merge layers)
@@ -56,20 +59,27 @@ class InferencePlan:
         self.steps = []
         nodes = getattr(model, "graph_nodes", None)
         self.folded = 0  # normalisations folded into the convolution before them
+        self.pooled = 0  # poolings computed inside the convolution before them
         if nodes is None:  # a chain (Sequential): each step feeds the next
             self.batch_shape = shape = tuple(batch_shape)
-            layers = model.layers
+            layers = list(model.layers)
             i = 0
             while i < len(layers):
                 layer = layers[i]
                 after = layers[i + 1] if i + 1 < len(layers) else None
-                if after is not None and layer.absorbs_norm(after, shape):
-                    self.steps.append(self._step(layer, shape, norm=after))
+                norm = after if after is not None and layer.absorbs_norm(after, shape) else None
+                if norm is not None:
                     self.folded += 1
                     i += 1  # the normalisation keeps the shape and has no step of its own
-                else:
-                    self.steps.append(self._step(layer, shape))
+                pool = layers[i + 1] if i + 1 < len(layers) else None
+                step = None if pool is None else layer.pooled_inference_step(
+                    shape, self.backend, pool, norm=norm)
+                self.steps.append(step if step is not None else self._step(layer, shape, norm))
                 shape = (shape[0], *layer.compute_output_shape(shape)[1:])
+                if step is not None:
+                    self.pooled += 1
+                    shape = (shape[0], *pool.compute_output_shape(shape)[1:])
+                    i += 1
                 i += 1
             self.output_shape = shape
             self.run = self.__call__
@@ -119,19 +129,31 @@ class InferencePlan:
         slot = {id(t): i for i, t in enumerate(model.inputs)}
         self.n_inputs = len(slot)
         readers: dict[int, int] = {}  # slot -> index of the last step that reads it
-        folds = self._norms_to_fold(model, nodes, shapes)
+        consumers = _consumers(nodes)
+        folds = self._norms_to_fold(model, nodes, shapes, consumers)
         absorbed = {id(norm) for norm in folds.values()}
         graph = []
         for node in nodes:
             ins = [slot[id(t)] for t in node.input_tensors]
             in_shapes = [shapes[id(t)] for t in node.input_tensors]
-            if id(node) in absorbed:  # folded into the convolution before it
+            if id(node) in absorbed:  # computed by the convolution step before it
                 fn = _identity
-            elif id(node) in folds:
-                fn = self._step(node.layer, in_shapes[0], norm=folds[id(node)].layer)
-                self.folded += 1
             else:
-                fn = self._step(node.layer, in_shapes if node.multi else in_shapes[0])
+                norm = folds.get(id(node))
+                fn = None
+                pool = _sole_consumer(norm if norm is not None else node, consumers, model)
+                if pool is not None:
+                    fn = node.layer.pooled_inference_step(
+                        in_shapes[0], self.backend, pool.layer,
+                        norm=None if norm is None else norm.layer)
+                    if fn is not None:
+                        absorbed.add(id(pool))
+                        self.pooled += 1
+                if fn is None:
+                    fn = self._step(node.layer, in_shapes if node.multi else in_shapes[0],
+                                    None if norm is None else norm.layer)
+                if norm is not None:
+                    self.folded += 1
             outs = []
             for t in node.outputs:
                 slot[id(t)] = len(slot)
@@ -153,24 +175,16 @@ class InferencePlan:
         self.output_shape = out_shapes[0] if self.single_output else out_shapes
 
     @staticmethod
-    def _norms_to_fold(model, nodes, shapes) -> dict:
+    def _norms_to_fold(model, nodes, shapes, consumers) -> dict:
         """The normalisation nodes that the convolution node before them absorbs: {id(conv
         node): norm node}, where the convolution's one output feeds only that normalisation
         and is not an output of the model."""
-        consumers: dict[int, list] = {}
-        for node in nodes:
-            for t in node.input_tensors:
-                consumers.setdefault(id(t), []).append(node)
-        outputs = {id(t) for t in model.outputs}
         folds = {}
         for node in nodes:
-            if node.multi or len(node.input_tensors) != 1 or len(node.outputs) != 1 or \
-                    id(node.outputs[0]) in outputs:
-                continue
-            after = consumers.get(id(node.outputs[0]), [])
-            if len(after) == 1 and not after[0].multi and \
-                    node.layer.absorbs_norm(after[0].layer, shapes[id(node.input_tensors[0])]):
-                folds[id(node)] = after[0]
+            after = _sole_consumer(node, consumers, model)
+            if after is not None and node.layer.absorbs_norm(
+                    after.layer, shapes[id(node.input_tensors[0])]):
+                folds[id(node)] = after
         return folds
 
     def __call__(self, x):
@@ -200,6 +214,25 @@ class InferencePlan:
         if self.single_output:
             return values[self.output_slots[0]]
         return [values[i] for i in self.output_slots]
+
+
+def _consumers(nodes) -> dict:
+    """{id(tensor): the nodes that read it}."""
+    consumers: dict[int, list] = {}
+    for node in nodes:
+        for t in node.input_tensors:
+            consumers.setdefault(id(t), []).append(node)
+    return consumers
+
+
+def _sole_consumer(node, consumers, model):
+    """The one single-input node that reads ``node``'s output, where ``node`` has one input and
+    one output and that output is not one of the model's; else None."""
+    if node.multi or len(node.input_tensors) != 1 or len(node.outputs) != 1 or \
+            any(node.outputs[0] is t for t in model.outputs):
+        return None
+    after = consumers.get(id(node.outputs[0]), [])
+    return after[0] if len(after) == 1 and not after[0].multi else None
 
 
 def chunk_size(model, item_shape, backend) -> int:

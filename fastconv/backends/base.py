@@ -95,6 +95,13 @@ class ConvAlgorithm:
         ``weights_key`` changes whenever w or b change."""
         return lambda x, w, b, weights_key: self.forward(x, w, b, geom, activation)
 
+    def prepare_pooled_forward(self, geom: ConvGeometry, activation: str, pool, kind: str):
+        """Like :meth:`prepare_forward`, for the convolution followed by a pooling of ``kind``
+        ('max' or 'average') over ``pool`` (a PoolGeometry of the convolution's output whose
+        windows neither overlap nor pad), in one pass; its ``run`` returns the pooled output.
+        None where the algorithm has no such pass (the plan then runs the two apart)."""
+        return None
+
 
 class WinogradAlgorithm(ConvAlgorithm):
     """Winograd F(m x m, 3x3): a backend implements ``forward``; the backward passes are shared.
@@ -227,6 +234,13 @@ class Backend:
         that depends only on the geometry (and, per ``weights_key``, on the weights) worked out
         once; inference plans use it. ``weights_key`` changes whenever w or b change."""
         return self.conv_algorithm(algo).prepare_forward(geom, activation)
+
+    def prepare_conv2d_pool_forward(self, geom: ConvGeometry, algo: str, activation: str, pool,
+                                    kind: str):
+        """``prepare_conv2d_forward`` with the pooling after the convolution in the same pass
+        (see ``ConvAlgorithm.prepare_pooled_forward``); None where ``algo`` has no such
+        pass."""
+        return self.conv_algorithm(algo).prepare_pooled_forward(geom, activation, pool, kind)
 
     def conv2d_backward_data(self, dy, w, geom: ConvGeometry, algo: str):
         """Gradient of the convolution with respect to its input."""

@@ -269,6 +269,12 @@ class Layer:
         norm=norm)``. No layer can by default."""
         return False
 
+    def pooled_inference_step(self, input_shape, backend, pool, norm=None):
+        """An inference step computing ``pool(self(x))`` in one pass (``norm`` as for
+        ``absorbs_norm``), where this layer can take the pooling layer ``pool`` after it
+        into its own step; None otherwise (the default)."""
+        return None
+
     def inference_step(self, input_shape, backend):
         """A function from this layer's input array (shape ``input_shape``) to its output array,
         for inference plans (``fastconv.inference``). Subclasses specialise it; the default

@@ -118,6 +118,29 @@ class _Conv(Layer):
 
         return step
 
+    def pooled_inference_step(self, input_shape, backend, pool, norm=None):
+        """A 2D convolution whose activation the kernels fuse takes a pooling without
+        overlap or padding after it, where the backend's algorithm for it has such a pass."""
+        window = getattr(pool, "fusable_window", None)
+        if self.rank != 2 or self.activation not in FUSED_ACTIVATIONS or window is None:
+            return None
+        found = window(self.compute_output_shape(input_shape))
+        if found is None:
+            return None
+        kind, pool_geom = found
+        geom = self._geometry(input_shape)
+        algo = algorithms.resolve(backend, geom, self.kernel.dtype, "forward")
+        run = backend.prepare_conv2d_pool_forward(geom, algo, self.activation, pool_geom, kind)
+        if run is None:
+            return None
+        weights = self._step_weights(backend, norm, input_shape)
+
+        def step(a):
+            w, b, key = weights()
+            return run(a, w, b, key)
+
+        return step
+
     def _step_weights(self, backend, norm, input_shape):
         """A function returning ``(kernel, bias, key)`` as the step uses them: the layer's own
         arrays, or with ``norm`` their folding with it; ``key`` names the values (ids and

@@ -71,6 +71,18 @@ class _Pooling(Layer):
     def build(self, input_shape):
         self.compute_output_shape(input_shape)
 
+    def fusable_window(self, input_shape):
+        """``(kind, geom)`` where an inference plan may pool inside the convolution before this
+        layer: 2D windows that neither overlap nor pad ('max' or 'average', the PoolGeometry
+        over an input of ``input_shape``); None otherwise."""
+        if self.rank != 2:
+            return None
+        pre, geom = self._plan(input_shape)
+        if pre is not None or geom.pt or geom.pb or geom.pl or geom.pr or \
+                geom.sh < geom.ph or geom.sw < geom.pw:
+            return None
+        return ("max" if type(self).op is F.max_pool2d else "average"), geom
+
     def inference_step(self, input_shape, backend):
         if self.rank != 2:
             return super().inference_step(input_shape, backend)

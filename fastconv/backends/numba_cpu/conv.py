@@ -8,7 +8,7 @@ import numpy as np
 from ...winograd import F2x2_3x3, F4x4_3x3, tile_counts
 from ..base import ConvAlgorithm, WinogradAlgorithm
 from ..derived import DerivedCache
-from . import conv_direct, conv_im2col, conv_winograd
+from . import conv_direct, conv_im2col, conv_pooled, conv_winograd
 from .elementwise import ACTIVATION_CODES
 from .microkernel import MR, NR32, NR64, pack_panels, panel_size
 
@@ -72,28 +72,59 @@ class Im2colConv(ConvAlgorithm):
                             _rows_per_task(m, self.backend.num_threads()), y.reshape(m, g.o))
         return y
 
-    def prepare_forward(self, g, activation):
-        """Inference: mode, geometry tuple and task size once; the packed kernel and the bias
-        once per ``weights_key``."""
+    @staticmethod
+    def _prepared_operands(g):
+        """For inference: ``(mode, geometry tuple, operands)``, worked out once per geometry;
+        ``operands(x, w, b, weights_key)`` gives the kernel's (x, packed kernel, bias,
+        has_bias), packing the kernel and the bias once per ``weights_key``."""
         k = g.kh * g.kw * g.c
-        m = g.n * g.oh * g.ow
-        rows_per = _rows_per_task(m, self.backend.num_threads())
-        act = ACTIVATION_CODES[activation]
         mode, g_run, pad = _forward_layout(g)
-        g_tuple = g_run.astuple()
         cache = DerivedCache()
 
         def prepared(w, b):  # w and b are kept so that their ids in the key stay theirs
             return w, b, _packed(_c(w).reshape(k, g.o), k, g.o, False), _bias(b, g.o, w.dtype)
 
-        def run(x, w, b, weights_key):
+        def operands(x, w, b, weights_key):
             _, _, wp, (bias, has_bias) = cache.get(weights_key, lambda: prepared(w, b))
             x = _c(x)
-            if pad:
-                x = _padded(x, g)
+            return (_padded(x, g) if pad else x), wp, bias, has_bias
+
+        return mode, g_run.astuple(), operands
+
+    def prepare_forward(self, g, activation):
+        """Inference: mode, geometry tuple and task size once; the packed kernel and the bias
+        once per ``weights_key``."""
+        m = g.n * g.oh * g.ow
+        rows_per = _rows_per_task(m, self.backend.num_threads())
+        act = ACTIVATION_CODES[activation]
+        mode, g_tuple, operands = self._prepared_operands(g)
+
+        def run(x, w, b, weights_key):
+            x, wp, bias, has_bias = operands(x, w, b, weights_key)
             y = np.empty(g.y_shape, dtype=x.dtype)
             conv_im2col.forward(g.flops, x, wp, bias, has_bias, act, g_tuple, mode,
                                 rows_per, y.reshape(m, g.o))
+            return y
+
+        return run
+
+    def prepare_pooled_forward(self, g, activation, pool, kind):
+        """Inference: the forward with the pooling after it (``conv_pooled``), prepared as
+        ``prepare_forward`` is."""
+        act = ACTIVATION_CODES[activation]
+        mode, g_tuple, operands = self._prepared_operands(g)
+        pool_tuple = pool.astuple()
+        kind_code = conv_pooled.MAX if kind == "max" else conv_pooled.AVERAGE
+        # pooled rows per task: about 8 tiles of conv pixels, and a task per thread at least
+        per_task = max(1, -(-8 * MR // (pool.sh * g.ow)))
+        per_task = min(per_task, max(1, -(-pool.oh * g.n // self.backend.num_threads())))
+        y_shape = (g.n, pool.oh, pool.ow, g.o)
+
+        def run(x, w, b, weights_key):
+            x, wp, bias, has_bias = operands(x, w, b, weights_key)
+            y = np.empty(y_shape, dtype=x.dtype)
+            conv_pooled.forward(g.flops, x, wp, bias, has_bias, act, g_tuple, mode, pool_tuple,
+                                kind_code, per_task, self.backend.num_threads(), y)
             return y
 
         return run

@@ -138,38 +138,59 @@ def kernel_row_pointers(x, g, q0, rows, zeros, ptrs):
 ROW_SEGMENTS, TAP_SEGMENTS, PACKED_ROWS = 0, 1, 2
 
 
+@helper
+def conv_pixels(x, wp, b, has_bias, act, g, mode, q_start, count, zeros, ptrs, tile, cols, out,
+                out_off):
+    """act(conv + b) of the output pixels q_start .. q_start+count-1 (flat over N, OH, OW)
+    into the flat ``out`` from ``out_off`` on, O values per pixel, tile by tile; ``ptrs``,
+    ``tile`` and ``cols`` are the caller's scratch (see ``forward``)."""
+    c, o, kh, kw = g[CONV_C], g[CONV_O], g[CONV_KH], g[CONV_KW]
+    k = kh * kw * c
+    # one call of the micro-kernel's driver for the three modes: it is the costly part to
+    # compile, and each call site would compile (and optimise) it again
+    nseg, seglen = (kh, kw * c) if mode == ROW_SEGMENTS else (
+        (1, k) if mode == PACKED_ROWS else (kh * kw, c))
+    for q0 in range(q_start, q_start + count, MR):
+        rows = min(MR, q_start + count - q0)
+        if mode == ROW_SEGMENTS:
+            kernel_row_pointers(x, g, q0, rows, zeros, ptrs)
+        elif mode == PACKED_ROWS:
+            pack_patch_rows(x, g, q0, rows, cols)
+            matrix_rows(cols, 0, MR, k, zeros, ptrs)
+        else:
+            patch_pointers(x, g, q0, rows, zeros, ptrs)
+        off = out_off + (q0 - q_start) * o
+        row_tile(ptrs, nseg, seglen, wp, o, out, off, o, rows, False, tile)
+        bias_act(out[off:off + rows * o].reshape((rows, o)), b, has_bias, act)  # still in L1
+
+
+@helper
+def scratch(x, g, mode, threads):
+    """Scratch for ``conv_pixels``, one of each per thread (leading axis): (zeros (shared),
+    ptrs, tile, cols)."""
+    c, kh, kw = g[CONV_C], g[CONV_KH], g[CONV_KW]
+    k = kh * kw * c
+    zeros = np.zeros(max(k, 1), dtype=x.dtype)
+    ptrs = np.empty((threads, kh * kw * MR), dtype=np.int64)
+    tile = np.empty((threads, MR, tile_columns(x)), dtype=x.dtype)
+    cols = np.empty((threads, MR if mode == PACKED_ROWS else 0, k), dtype=x.dtype)
+    return zeros, ptrs, tile, cols
+
+
 @sized_kernel(CONV_SERIAL_FLOPS)
 def forward(x, wp, b, has_bias, act, g, mode, rows_per, y2):
     """y2 (N*OH*OW, O) = act(cols @ wm + b); ``wp`` is wm packed in panels. ``mode``:
     ROW_SEGMENTS (x already padded, horizontal dilation 1: one segment of KW*C values per
     kernel row), TAP_SEGMENTS (one segment of C values per tap, padding read from zeros) or
     PACKED_ROWS (few channels: the tile's patch rows copied first)."""
-    c, o, kh, kw = g[CONV_C], g[CONV_O], g[CONV_KH], g[CONV_KW]
+    o = g[CONV_O]
     m = y2.shape[0]
-    k = kh * kw * c
-    zeros = np.zeros(max(k, 1), dtype=x.dtype)
     yflat = y2.reshape(-1)
     for t in prange((m + rows_per - 1) // rows_per):
-        ptrs = np.empty(kh * kw * MR, dtype=np.int64)
-        tile = np.empty((MR, tile_columns(y2)), dtype=y2.dtype)
-        cols = np.empty((MR if mode == PACKED_ROWS else 0, k), dtype=x.dtype)
+        zeros, ptrs, tile, cols = scratch(x, g, mode, 1)
         r0 = t * rows_per
-        r1 = min(m, r0 + rows_per)
-        # one call of the micro-kernel's driver for the three modes: it is the costly part
-        # to compile, and each call site would compile (and optimise) it again
-        nseg, seglen = (kh, kw * c) if mode == ROW_SEGMENTS else (
-            (1, k) if mode == PACKED_ROWS else (kh * kw, c))
-        for q0 in range(r0, r1, MR):
-            rows = min(MR, r1 - q0)
-            if mode == ROW_SEGMENTS:
-                kernel_row_pointers(x, g, q0, rows, zeros, ptrs)
-            elif mode == PACKED_ROWS:
-                pack_patch_rows(x, g, q0, rows, cols)
-                matrix_rows(cols, 0, MR, k, zeros, ptrs)
-            else:
-                patch_pointers(x, g, q0, rows, zeros, ptrs)
-            row_tile(ptrs, nseg, seglen, wp, o, yflat, q0 * o, o, rows, False, tile)
-            bias_act(y2[q0:q0 + rows], b, has_bias, act)  # while the tile is in L1
+        conv_pixels(x, wp, b, has_bias, act, g, mode, r0, min(m, r0 + rows_per) - r0, zeros,
+                    ptrs[0], tile[0], cols[0], yflat, r0 * o)
 
 
 @helper

@@ -19,7 +19,7 @@ from .jit import helper, sized_kernel
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _max_row(x, g, img, p, yrow, argrow, with_argmax):
+def max_row(x, g, img, p, yrow, argrow, with_argmax):
     n, h, w, c, ph, pw, sh, sw, pt, pb, pl, pr, oh, ow = g
     # a window holding only -inf keeps its first in-bounds tap, never a padding tap
     first_i = max(pt - p * sh, 0)
@@ -55,7 +55,7 @@ def max_forward(x, g, with_argmax, y, argmax):
         img = t // oh
         p = t - img * oh
         argrow = argmax[img, p] if with_argmax else argmax[0, 0]
-        _max_row(x, g, img, p, y[img, p], argrow, with_argmax)
+        max_row(x, g, img, p, y[img, p], argrow, with_argmax)
 
 
 @sized_kernel(1 << 16, fastmath=False)
@@ -106,7 +106,7 @@ def max_backward_tiled(dy, argmax, g, dx):
 
 
 @helper
-def _avg_row(x, g, img, p, yrow):
+def avg_row(x, g, img, p, yrow):
     n, h, w, c, ph, pw, sh, sw, pt, pb, pl, pr, oh, ow = g
     i0, i1 = max(p * sh - pt, 0), min(p * sh - pt + ph, h)
     for q in range(ow):
@@ -128,7 +128,7 @@ def avg_forward(x, g, y):
     n, oh = g[POOL_N], g[POOL_OH]
     for t in prange(n * oh):
         img = t // oh
-        _avg_row(x, g, img, t - img * oh, y[img, t - img * oh])
+        avg_row(x, g, img, t - img * oh, y[img, t - img * oh])
 
 
 @sized_kernel(1 << 16)
