@@ -60,6 +60,7 @@ class InferencePlan:
         nodes = getattr(model, "graph_nodes", None)
         self.folded = 0  # normalisations folded into the convolution before them
         self.pooled = 0  # poolings computed inside the convolution before them
+        self.largest_item = 1  # elements per sample of the largest array a step makes
         if nodes is None:  # a chain (Sequential): each step feeds the next
             self.batch_shape = shape = tuple(batch_shape)
             layers = list(model.layers)
@@ -80,6 +81,7 @@ class InferencePlan:
                     self.pooled += 1
                     shape = (shape[0], *pool.compute_output_shape(shape)[1:])
                     i += 1
+                self.largest_item = max(self.largest_item, _size(shape))
                 i += 1
             self.output_shape = shape
             self.run = self.__call__
@@ -149,9 +151,13 @@ class InferencePlan:
                     if fn is not None:
                         absorbed.add(id(pool))
                         self.pooled += 1
+                        self.largest_item = max(self.largest_item,
+                                                _size(shapes[id(pool.outputs[0])]))
                 if fn is None:
                     fn = self._step(node.layer, in_shapes if node.multi else in_shapes[0],
                                     None if norm is None else norm.layer)
+                    for t in node.outputs:
+                        self.largest_item = max(self.largest_item, _size(shapes[id(t)]))
                 if norm is not None:
                     self.folded += 1
             outs = []
@@ -236,23 +242,15 @@ def _sole_consumer(node, consumers, model):
 
 
 def chunk_size(model, item_shape, backend) -> int:
-    """Images per chunk: the largest per-image activation times the chunk fits the budget
+    """Images per chunk: the largest per-image array that the model's plan makes (a pooled
+    convolution's output, not the convolution's) times the chunk fits the budget
     (``item_shape``: one input's shape without the batch axis, or a list of them)."""
     budget = backend.inference_chunk_bytes
     if not budget:
         return 0
     itemsize = 8 if model.dtype == "float64" else 4
-    largest = 1
-    nodes = getattr(model, "graph_nodes", None)
-    if nodes is None:
-        shape = (1, *item_shape)
-        for layer in model.layers:
-            shape = (1, *layer.compute_output_shape(shape)[1:])
-            largest = max(largest, _size(shape))
-    else:
-        items = item_shape if isinstance(item_shape, list) else [item_shape]
-        for shape in graph_shapes(model, [(1, *s) for s in items]).values():
-            largest = max(largest, _size(shape))
+    one = [(1, *s) for s in item_shape] if isinstance(item_shape, list) else (1, *item_shape)
+    largest = InferencePlan(model, one, backend).largest_item  # steps are made, none is run
     return max(1, budget // (largest * itemsize))
 
 

@@ -157,3 +157,16 @@ def test_graph_plans_pool_inside_the_convolution_only_where_it_feeds_the_pool_al
                                    atol=1e-5)
         plan = model.inference_plan(x.shape)
         assert (plan.pooled, plan.folded) == (2, 1)  # a and c; not b
+
+
+@pytest.mark.parametrize("backend_name", ["numba-cpu", "numpy"])
+def test_chunks_are_sized_by_the_arrays_the_plan_makes(backend_name):
+    """A pooled convolution's output is not made, so on numba-cpu the chunk of a large batch
+    is sized by the pooled array: 4x the images of a plan that makes the convolution's."""
+    from fastconv.inference import chunk_size
+
+    with fastconv.use_backend(backend_name) as be, fastconv.use_conv_algo("im2col"):
+        model = Sequential([Input((12, 12, 1)), Conv2D(8, 3, activation="relu"),
+                            MaxPooling2D(), Flatten(), Dense(2)])
+        largest = 5 * 5 * 8 if backend_name == "numba-cpu" else 10 * 10 * 8
+        assert chunk_size(model, (12, 12, 1), be) == be.inference_chunk_bytes // (largest * 4)
