@@ -121,10 +121,14 @@ def test_set_num_threads():
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_microkernel_tile_shapes(shape, dtype):
     """Every tile shape fastconv may pick on some CPU computes a GEMM exactly: several
-    segments of row pointers, store and accumulate (LLVM lowers the vectors on any CPU)."""
+    segments of row pointers, store and accumulate, and the bias + ReLU epilogue (LLVM lowers
+    the vectors on any CPU)."""
     from numba import njit
 
-    from fastconv.backends.numba_cpu.microkernel import make_microkernel
+    from fastconv.backends.numba_cpu.microkernel import (
+        make_microkernel,
+        make_microkernel_bias_act,
+    )
 
     mr, nv, w32 = shape
     kernel = make_microkernel(mr, nv, w32)
@@ -147,6 +151,26 @@ def test_microkernel_tile_shapes(shape, dtype):
     np.testing.assert_array_equal(c[:, nr:], 7.0)  # nothing beyond the tile is written
     tile(ptrs, nseg, seglen, b, c, True)
     np.testing.assert_allclose(c[:, :nr], 2 * expected, rtol=tol, atol=tol)
+
+    # the epilogue variant: act(A @ B + bias), with NaN, -0.0 and negatives through ReLU
+    epilogue = make_microkernel_bias_act(mr, nv, w32)
+
+    @njit
+    def tile_bias_act(ptrs, nseg, seglen, bp, c, bias, relu):
+        epilogue(nseg, seglen, ptrs, bp.ctypes.data, c.ctypes.data, c.shape[1],
+                 bias.ctypes.data, relu, c)
+
+    bias = rng.standard_normal(nr).astype(dtype)
+    a[0][0, 0] = np.nan  # row 0 of C becomes NaN
+    expected = np.concatenate(a, axis=1).astype(np.float64) @ b.astype(np.float64) + bias
+    for relu in (False, True):
+        c[:] = 7.0
+        tile_bias_act(ptrs, nseg, seglen, b, c, bias, relu)
+        want = np.where(expected < 0, 0.0, expected) if relu else expected
+        np.testing.assert_allclose(c[:, :nr], want, rtol=tol, atol=tol)
+        assert np.isnan(c[0, :nr]).all()  # row 0 met the NaN; the other rows are finite
+        assert (c[1:, :nr] >= 0).all() == relu
+        np.testing.assert_array_equal(c[:, nr:], 7.0)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -26,6 +26,16 @@ def _bias(b, o, dtype):
     return (np.zeros(o, dtype=dtype), False) if b is None else (_c(b), True)
 
 
+def _panel_bias(b, o, dtype):
+    """The bias for the micro-kernel's epilogue: O values (zeros for none) rounded up to whole
+    NR-column panels with zeros."""
+    nr = NR32 if np.dtype(dtype) == np.float32 else NR64
+    out = np.zeros(-(-o // nr) * nr, dtype=dtype)
+    if b is not None:
+        out[:o] = b
+    return out
+
+
 def _rows_per_task(m: int, threads: int) -> int:
     per = min(-(-m // threads), TASK_ROWS)
     return -(-per // MR) * MR
@@ -65,29 +75,30 @@ class Im2colConv(ConvAlgorithm):
         m = g.n * g.oh * g.ow
         mode, g_run, pad = _forward_layout(g)
         x = _padded(_c(x), g) if pad else _c(x)
-        bias, has_bias = _bias(b, g.o, x.dtype)
         y = np.empty(g.y_shape, dtype=x.dtype)
-        conv_im2col.forward(g.flops, x, _packed(_c(w).reshape(k, g.o), k, g.o, False), bias,
-                            has_bias, ACTIVATION_CODES[activation], g_run.astuple(), mode,
+        conv_im2col.forward(g.flops, x, _packed(_c(w).reshape(k, g.o), k, g.o, False),
+                            _panel_bias(b, g.o, x.dtype), ACTIVATION_CODES[activation],
+                            g_run.astuple(), mode,
                             _rows_per_task(m, self.backend.num_threads()), y.reshape(m, g.o))
         return y
 
     @staticmethod
     def _prepared_operands(g):
         """For inference: ``(mode, geometry tuple, operands)``, worked out once per geometry;
-        ``operands(x, w, b, weights_key)`` gives the kernel's (x, packed kernel, bias,
-        has_bias), packing the kernel and the bias once per ``weights_key``."""
+        ``operands(x, w, b, weights_key)`` gives the kernel's (x, packed kernel, panel bias),
+        packing the kernel and the bias once per ``weights_key``."""
         k = g.kh * g.kw * g.c
         mode, g_run, pad = _forward_layout(g)
         cache = DerivedCache()
 
         def prepared(w, b):  # w and b are kept so that their ids in the key stay theirs
-            return w, b, _packed(_c(w).reshape(k, g.o), k, g.o, False), _bias(b, g.o, w.dtype)
+            return (w, b, _packed(_c(w).reshape(k, g.o), k, g.o, False),
+                    _panel_bias(b, g.o, w.dtype))
 
         def operands(x, w, b, weights_key):
-            _, _, wp, (bias, has_bias) = cache.get(weights_key, lambda: prepared(w, b))
+            _, _, wp, bias = cache.get(weights_key, lambda: prepared(w, b))
             x = _c(x)
-            return (_padded(x, g) if pad else x), wp, bias, has_bias
+            return (_padded(x, g) if pad else x), wp, bias
 
         return mode, g_run.astuple(), operands
 
@@ -100,9 +111,9 @@ class Im2colConv(ConvAlgorithm):
         mode, g_tuple, operands = self._prepared_operands(g)
 
         def run(x, w, b, weights_key):
-            x, wp, bias, has_bias = operands(x, w, b, weights_key)
+            x, wp, bias = operands(x, w, b, weights_key)
             y = np.empty(g.y_shape, dtype=x.dtype)
-            conv_im2col.forward(g.flops, x, wp, bias, has_bias, act, g_tuple, mode,
+            conv_im2col.forward(g.flops, x, wp, bias, act, g_tuple, mode,
                                 rows_per, y.reshape(m, g.o))
             return y
 
@@ -121,9 +132,9 @@ class Im2colConv(ConvAlgorithm):
         y_shape = (g.n, pool.oh, pool.ow, g.o)
 
         def run(x, w, b, weights_key):
-            x, wp, bias, has_bias = operands(x, w, b, weights_key)
+            x, wp, bias = operands(x, w, b, weights_key)
             y = np.empty(y_shape, dtype=x.dtype)
-            conv_pooled.forward(g.flops, x, wp, bias, has_bias, act, g_tuple, mode, pool_tuple,
+            conv_pooled.forward(g.flops, x, wp, bias, act, g_tuple, mode, pool_tuple,
                                 kind_code, per_task, self.backend.num_threads(), y)
             return y
 

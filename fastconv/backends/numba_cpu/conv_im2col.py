@@ -26,8 +26,8 @@ import numpy as np
 from numba import prange
 
 from ...geometry import CONV_C, CONV_KH, CONV_KW, CONV_N, CONV_O, CONV_OH, CONV_OW
-from .elementwise import bias_act
-from .gemm import matrix_rows, row_tile
+from .elementwise import RELU
+from .gemm import matrix_rows, row_tile_bias_act
 from .jit import CONV_SERIAL_FLOPS, helper, sized_kernel
 from .microkernel import MR, copy_bytes, microkernel, tile_columns, zero_bytes
 
@@ -139,11 +139,12 @@ ROW_SEGMENTS, TAP_SEGMENTS, PACKED_ROWS = 0, 1, 2
 
 
 @helper
-def conv_pixels(x, wp, b, has_bias, act, g, mode, q_start, count, zeros, ptrs, tile, cols, out,
-                out_off):
+def conv_pixels(x, wp, b, act, g, mode, q_start, count, zeros, ptrs, tile, cols, out, out_off):
     """act(conv + b) of the output pixels q_start .. q_start+count-1 (flat over N, OH, OW)
-    into the flat ``out`` from ``out_off`` on, O values per pixel, tile by tile; ``ptrs``,
-    ``tile`` and ``cols`` are the caller's scratch (see ``forward``)."""
+    into the flat ``out`` from ``out_off`` on, O values per pixel, tile by tile, the bias and
+    the activation applied in the micro-kernel's registers; ``b`` is rounded up to whole
+    panels (zeros for no bias); ``ptrs``, ``tile`` and ``cols`` are the caller's scratch (see
+    ``forward``)."""
     c, o, kh, kw = g[CONV_C], g[CONV_O], g[CONV_KH], g[CONV_KW]
     k = kh * kw * c
     # one call of the micro-kernel's driver for the three modes: it is the costly part to
@@ -159,9 +160,8 @@ def conv_pixels(x, wp, b, has_bias, act, g, mode, q_start, count, zeros, ptrs, t
             matrix_rows(cols, 0, MR, k, zeros, ptrs)
         else:
             patch_pointers(x, g, q0, rows, zeros, ptrs)
-        off = out_off + (q0 - q_start) * o
-        row_tile(ptrs, nseg, seglen, wp, o, out, off, o, rows, False, tile)
-        bias_act(out[off:off + rows * o].reshape((rows, o)), b, has_bias, act)  # still in L1
+        row_tile_bias_act(ptrs, nseg, seglen, wp, o, out, out_off + (q0 - q_start) * o, o, rows,
+                          b, act == RELU, tile)
 
 
 @helper
@@ -178,8 +178,9 @@ def scratch(x, g, mode, threads):
 
 
 @sized_kernel(CONV_SERIAL_FLOPS)
-def forward(x, wp, b, has_bias, act, g, mode, rows_per, y2):
-    """y2 (N*OH*OW, O) = act(cols @ wm + b); ``wp`` is wm packed in panels. ``mode``:
+def forward(x, wp, b, act, g, mode, rows_per, y2):
+    """y2 (N*OH*OW, O) = act(cols @ wm + b); ``wp`` is wm packed in panels, ``b`` the bias
+    rounded up to whole panels. ``mode``:
     ROW_SEGMENTS (x already padded, horizontal dilation 1: one segment of KW*C values per
     kernel row), TAP_SEGMENTS (one segment of C values per tap, padding read from zeros) or
     PACKED_ROWS (few channels: the tile's patch rows copied first)."""
@@ -189,7 +190,7 @@ def forward(x, wp, b, has_bias, act, g, mode, rows_per, y2):
     for t in prange((m + rows_per - 1) // rows_per):
         zeros, ptrs, tile, cols = scratch(x, g, mode, 1)
         r0 = t * rows_per
-        conv_pixels(x, wp, b, has_bias, act, g, mode, r0, min(m, r0 + rows_per) - r0, zeros,
+        conv_pixels(x, wp, b, act, g, mode, r0, min(m, r0 + rows_per) - r0, zeros,
                     ptrs[0], tile[0], cols[0], yflat, r0 * o)
 
 

@@ -38,7 +38,7 @@ MAX, AVERAGE = 0, 1
 
 
 @sized_kernel(CONV_SERIAL_FLOPS)
-def forward(x, wp, b, has_bias, act, g, mode, pool, kind, rows_per, threads, y):
+def forward(x, wp, b, act, g, mode, pool, kind, rows_per, threads, y):
     """y (N, POH, POW, O) = pool(act(conv(x) + b)); ``x``, ``wp``, ``g`` and ``mode`` as for
     ``conv_im2col.forward``; ``pool`` the pooling's geometry over the convolution's output
     (``PoolGeometry.astuple()``), ``kind`` MAX or AVERAGE; ``rows_per`` pooled rows per task;
@@ -59,7 +59,7 @@ def forward(x, wp, b, has_bias, act, g, mode, pool, kind, rows_per, threads, y):
         p0 = pr0 * psh
         rows = (pr1 - 1 - pr0) * psh + ph  # conv rows p0 .. p0+rows-1, their first `used` pixels
         me = numba.get_thread_id()
-        conv_pixels(x, wp, b, has_bias, act, g, mode, (img * oh + p0) * ow,
+        conv_pixels(x, wp, b, act, g, mode, (img * oh + p0) * ow,
                     (rows - 1) * ow + used, zeros, ptrs[me], tile[me], cols[me], bufs[me], 0)
         part = bufs[me][:rows * ow * o].reshape((1, rows, ow, o))
         # the pooling kernels' own rows, over the buffer as a one-image input

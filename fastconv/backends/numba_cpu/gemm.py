@@ -11,7 +11,14 @@ import numpy as np
 from numba import prange
 
 from .jit import helper, sized_kernel
-from .microkernel import MR, microkernel, pack_panels, panel_size, tile_columns
+from .microkernel import (
+    MR,
+    microkernel,
+    microkernel_bias_act,
+    pack_panels,
+    panel_size,
+    tile_columns,
+)
 
 
 @helper
@@ -43,6 +50,25 @@ def row_tile(ptrs, nseg, seglen, bp, n, c, c_off, ldc, rows, accumulate, tile):
         else:
             microkernel(nseg, seglen, ptrs, panel, tile.ctypes.data, nr, False, c)
             store_tile(tile, rows, cols, c, c_off + jp * nr, ldc, accumulate)
+
+
+@helper
+def row_tile_bias_act(ptrs, nseg, seglen, bp, n, c, c_off, ldc, rows, bias, relu, tile):
+    """``row_tile`` storing act(A @ B + bias) (``microkernel_bias_act``); ``bias`` holds n
+    values rounded up to whole panels (zeros beyond n)."""
+    nr = tile_columns(c)
+    k = nseg * seglen
+    item = c.itemsize
+    for jp in range((n + nr - 1) // nr):
+        cols = min(nr, n - jp * nr)
+        panel = bp.ctypes.data + jp * k * nr * item
+        b = bias.ctypes.data + jp * nr * item
+        if rows == MR and cols == nr:
+            microkernel_bias_act(nseg, seglen, ptrs, panel,
+                                 c.ctypes.data + (c_off + jp * nr) * item, ldc, b, relu, c)
+        else:
+            microkernel_bias_act(nseg, seglen, ptrs, panel, tile.ctypes.data, nr, b, relu, c)
+            store_tile(tile, rows, cols, c, c_off + jp * nr, ldc, False)
 
 
 @helper

@@ -93,15 +93,43 @@ def make_microkernel(mr: int, nv: int, w32: int):
 
         def codegen(context, builder, signature, args):
             return _emit(context, builder, signature, args, mr, nv, lanes, nr, like.dtype,
-                         b_rows)
+                         b_rows, False)
 
         return sig, codegen
 
     return microkernel
 
 
-def _emit(context, builder, signature, args, mr, nv, lanes, nr, dtype, b_rows):
-    nseg_v, seglen_v, ptrs_v, bp_v, cp_v, ldc_v, accumulate_v, _ = args
+def make_microkernel_bias_act(mr: int, nv: int, w32: int):
+    """The micro-kernel with a convolution's epilogue, for the same tile shapes: the tile plus a
+    bias row, then ReLU where asked, stored (never accumulated)."""
+
+    @intrinsic
+    def microkernel_bias_act(typingctx, nseg, seglen, ptrs, bp, cp, ldc, bias, relu, like):
+        """As ``microkernel``, storing C = act(A @ B + bias): ``bias`` is the address of the
+        tile's NR bias values (zeros for none), added after the sum as a separate epilogue
+        would; with ``relu`` negative values become 0 (NaN stays NaN, as ``max(y, 0)``)."""
+        if not isinstance(like, types.Array) or like.dtype not in (types.float32, types.float64):
+            return None
+        lanes = _lanes(like.dtype, w32)
+        nr = nv * lanes
+        sig = types.void(nseg, seglen, ptrs, bp, cp, ldc, bias, relu, like)
+        b_rows = isinstance(bp, types.Array)
+
+        def codegen(context, builder, signature, args):
+            return _emit(context, builder, signature, args, mr, nv, lanes, nr, like.dtype,
+                         b_rows, True)
+
+        return sig, codegen
+
+    return microkernel_bias_act
+
+
+def _emit(context, builder, signature, args, mr, nv, lanes, nr, dtype, b_rows, epilogue):
+    if epilogue:
+        nseg_v, seglen_v, ptrs_v, bp_v, cp_v, ldc_v, bias_v, relu_v, _ = args
+    else:
+        nseg_v, seglen_v, ptrs_v, bp_v, cp_v, ldc_v, accumulate_v, _ = args
     i64, i32 = ir.IntType(64), ir.IntType(32)
     real = context.get_value_type(dtype)
     vec = ir.VectorType(real, lanes)
@@ -150,6 +178,10 @@ def _emit(context, builder, signature, args, mr, nv, lanes, nr, dtype, b_rows):
                     total = builder.call(fmuladd, [a_vec, bs[v], builder.load(acc[r][v])])
                     builder.store(total, acc[r][v])
     ldc64 = _to_i64(builder, ldc_v)
+    if epilogue:
+        _store_bias_act(builder, acc, c_base, ldc64, builder.inttoptr(bias_v, rptr), relu_v,
+                        mr, nv, lanes, vec, vptr, real)
+        return context.get_dummy_value()
     with builder.if_else(accumulate_v) as (add, store):
         for branch, adding in ((add, True), (store, False)):
             with branch:
@@ -164,7 +196,30 @@ def _emit(context, builder, signature, args, mr, nv, lanes, nr, dtype, b_rows):
     return context.get_dummy_value()
 
 
+def _store_bias_act(builder, acc, c_base, ldc64, bias, relu, mr, nv, lanes, vec, vptr, real):
+    """C[r] = act(acc[r] + bias) for the tile's rows, act ReLU when ``relu`` (``0 > v ? 0 :
+    v``, so NaN and -0.0 stay as they are, as in ``elementwise.bias_act``)."""
+    i64 = ir.IntType(64)
+    zero = ir.Constant(vec, [ir.Constant(real, 0.0)] * lanes)
+    b = [builder.load(builder.bitcast(builder.gep(bias, [ir.Constant(i64, v * lanes)]), vptr),
+                      align=4) for v in range(nv)]
+    with builder.if_else(relu) as (rectify, keep):
+        for branch, rectified in ((rectify, True), (keep, False)):
+            with branch:
+                for r in range(mr):
+                    c_row = builder.gep(c_base, [builder.mul(ir.Constant(i64, r), ldc64)])
+                    for v in range(nv):
+                        value = builder.fadd(builder.load(acc[r][v]), b[v])
+                        if rectified:
+                            value = builder.select(builder.fcmp_ordered(">", zero, value), zero,
+                                                   value)
+                        p = builder.bitcast(builder.gep(c_row, [ir.Constant(i64, v * lanes)]),
+                                            vptr)
+                        builder.store(value, p, align=4)
+
+
 microkernel = make_microkernel(MR, NV, W32)
+microkernel_bias_act = make_microkernel_bias_act(MR, NV, W32)
 
 
 @intrinsic
