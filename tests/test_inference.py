@@ -207,7 +207,7 @@ def test_changing_a_nested_model_rebuilds_the_outer_models_plans(backend, rng):
     np.testing.assert_allclose(outer.predict(x, verbose=0), expected, rtol=1e-6, atol=1e-6)
 
 
-def _random_norm_statistics(model, rng):
+def random_norm_statistics(model, rng):
     """Non-trivial gamma, beta and moving statistics for every BatchNormalization."""
     for layer in model.layers:
         if isinstance(layer, BatchNormalization):
@@ -221,7 +221,7 @@ def test_batch_norm_after_a_convolution_is_folded_in_sequential_plans(backend, r
                         Activation("relu"), Conv2D(4, 3, use_bias=False), BatchNormalization(),
                         Conv2D(4, 1, activation="relu"), BatchNormalization(), Flatten(),
                         Dense(3)])
-    _random_norm_statistics(model, rng)
+    random_norm_statistics(model, rng)
     x = rng.standard_normal((2 if EMULATED else 5, 9, 9, 3)).astype("float32")
     np.testing.assert_allclose(model.predict(x, verbose=0), model(x).numpy(), rtol=2e-5,
                                atol=2e-5)
@@ -229,7 +229,7 @@ def test_batch_norm_after_a_convolution_is_folded_in_sequential_plans(backend, r
     assert model.inference_plan(x.shape).folded == 2
     assert len(model.inference_plan(x.shape).steps) == len(model.layers) - 2
     # new statistics after a prediction are folded again
-    _random_norm_statistics(model, rng)
+    random_norm_statistics(model, rng)
     np.testing.assert_allclose(model.predict(x, verbose=0), model(x).numpy(), rtol=2e-5,
                                atol=2e-5)
 
@@ -247,7 +247,7 @@ def test_batch_norm_is_folded_in_graph_plans_only_where_the_convolution_feeds_it
     out = Add()([Activation("relu")(a_norm), b_norm, b])
     c = Conv1D(3, 2, name="c")(Reshape((64, 4))(out))
     model = Model(inp, BatchNormalization(name="c_norm")(c))
-    _random_norm_statistics(model, rng)
+    random_norm_statistics(model, rng)
     x = rng.standard_normal((3, 8, 8, 4)).astype("float32")
     np.testing.assert_allclose(model.predict(x, verbose=0), model(x).numpy(), rtol=2e-5,
                                atol=2e-5)

@@ -22,6 +22,7 @@ from fastconv.layers import (
 from fastconv.models import Model, Sequential
 
 from . import naive
+from .test_inference import random_norm_statistics
 
 pytestmark = pytest.mark.skipif(
     fastconv.available_backends()["numba-cpu"] is not None,
@@ -112,21 +113,13 @@ def _lesson_like():
                        Flatten(), Dense(3)])
 
 
-def _randomize_norms(model, rng):
-    for layer in model.layers:
-        if isinstance(layer, BatchNormalization):
-            c = layer.moving_mean.shape[0]
-            layer.set_weights([rng.uniform(0.5, 1.5, c), rng.normal(0, 0.3, c),
-                               rng.normal(0, 0.3, c), rng.uniform(0.2, 2.0, c)])
-
-
 @pytest.mark.parametrize("backend_name", ["numba-cpu", "numpy"])
 def test_sequential_plans_pool_inside_the_convolution(backend_name, rng):
     """conv+pool, conv+norm+pool and conv+average pool are one step each on numba-cpu; the
     overlapping 'same' pooling is not; numpy runs them apart. Same outputs as the graph."""
     with fastconv.use_backend(backend_name), fastconv.use_conv_algo("im2col"):
         model = _lesson_like()
-        _randomize_norms(model, rng)
+        random_norm_statistics(model, rng)
         x = rng.standard_normal((5, 18, 18, 1)).astype("float32")
         expected = model(x).numpy()
         np.testing.assert_allclose(model.predict(x, verbose=0), expected, rtol=1e-5, atol=1e-5)
@@ -151,7 +144,7 @@ def test_graph_plans_pool_inside_the_convolution_only_where_it_feeds_the_pool_al
         c = MaxPooling2D()(BatchNormalization(name="c_norm")(Conv2D(4, 1, name="c")(inp)))
         summed = Add()([a, b, c, MaxPooling2D()(Activation("relu")(b_conv))])
         model = Model(inp, Flatten()(summed))
-        _randomize_norms(model, rng)
+        random_norm_statistics(model, rng)
         x = rng.standard_normal((3, 12, 12, 3)).astype("float32")
         np.testing.assert_allclose(model.predict(x, verbose=0), model(x).numpy(), rtol=1e-5,
                                    atol=1e-5)

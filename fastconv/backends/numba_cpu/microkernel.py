@@ -72,6 +72,22 @@ def _tile_columns(like):
     return lambda like: nr
 
 
+def _typed(args, mr, nv, w32, epilogue):
+    """(signature, codegen) of a micro-kernel intrinsic for its argument types ``args`` (the
+    last is the array ``like``, whose element type the tile takes); None for other types."""
+    like, bp = args[-1], args[3]
+    if not isinstance(like, types.Array) or like.dtype not in (types.float32, types.float64):
+        return None
+    lanes = _lanes(like.dtype, w32)
+    b_rows = isinstance(bp, types.Array)
+
+    def codegen(context, builder, signature, values):
+        return _emit(context, builder, signature, values, mr, nv, lanes, nv * lanes, like.dtype,
+                     b_rows, epilogue)
+
+    return types.void(*args), codegen
+
+
 def make_microkernel(mr: int, nv: int, w32: int):
     """The micro-kernel intrinsic for ``mr`` rows and ``nv`` vectors of ``w32`` float32 lanes
     (``w32 // 2`` float64 lanes) per row. fastconv uses one shape per machine (``MR``, ``NV``,
@@ -84,18 +100,7 @@ def make_microkernel(mr: int, nv: int, w32: int):
         for segment s, step k: B need not be packed when its rows are NR contiguous values
         somewhere); ``ldc`` is C's row stride in elements; with ``accumulate`` the tile is
         added to C, else stored. Element type from the array ``like``."""
-        if not isinstance(like, types.Array) or like.dtype not in (types.float32, types.float64):
-            return None
-        lanes = _lanes(like.dtype, w32)
-        nr = nv * lanes
-        sig = types.void(nseg, seglen, ptrs, bp, cp, ldc, accumulate, like)
-        b_rows = isinstance(bp, types.Array)
-
-        def codegen(context, builder, signature, args):
-            return _emit(context, builder, signature, args, mr, nv, lanes, nr, like.dtype,
-                         b_rows, False)
-
-        return sig, codegen
+        return _typed((nseg, seglen, ptrs, bp, cp, ldc, accumulate, like), mr, nv, w32, False)
 
     return microkernel
 
@@ -109,18 +114,7 @@ def make_microkernel_bias_act(mr: int, nv: int, w32: int):
         """As ``microkernel``, storing C = act(A @ B + bias): ``bias`` is the address of the
         tile's NR bias values (zeros for none), added after the sum as a separate epilogue
         would; with ``relu`` negative values become 0 (NaN stays NaN, as ``max(y, 0)``)."""
-        if not isinstance(like, types.Array) or like.dtype not in (types.float32, types.float64):
-            return None
-        lanes = _lanes(like.dtype, w32)
-        nr = nv * lanes
-        sig = types.void(nseg, seglen, ptrs, bp, cp, ldc, bias, relu, like)
-        b_rows = isinstance(bp, types.Array)
-
-        def codegen(context, builder, signature, args):
-            return _emit(context, builder, signature, args, mr, nv, lanes, nr, like.dtype,
-                         b_rows, True)
-
-        return sig, codegen
+        return _typed((nseg, seglen, ptrs, bp, cp, ldc, bias, relu, like), mr, nv, w32, True)
 
     return microkernel_bias_act
 
