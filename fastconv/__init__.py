@@ -16,6 +16,11 @@ from .backends import (
     use_backend,
 )
 from .backends.algorithms import current_conv_algo, set_conv_algo, use_conv_algo
+from .backends.precision import (
+    current_inference_precision,
+    set_inference_precision,
+    use_inference_precision,
+)
 from .tensor import Tensor, no_grad
 
 
@@ -34,4 +39,5 @@ __all__ = [
     "__version__", "Tensor", "no_grad", "available_backends", "backend_names",
     "current_backend_name", "get_backend", "set_backend", "use_backend", "BackendUnavailableError",
     "current_conv_algo", "set_conv_algo", "use_conv_algo", "set_num_threads", "get_num_threads",
+    "current_inference_precision", "set_inference_precision", "use_inference_precision",
 ]

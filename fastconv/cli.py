@@ -58,6 +58,16 @@ def describe_device(backend) -> str:
     return ", ".join(parts)
 
 
+def _bfloat16_support() -> str:
+    import fastconv
+
+    if fastconv.available_backends()["numba-cpu"] is not None:
+        return "no (numba-cpu unavailable)"
+    from .backends.numba_cpu import bfloat16
+
+    return "yes (AVX512-BF16)" if bfloat16.supported() else "no (no AVX512-BF16)"
+
+
 def cmd_info(args) -> int:
     import numpy as np
 
@@ -87,6 +97,8 @@ def cmd_info(args) -> int:
     print(f"auto: {how} (FASTCONV_AUTOTUNE), cache {config.cache_dir() / 'autotune.json'}")
     for name, spec in algorithms.ALGORITHMS.items():
         print(f"  {name:10s} {spec.scope}")
+    print(f"inference precision: {fastconv.current_inference_precision()} "
+          f"(FASTCONV_INFERENCE_PRECISION; bfloat16 on this CPU: {_bfloat16_support()})")
     backend = fastconv.get_backend()
     print(f"threads: {backend.num_threads()}")
     gemm = backend.gemm_description()

@@ -7,6 +7,9 @@ Everything else asks these functions; nothing else in the package touches ``os.e
                             backend may name its device, ``name:index`` (``parse_backend_spec``)
 ``FASTCONV_CONV_ALGO``      convolution algorithm: ``auto`` (default), ``direct``, ``im2col``,
                             ``winograd`` (F(2x2,3x3)), ``winograd4`` (F(4x4,3x3))
+``FASTCONV_INFERENCE_PRECISION``  ``float32`` (default) or ``bfloat16``: inference plans on
+                            ``numba-cpu`` run their im2col convolutions on bfloat16 inputs and
+                            weights (float32 sums) where the CPU has AVX512-BF16
 ``FASTCONV_DATA``           folder holding datasets (the four MNIST ``*-ubyte.gz`` files)
 ``FASTCONV_CACHE_DIR``      cache folder (downloads, autotuning results); default
                             ``$XDG_CACHE_HOME/fastconv`` or ``~/.cache/fastconv``
@@ -51,6 +54,12 @@ def parse_backend_spec(spec) -> tuple[str, int | None]:
         raise ValueError(f"backend {spec!r}: the device after ':' must be a GPU index "
                          f"(0, 1, ...), got {device!r}")
     return name.strip(), int(device)
+
+
+def env_inference_precision() -> str:
+    """The inference precision named by ``FASTCONV_INFERENCE_PRECISION`` (default
+    ``float32``)."""
+    return os.environ.get("FASTCONV_INFERENCE_PRECISION", "").strip() or "float32"
 
 
 def env_conv_algo() -> str:

@@ -25,6 +25,7 @@ from __future__ import annotations
 from .backends import algorithms as algos
 from .backends import get_backend
 from .backends.device import DeviceBackend, translate_device_error
+from .backends.precision import current_inference_precision
 from .tensor import Tensor, no_grad
 
 
@@ -307,7 +308,7 @@ def plan_key(model, batch_shape, backend) -> tuple:
     if type(batch_shape) is list:
         batch_shape = tuple(tuple(s) for s in batch_shape)
     return (tuple(batch_shape), backend.name, algos.current_conv_algo(), backend.num_threads(),
-            model.dtype, _structure_epoch)
+            model.dtype, _structure_epoch, current_inference_precision())
 
 
 def __getattr__(name):

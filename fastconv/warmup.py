@@ -86,7 +86,7 @@ def plan_spec(model, batch_shape, backend) -> dict | None:
 
 
 def _common_spec(model, backend) -> dict | None:
-    from .backends import algorithms
+    from .backends import algorithms, precision
 
     try:
         architecture = model_description(model)
@@ -97,6 +97,7 @@ def _common_spec(model, backend) -> dict | None:
         return None
     return {"model": architecture, "backend": backend.name,
             "conv_algo": algorithms.current_conv_algo(), "threads": backend.num_threads(),
+            "precision": precision.current_inference_precision(),
             **background.compiler_identity()}
 
 
@@ -256,7 +257,8 @@ def compile_plan(spec: dict) -> None:
     shape = spec["batch_shape"]
     several = bool(shape) and isinstance(shape[0], list)
     batch_shape = [tuple(s) for s in shape] if several else tuple(shape)
-    with fastconv.use_conv_algo(spec["conv_algo"]):
+    with fastconv.use_conv_algo(spec["conv_algo"]), \
+            fastconv.use_inference_precision(spec["precision"]):
         plan = InferencePlan(model, batch_shape, backend)
         inputs = [np.zeros(s, dtype=spec["dtype"]) for s in (
             batch_shape if several else [batch_shape])]

@@ -158,7 +158,7 @@ def test_microkernel_tile_shapes(shape, dtype):
     @njit
     def tile_bias_act(ptrs, nseg, seglen, bp, c, bias, relu):
         epilogue(nseg, seglen, ptrs, bp.ctypes.data, c.ctypes.data, c.shape[1],
-                 bias.ctypes.data, relu, c)
+                 bias.ctypes.data, relu, c, c)
 
     bias = rng.standard_normal(nr).astype(dtype)
     a[0][0, 0] = np.nan  # row 0 of C becomes NaN

@@ -8,7 +8,8 @@ import numpy as np
 from ...winograd import F2x2_3x3, F4x4_3x3, tile_counts
 from ..base import ConvAlgorithm, WinogradAlgorithm
 from ..derived import DerivedCache
-from . import conv_direct, conv_im2col, conv_pooled, conv_winograd
+from ..precision import current_inference_precision
+from . import bfloat16, conv_direct, conv_im2col, conv_pooled, conv_winograd
 from .elementwise import ACTIVATION_CODES
 from .microkernel import MR, NR32, NR64, pack_panels, panel_size
 
@@ -61,6 +62,17 @@ def _forward_layout(g):
     return mode, g, False
 
 
+def _bfloat16_ready(g, mode) -> bool:
+    """Whether inference under the current precision runs this convolution in bfloat16: the
+    ``bfloat16`` precision, a CPU with AVX512-BF16, and even segments (the micro-kernel takes
+    A in pairs along each segment)."""
+    if current_inference_precision() != "bfloat16" or not bfloat16.supported():
+        return False
+    segment = {conv_im2col.ROW_SEGMENTS: g.kw * g.c, conv_im2col.TAP_SEGMENTS: g.c}.get(
+        mode, g.kh * g.kw * g.c)
+    return segment % 2 == 0
+
+
 def _packed(b, k, n, trans):
     bp = np.empty(panel_size(k, n, b.dtype), dtype=b.dtype)
     pack_panels(b, k, n, trans, bp)
@@ -82,22 +94,27 @@ class Im2colConv(ConvAlgorithm):
                             _rows_per_task(m, self.backend.num_threads()), y.reshape(m, g.o))
         return y
 
-    @staticmethod
-    def _prepared_operands(g):
+    def _prepared_operands(self, g):
         """For inference: ``(mode, geometry tuple, operands)``, worked out once per geometry;
         ``operands(x, w, b, weights_key)`` gives the kernel's (x, packed kernel, panel bias),
-        packing the kernel and the bias once per ``weights_key``."""
+        packing the kernel and the bias once per ``weights_key``. Under the ``bfloat16``
+        inference precision, where the CPU has AVX512-BF16 and the segments are even, a float32
+        x and kernel become bfloat16 (``bfloat16.py``)."""
         k = g.kh * g.kw * g.c
         mode, g_run, pad = _forward_layout(g)
+        halves = _bfloat16_ready(g, mode)
         cache = DerivedCache()
+        threads = self.backend.num_threads
 
         def prepared(w, b):  # w and b are kept so that their ids in the key stay theirs
-            return (w, b, _packed(_c(w).reshape(k, g.o), k, g.o, False),
-                    _panel_bias(b, g.o, w.dtype))
+            wm = _c(w).reshape(k, g.o)
+            wp = (bfloat16.packed_pairs(wm) if halves and w.dtype == np.float32
+                  else _packed(wm, k, g.o, False))
+            return w, b, wp, _panel_bias(b, g.o, w.dtype)
 
         def operands(x, w, b, weights_key):
             _, _, wp, bias = cache.get(weights_key, lambda: prepared(w, b))
-            x = _c(x)
+            x = bfloat16.converted(x, threads()) if wp.dtype == np.uint16 else _c(x)
             return (_padded(x, g) if pad else x), wp, bias
 
         return mode, g_run.astuple(), operands
@@ -112,7 +129,7 @@ class Im2colConv(ConvAlgorithm):
 
         def run(x, w, b, weights_key):
             x, wp, bias = operands(x, w, b, weights_key)
-            y = np.empty(g.y_shape, dtype=x.dtype)
+            y = np.empty(g.y_shape, dtype=bias.dtype)  # x may be bfloat16
             conv_im2col.forward(g.flops, x, wp, bias, act, g_tuple, mode,
                                 rows_per, y.reshape(m, g.o))
             return y
@@ -133,7 +150,7 @@ class Im2colConv(ConvAlgorithm):
 
         def run(x, w, b, weights_key):
             x, wp, bias = operands(x, w, b, weights_key)
-            y = np.empty(y_shape, dtype=x.dtype)
+            y = np.empty(y_shape, dtype=bias.dtype)  # x may be bfloat16
             conv_pooled.forward(g.flops, x, wp, bias, act, g_tuple, mode, pool_tuple,
                                 kind_code, per_task, self.backend.num_threads(), y)
             return y

@@ -161,18 +161,18 @@ def conv_pixels(x, wp, b, act, g, mode, q_start, count, zeros, ptrs, tile, cols,
         else:
             patch_pointers(x, g, q0, rows, zeros, ptrs)
         row_tile_bias_act(ptrs, nseg, seglen, wp, o, out, out_off + (q0 - q_start) * o, o, rows,
-                          b, act == RELU, tile)
+                          b, act == RELU, tile, x)
 
 
 @helper
-def scratch(x, g, mode, threads):
-    """Scratch for ``conv_pixels``, one of each per thread (leading axis): (zeros (shared),
-    ptrs, tile, cols)."""
+def scratch(x, out, g, mode, threads):
+    """Scratch for ``conv_pixels`` writing into ``out``, one of each per thread (leading
+    axis): (zeros (shared), ptrs, tile, cols)."""
     c, kh, kw = g[CONV_C], g[CONV_KH], g[CONV_KW]
     k = kh * kw * c
     zeros = np.zeros(max(k, 1), dtype=x.dtype)
     ptrs = np.empty((threads, kh * kw * MR), dtype=np.int64)
-    tile = np.empty((threads, MR, tile_columns(x)), dtype=x.dtype)
+    tile = np.empty((threads, MR, tile_columns(out)), dtype=out.dtype)
     cols = np.empty((threads, MR if mode == PACKED_ROWS else 0, k), dtype=x.dtype)
     return zeros, ptrs, tile, cols
 
@@ -180,7 +180,8 @@ def scratch(x, g, mode, threads):
 @sized_kernel(CONV_SERIAL_FLOPS)
 def forward(x, wp, b, act, g, mode, rows_per, y2):
     """y2 (N*OH*OW, O) = act(cols @ wm + b); ``wp`` is wm packed in panels, ``b`` the bias
-    rounded up to whole panels. ``mode``:
+    rounded up to whole panels; x and ``wp`` as uint16 are bfloat16 (``bfloat16.py``, float32
+    y2, even segment lengths). ``mode``:
     ROW_SEGMENTS (x already padded, horizontal dilation 1: one segment of KW*C values per
     kernel row), TAP_SEGMENTS (one segment of C values per tap, padding read from zeros) or
     PACKED_ROWS (few channels: the tile's patch rows copied first)."""
@@ -188,7 +189,7 @@ def forward(x, wp, b, act, g, mode, rows_per, y2):
     m = y2.shape[0]
     yflat = y2.reshape(-1)
     for t in prange((m + rows_per - 1) // rows_per):
-        zeros, ptrs, tile, cols = scratch(x, g, mode, 1)
+        zeros, ptrs, tile, cols = scratch(x, y2, g, mode, 1)
         r0 = t * rows_per
         conv_pixels(x, wp, b, act, g, mode, r0, min(m, r0 + rows_per) - r0, zeros,
                     ptrs[0], tile[0], cols[0], yflat, r0 * o)

@@ -53,7 +53,7 @@ def forward(x, wp, b, act, g, mode, pool, kind, rows_per, threads, y):
     gu = g[:CONV_OW] + (used,)
     blocks = (poh + rows_per - 1) // rows_per
     # tasks are small (a few tiles), so each thread keeps its scratch for all of its tasks
-    zeros, ptrs, tile, cols = scratch(x, g, mode, threads)
+    zeros, ptrs, tile, cols = scratch(x, y, g, mode, threads)
     bufs = np.empty((threads, ((rows_per - 1) * psh + ph) * used * o), dtype=y.dtype)
     no_argmax = np.empty((1, 1), dtype=np.int32)
     for t in prange(n * blocks):

@@ -53,21 +53,24 @@ def row_tile(ptrs, nseg, seglen, bp, n, c, c_off, ldc, rows, accumulate, tile):
 
 
 @helper
-def row_tile_bias_act(ptrs, nseg, seglen, bp, n, c, c_off, ldc, rows, bias, relu, tile):
+def row_tile_bias_act(ptrs, nseg, seglen, bp, n, c, c_off, ldc, rows, bias, relu, tile, a_like):
     """``row_tile`` storing act(A @ B + bias) (``microkernel_bias_act``); ``bias`` holds n
-    values rounded up to whole panels (zeros beyond n)."""
+    values rounded up to whole panels (zeros beyond n); ``a_like`` an array of A's element type
+    (uint16: A and the panels ``bp`` are bfloat16)."""
     nr = tile_columns(c)
     k = nseg * seglen
     item = c.itemsize
     for jp in range((n + nr - 1) // nr):
         cols = min(nr, n - jp * nr)
-        panel = bp.ctypes.data + jp * k * nr * item
+        panel = bp.ctypes.data + jp * k * nr * bp.itemsize
         b = bias.ctypes.data + jp * nr * item
         if rows == MR and cols == nr:
             microkernel_bias_act(nseg, seglen, ptrs, panel,
-                                 c.ctypes.data + (c_off + jp * nr) * item, ldc, b, relu, c)
+                                 c.ctypes.data + (c_off + jp * nr) * item, ldc, b, relu, c,
+                                 a_like)
         else:
-            microkernel_bias_act(nseg, seglen, ptrs, panel, tile.ctypes.data, nr, b, relu, c)
+            microkernel_bias_act(nseg, seglen, ptrs, panel, tile.ctypes.data, nr, b, relu, c,
+                                 a_like)
             store_tile(tile, rows, cols, c, c_off + jp * nr, ldc, False)
 
 

@@ -72,18 +72,22 @@ def _tile_columns(like):
     return lambda like: nr
 
 
-def _typed(args, mr, nv, w32, epilogue):
+def _typed(args, mr, nv, w32, epilogue, a_like=None):
     """(signature, codegen) of a micro-kernel intrinsic for its argument types ``args`` (the
-    last is the array ``like``, whose element type the tile takes); None for other types."""
-    like, bp = args[-1], args[3]
+    array ``like`` gives the tile's element type; an ``a_like`` array of uint16 makes A and B
+    bfloat16, see ``make_microkernel_bias_act``); None for other types."""
+    like, bp = (args[-2] if a_like is not None else args[-1]), args[3]
     if not isinstance(like, types.Array) or like.dtype not in (types.float32, types.float64):
+        return None
+    bf16 = a_like is not None and a_like.dtype == types.uint16
+    if bf16 and (like.dtype != types.float32 or w32 != 16 or isinstance(bp, types.Array)):
         return None
     lanes = _lanes(like.dtype, w32)
     b_rows = isinstance(bp, types.Array)
 
     def codegen(context, builder, signature, values):
         return _emit(context, builder, signature, values, mr, nv, lanes, nv * lanes, like.dtype,
-                     b_rows, epilogue)
+                     b_rows, epilogue, bf16)
 
     return types.void(*args), codegen
 
@@ -110,67 +114,48 @@ def make_microkernel_bias_act(mr: int, nv: int, w32: int):
     bias row, then ReLU where asked, stored (never accumulated)."""
 
     @intrinsic
-    def microkernel_bias_act(typingctx, nseg, seglen, ptrs, bp, cp, ldc, bias, relu, like):
+    def microkernel_bias_act(typingctx, nseg, seglen, ptrs, bp, cp, ldc, bias, relu, like,
+                             a_like):
         """As ``microkernel``, storing C = act(A @ B + bias): ``bias`` is the address of the
         tile's NR bias values (zeros for none), added after the sum as a separate epilogue
-        would; with ``relu`` negative values become 0 (NaN stays NaN, as ``max(y, 0)``)."""
-        return _typed((nseg, seglen, ptrs, bp, cp, ldc, bias, relu, like), mr, nv, w32, True)
+        would; with ``relu`` negative values become 0 (NaN stays NaN, as ``max(y, 0)``).
+        ``a_like`` is an array of A's element type: float as C, or uint16 for bfloat16 A
+        rows against B packed in bfloat16 pairs (``pack_pairs``), summed in float32 by
+        AVX512-BF16's ``vdpbf16ps`` (segment lengths even; float32 C only)."""
+        return _typed((nseg, seglen, ptrs, bp, cp, ldc, bias, relu, like, a_like), mr, nv,
+                      w32, True, a_like)
 
     return microkernel_bias_act
 
 
-def _emit(context, builder, signature, args, mr, nv, lanes, nr, dtype, b_rows, epilogue):
+def _emit(context, builder, signature, args, mr, nv, lanes, nr, dtype, b_rows, epilogue,
+          bf16=False):
     if epilogue:
-        nseg_v, seglen_v, ptrs_v, bp_v, cp_v, ldc_v, bias_v, relu_v, _ = args
+        nseg_v, seglen_v, ptrs_v, bp_v, cp_v, ldc_v, bias_v, relu_v = args[:8]
     else:
         nseg_v, seglen_v, ptrs_v, bp_v, cp_v, ldc_v, accumulate_v, _ = args
-    i64, i32 = ir.IntType(64), ir.IntType(32)
+    i64 = ir.IntType(64)
     real = context.get_value_type(dtype)
     vec = ir.VectorType(real, lanes)
     rptr, vptr = real.as_pointer(), vec.as_pointer()
     table = context.make_array(signature.args[2])(context, builder, ptrs_v).data
-    if b_rows:
-        b_table = context.make_array(signature.args[3])(context, builder, bp_v).data
-    else:
-        b_base = builder.inttoptr(bp_v, rptr)
     c_base = builder.inttoptr(cp_v, rptr)
     zero = ir.Constant(vec, [ir.Constant(real, 0.0)] * lanes)
     acc = [[cgutils.alloca_once(builder, vec) for _ in range(nv)] for _ in range(mr)]
     for row in acc:
         for slot in row:
             builder.store(zero, slot)
-    suffix = "f32" if dtype == types.float32 else "f64"
-    fmuladd = cgutils.get_or_insert_function(
-        builder.module, ir.FunctionType(vec, [vec, vec, vec]), f"llvm.fmuladd.v{lanes}{suffix}")
-    undef = ir.Constant(vec, ir.Undefined)
-    splat = ir.Constant(ir.VectorType(i32, lanes), [0] * lanes)
 
     def const(v):
         return ir.Constant(i64, v)
 
-    with cgutils.for_range(builder, _to_i64(builder, nseg_v)) as seg_loop:
-        s = seg_loop.index
-        rows = [builder.inttoptr(builder.load(builder.gep(
-            table, [builder.add(builder.mul(s, const(mr)), const(r))])), rptr)
-            for r in range(mr)]
-        length = _to_i64(builder, seglen_v)
-        if not b_rows:
-            b_seg = builder.gep(b_base, [builder.mul(builder.mul(s, length), const(nr))])
-        with _loop_not_unrolled(builder, length) as k:
-            if b_rows:
-                b_row = builder.inttoptr(builder.load(builder.gep(
-                    b_table, [builder.add(builder.mul(s, length), k)])), rptr)
-            else:
-                b_row = builder.gep(b_seg, [builder.mul(k, const(nr))])
-            bs = [builder.load(builder.bitcast(builder.gep(b_row, [const(v * lanes)]), vptr),
-                               align=dtype.bitwidth // 8) for v in range(nv)]
-            for r in range(mr):
-                a = builder.load(builder.gep(rows[r], [k]))
-                a_vec = builder.shuffle_vector(
-                    builder.insert_element(undef, a, ir.Constant(i32, 0)), undef, splat)
-                for v in range(nv):
-                    total = builder.call(fmuladd, [a_vec, bs[v], builder.load(acc[r][v])])
-                    builder.store(total, acc[r][v])
+    if bf16:
+        _bf16_products(builder, nseg_v, seglen_v, bp_v, table, acc, mr, nv, lanes, nr)
+    else:
+        b_source = (context.make_array(signature.args[3])(context, builder, bp_v).data
+                    if b_rows else builder.inttoptr(bp_v, rptr))
+        _products(builder, nseg_v, seglen_v, table, b_source, b_rows, acc, mr, nv, lanes, nr,
+                  dtype, rptr, vptr, vec)
     ldc64 = _to_i64(builder, ldc_v)
     if epilogue:
         _store_bias_act(builder, acc, c_base, ldc64, builder.inttoptr(bias_v, rptr), relu_v,
@@ -188,6 +173,82 @@ def _emit(context, builder, signature, args, mr, nv, lanes, nr, dtype, b_rows, e
                             value = builder.fadd(value, builder.load(p, align=4))
                         builder.store(value, p, align=4)
     return context.get_dummy_value()
+
+
+def _products(builder, nseg_v, seglen_v, table, b_source, b_rows, acc, mr, nv, lanes, nr,
+              dtype, rptr, vptr, vec):
+    """acc[r][v] += the segments' products, one fused multiply-add per row and vector."""
+    i64, i32 = ir.IntType(64), ir.IntType(32)
+    suffix = "f32" if dtype == types.float32 else "f64"
+    fmuladd = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(vec, [vec, vec, vec]), f"llvm.fmuladd.v{lanes}{suffix}")
+    undef = ir.Constant(vec, ir.Undefined)
+    splat = ir.Constant(ir.VectorType(i32, lanes), [0] * lanes)
+
+    def const(v):
+        return ir.Constant(i64, v)
+
+    with cgutils.for_range(builder, _to_i64(builder, nseg_v)) as seg_loop:
+        s = seg_loop.index
+        rows = [builder.inttoptr(builder.load(builder.gep(
+            table, [builder.add(builder.mul(s, const(mr)), const(r))])), rptr)
+            for r in range(mr)]
+        length = _to_i64(builder, seglen_v)
+        if not b_rows:
+            b_seg = builder.gep(b_source, [builder.mul(builder.mul(s, length), const(nr))])
+        with _loop_not_unrolled(builder, length) as k:
+            if b_rows:
+                b_row = builder.inttoptr(builder.load(builder.gep(
+                    b_source, [builder.add(builder.mul(s, length), k)])), rptr)
+            else:
+                b_row = builder.gep(b_seg, [builder.mul(k, const(nr))])
+            bs = [builder.load(builder.bitcast(builder.gep(b_row, [const(v * lanes)]), vptr),
+                               align=dtype.bitwidth // 8) for v in range(nv)]
+            for r in range(mr):
+                a = builder.load(builder.gep(rows[r], [k]))
+                a_vec = builder.shuffle_vector(
+                    builder.insert_element(undef, a, ir.Constant(i32, 0)), undef, splat)
+                for v in range(nv):
+                    total = builder.call(fmuladd, [a_vec, bs[v], builder.load(acc[r][v])])
+                    builder.store(total, acc[r][v])
+
+
+def _bf16_products(builder, nseg_v, seglen_v, bp_v, table, acc, mr, nv, lanes, nr):
+    """acc[r][v] += the segments' products with bfloat16 A and B: per step a pair of A values
+    (k, k+1) of each row, broadcast as one 32-bit lane, against NR columns of B pairs, in one
+    ``vdpbf16ps`` per row and vector (two products summed into each float32 lane)."""
+    i64, i32 = ir.IntType(64), ir.IntType(32)
+    ivec = ir.VectorType(i32, lanes)
+    fvec = ir.VectorType(ir.FloatType(), lanes)
+    pair_ptr, ivec_ptr = i32.as_pointer(), ivec.as_pointer()
+    dot = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(fvec, [fvec, ivec, ivec]),
+        "llvm.x86.avx512bf16.dpbf16ps.512")
+    undef = ir.Constant(ivec, ir.Undefined)
+    splat = ir.Constant(ivec, [0] * lanes)
+    b_base = builder.inttoptr(bp_v, pair_ptr)
+
+    def const(v):
+        return ir.Constant(i64, v)
+
+    with cgutils.for_range(builder, _to_i64(builder, nseg_v)) as seg_loop:
+        s = seg_loop.index
+        rows = [builder.inttoptr(builder.load(builder.gep(
+            table, [builder.add(builder.mul(s, const(mr)), const(r))])), pair_ptr)
+            for r in range(mr)]
+        pairs = builder.ashr(_to_i64(builder, seglen_v), const(1))
+        b_seg = builder.gep(b_base, [builder.mul(builder.mul(s, pairs), const(nr))])
+        with _loop_not_unrolled(builder, pairs) as k:
+            b_row = builder.gep(b_seg, [builder.mul(k, const(nr))])
+            bs = [builder.load(builder.bitcast(builder.gep(b_row, [const(v * lanes)]), ivec_ptr),
+                               align=4) for v in range(nv)]
+            for r in range(mr):
+                a = builder.load(builder.gep(rows[r], [k]), align=2)
+                a_vec = builder.shuffle_vector(
+                    builder.insert_element(undef, a, ir.Constant(i32, 0)), undef, splat)
+                for v in range(nv):
+                    total = builder.call(dot, [builder.load(acc[r][v]), a_vec, bs[v]])
+                    builder.store(total, acc[r][v])
 
 
 def _store_bias_act(builder, acc, c_base, ldc64, bias, relu, mr, nv, lanes, vec, vptr, real):
