@@ -13,14 +13,13 @@ logged on the ``fastconv.algorithms`` logger (DEBUG) and kept for :func:`choices
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from .. import config
 from ..geometry import ConvGeometry
 from . import autotune
+from .setting import ContextSetting
 
 
 @dataclass(frozen=True)
@@ -53,28 +52,21 @@ def _check_algo(name) -> str:
     return name
 
 
-_default = {"name": _check_algo(config.env_conv_algo())}
-_override: contextvars.ContextVar[str | None] = contextvars.ContextVar(
-    "fastconv_conv_algo", default=None)
+_setting = ContextSetting("fastconv_conv_algo", _check_algo, config.env_conv_algo())
 
 
 def current_conv_algo() -> str:
-    return _override.get() or _default["name"]
+    return _setting.current()
 
 
 def set_conv_algo(name: str) -> None:
     """Make ``name`` (``auto``, ``direct``, ``im2col``, ``winograd``, ``winograd4``) current."""
-    _default["name"] = _check_algo(name)
+    _setting.set(name)
 
 
-@contextlib.contextmanager
 def use_conv_algo(name: str):
     """``with use_conv_algo('winograd4'): ...`` runs the block with that algorithm."""
-    token = _override.set(_check_algo(name))
-    try:
-        yield
-    finally:
-        _override.reset(token)
+    return _setting.use(name)
 
 
 def describe(geom: ConvGeometry) -> str:

@@ -14,10 +14,8 @@ Set it with ``FASTCONV_INFERENCE_PRECISION``, ``set_inference_precision`` or, fo
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
-
 from .. import config
+from .setting import ContextSetting
 
 PRECISIONS = ("float32", "bfloat16")
 
@@ -29,25 +27,19 @@ def _check(name) -> str:
     return name
 
 
-_default = {"name": _check(config.env_inference_precision())}
-_override: contextvars.ContextVar[str | None] = contextvars.ContextVar(
-    "fastconv_inference_precision", default=None)
+_setting = ContextSetting("fastconv_inference_precision", _check,
+                          config.env_inference_precision())
 
 
 def current_inference_precision() -> str:
-    return _override.get() or _default["name"]
+    return _setting.current()
 
 
 def set_inference_precision(name: str) -> None:
     """Make ``name`` (``float32`` or ``bfloat16``) the precision of new inference plans."""
-    _default["name"] = _check(name)
+    _setting.set(name)
 
 
-@contextlib.contextmanager
 def use_inference_precision(name: str):
     """``with use_inference_precision('bfloat16'): model.predict(x)``."""
-    token = _override.set(_check(name))
-    try:
-        yield
-    finally:
-        _override.reset(token)
+    return _setting.use(name)

@@ -175,6 +175,14 @@ def _emit(context, builder, signature, args, mr, nv, lanes, nr, dtype, b_rows, e
     return context.get_dummy_value()
 
 
+def _segment_rows(builder, table, s, mr, pointer):
+    """The MR A-row pointers of segment ``s`` from the address table, as ``pointer``s."""
+    i64 = ir.IntType(64)
+    return [builder.inttoptr(builder.load(builder.gep(
+        table, [builder.add(builder.mul(s, ir.Constant(i64, mr)), ir.Constant(i64, r))])),
+        pointer) for r in range(mr)]
+
+
 def _products(builder, nseg_v, seglen_v, table, b_source, b_rows, acc, mr, nv, lanes, nr,
               dtype, rptr, vptr, vec):
     """acc[r][v] += the segments' products, one fused multiply-add per row and vector."""
@@ -190,9 +198,7 @@ def _products(builder, nseg_v, seglen_v, table, b_source, b_rows, acc, mr, nv, l
 
     with cgutils.for_range(builder, _to_i64(builder, nseg_v)) as seg_loop:
         s = seg_loop.index
-        rows = [builder.inttoptr(builder.load(builder.gep(
-            table, [builder.add(builder.mul(s, const(mr)), const(r))])), rptr)
-            for r in range(mr)]
+        rows = _segment_rows(builder, table, s, mr, rptr)
         length = _to_i64(builder, seglen_v)
         if not b_rows:
             b_seg = builder.gep(b_source, [builder.mul(builder.mul(s, length), const(nr))])
@@ -233,9 +239,7 @@ def _bf16_products(builder, nseg_v, seglen_v, bp_v, table, acc, mr, nv, lanes, n
 
     with cgutils.for_range(builder, _to_i64(builder, nseg_v)) as seg_loop:
         s = seg_loop.index
-        rows = [builder.inttoptr(builder.load(builder.gep(
-            table, [builder.add(builder.mul(s, const(mr)), const(r))])), pair_ptr)
-            for r in range(mr)]
+        rows = _segment_rows(builder, table, s, mr, pair_ptr)
         pairs = builder.ashr(_to_i64(builder, seglen_v), const(1))
         b_seg = builder.gep(b_base, [builder.mul(builder.mul(s, pairs), const(nr))])
         with _loop_not_unrolled(builder, pairs) as k:
