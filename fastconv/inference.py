@@ -251,7 +251,8 @@ def chunk_size(model, item_shape, backend) -> int:
         return 0
     itemsize = 8 if model.dtype == "float64" else 4
     one = [(1, *s) for s in item_shape] if isinstance(item_shape, list) else (1, *item_shape)
-    largest = InferencePlan(model, one, backend).largest_item  # steps are made, none is run
+    with algos.only_looking():  # steps are made, none is run: no autotuning use counted
+        largest = InferencePlan(model, one, backend).largest_item
     return max(1, budget // (largest * itemsize))
 
 

@@ -163,3 +163,18 @@ def test_chunks_are_sized_by_the_arrays_the_plan_makes(backend_name):
                             MaxPooling2D(), Flatten(), Dense(2)])
         largest = 5 * 5 * 8 if backend_name == "numba-cpu" else 10 * 10 * 8
         assert chunk_size(model, (12, 12, 1), be) == be.inference_chunk_bytes // (largest * 4)
+
+
+def test_sizing_chunks_counts_no_autotuning_use(monkeypatch):
+    """The plan chunk_size makes for one image is never run: it leaves no choice, no use and
+    no 'already compiled' mark behind in autotuning."""
+    from fastconv.backends import algorithms, autotune
+    from fastconv.inference import chunk_size
+
+    monkeypatch.setenv("FASTCONV_AUTOTUNE", "1")
+    algorithms.clear_memory()
+    be = fastconv.get_backend("numba-cpu")
+    model = Sequential([Input((12, 12, 3)), Conv2D(8, 3, activation="relu"), MaxPooling2D(),
+                        Conv2D(8, 3), Flatten(), Dense(2)])
+    assert chunk_size(model, (12, 12, 3), be) > 0
+    assert (algorithms.choices(), autotune._states, autotune._ran) == ([], {}, set())

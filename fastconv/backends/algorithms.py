@@ -13,6 +13,8 @@ logged on the ``fastconv.algorithms`` logger (DEBUG) and kept for :func:`choices
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -131,9 +133,24 @@ def _choose(backend, geom: ConvGeometry, dtype: str, conv_pass: str) -> str:
     chosen = autotune._fast.get((backend.name, conv_pass, geom, dtype, backend.num_threads()))
     if chosen is not None:
         return chosen
-    return autotune.choose(backend, geom, dtype, conv_pass,
-                           tuning_candidates(backend, geom, conv_pass),
-                           heuristic(backend, geom, conv_pass))
+    decide = autotune.peek if _looking.get() else autotune.choose
+    return decide(backend, geom, dtype, conv_pass, tuning_candidates(backend, geom, conv_pass),
+                  heuristic(backend, geom, conv_pass))
+
+
+_looking: contextvars.ContextVar[bool] = contextvars.ContextVar("fastconv_algo_looking",
+                                                                default=False)
+
+
+@contextlib.contextmanager
+def only_looking():
+    """Within the block, ``auto`` answers what it would run without counting a use or tuning
+    (``autotune.peek``): for plans made to be measured, never run (``inference.chunk_size``)."""
+    token = _looking.set(True)
+    try:
+        yield
+    finally:
+        _looking.reset(token)
 
 
 def choices() -> list[dict]:

@@ -477,6 +477,21 @@ def choose(backend, geom: ConvGeometry, dtype: str, conv_pass: str,
     return _ran_now(backend, conv_pass, dtype, state.current)
 
 
+def peek(backend, geom: ConvGeometry, dtype: str, conv_pass: str,
+         candidates: tuple[str, ...], heuristic: str) -> str:
+    """What ``choose`` would run now, without counting a use, marking an algorithm as run,
+    listing the choice for ``choices`` or tuning: for plans made only to be looked at
+    (``fastconv.inference.chunk_size``). A choice that cannot change (autotuning off, one
+    candidate) is remembered as ``choose`` would."""
+    fast_key = (backend.name, conv_pass, geom, dtype, backend.num_threads())
+    if fast_key in _fast:
+        return _fast[fast_key]
+    state = _states.get(fast_key)
+    if state is None:
+        state = _first_use(backend, geom, dtype, conv_pass, candidates, heuristic, fast_key)
+    return state.current
+
+
 def _ran_now(backend, conv_pass, dtype, algo) -> str:
     _ran.add((backend.name, conv_pass, dtype, algo))
     return algo
