@@ -28,8 +28,6 @@ import json
 import math
 import os
 import re
-import tempfile
-import threading
 import zipfile
 from pathlib import Path
 
@@ -37,136 +35,12 @@ import numpy as np
 
 from . import allocation
 from ._version import __version__
+from .io.atomic import atomic_write
+from .io.errors import InvalidModelFileError
 
 FORMAT_VERSION = 1
 _MANIFEST = "fastconv.json"
 _ALLOWED_DTYPES = ("float32", "float64", "int64")
-
-
-class InvalidModelFileError(ValueError):
-    """The file is not a readable fastconv model or weights file."""
-
-
-# -- writing ------------------------------------------------------------------------------------
-
-try:
-    import fcntl
-except ImportError:  # Windows: no advisory locks; stale temporaries are recognised by age
-    fcntl = None
-
-#: Without locks, a temporary older than this is taken as left by a killed save (seconds).
-_STALE_AGE = 24 * 3600
-_TEMP_SUFFIX = re.compile(r"[a-z0-9_]{8}\.tmp")  # what tempfile.mkstemp adds
-_umask_lock = threading.Lock()
-
-
-def _umask() -> int:
-    """The process's umask, read without changing it where the system allows."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    with _umask_lock:  # set and restore: the only portable way to read it
-        mask = os.umask(0o022)
-        os.umask(mask)
-    return mask
-
-
-def _lock(fd: int) -> bool:
-    """Take the advisory lock that marks a temporary as being written (True if taken)."""
-    if fcntl is None:
-        return True
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        return False
-    return True
-
-
-def _remove_stale_temporaries(folder: Path, name: str) -> None:
-    """Remove the temporaries of earlier saves of ``name`` whose writer is gone (killed):
-    the writer holds a lock on its temporary while it writes, so one that can be locked is
-    abandoned. Files that merely look alike (another suffix) are left alone."""
-    prefix = f".{name}."
-    try:
-        entries = list(os.scandir(folder))
-    except OSError:
-        return
-    for entry in entries:
-        if not (entry.name.startswith(prefix)
-                and _TEMP_SUFFIX.fullmatch(entry.name[len(prefix):])):
-            continue
-        try:
-            fd = os.open(entry.path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-        except OSError:
-            continue
-        try:
-            if fcntl is None:
-                import time
-
-                if time.time() - os.fstat(fd).st_mtime < _STALE_AGE:
-                    continue
-            elif not _lock(fd):
-                continue  # a save in progress
-            if os.path.samestat(os.fstat(fd), os.lstat(entry.path)):
-                os.unlink(entry.path)
-        except OSError:
-            pass
-        finally:
-            os.close(fd)
-
-
-def _new_temporary(folder: Path, name: str) -> tuple[int, str]:
-    """A locked temporary file next to the target, with the mode the umask gives new files."""
-    while True:
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
-        try:
-            # another save's clean-up may have removed it between mkstemp and the lock
-            if _lock(fd) and os.path.samestat(os.fstat(fd), os.stat(tmp)):
-                if hasattr(os, "fchmod"):
-                    os.fchmod(fd, 0o666 & ~_umask())
-                return fd, tmp
-        except OSError:
-            pass
-        os.close(fd)
-
-
-def _atomic_write(path: Path, write) -> None:
-    """``write(fh)`` into a temporary file of the target's folder, flushed to disk, then
-    renamed over ``path``: a crash leaves any earlier file intact. Temporaries left by killed
-    saves of the same file are removed first; the file gets the mode the umask gives."""
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise FileNotFoundError(f"cannot save to {str(path)!r}: the folder {str(folder)!r} does "
-                                f"not exist")
-    _remove_stale_temporaries(folder, path.name)
-    fd, tmp = _new_temporary(folder, path.name)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-            if fcntl is not None:  # rename while the lock is held (POSIX allows it)
-                os.replace(tmp, path)
-        if fcntl is None:
-            os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    try:  # make the rename itself durable
-        dir_fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError:
-        pass
 
 
 def _array_bytes(a: np.ndarray) -> bytes:
@@ -182,7 +56,7 @@ def _write_archive(path, manifest: dict, arrays: list[np.ndarray]) -> None:
             for i, a in enumerate(arrays):
                 zf.writestr(f"arrays/{i}.npy", _array_bytes(a))
 
-    _atomic_write(Path(os.fspath(path)), write)
+    atomic_write(Path(os.fspath(path)), write)
 
 
 def _weight_entries(variables, offset: int = 0) -> tuple[list[dict], list[np.ndarray]]:

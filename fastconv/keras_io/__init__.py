@@ -21,6 +21,7 @@ import os
 import time
 import zipfile
 
+from ..io.atomic import atomic_write, atomic_write_bytes
 from ..saving import InvalidModelFileError
 from ._h5 import HDF5_SIGNATURE, H5Reader, is_hdf5
 from .compiling import compile_from_keras, keras_compile_config
@@ -239,7 +240,6 @@ def _h5_bytes(model) -> bytes:
 def save_model(model, filepath) -> None:
     """Write a Keras 3 ``.keras`` archive (architecture and weights; no optimizer state)."""
     from .._version import __version__
-    from ..saving import _atomic_write
 
     if not model.built:
         raise ValueError(f"save: model '{model.name}' is not built yet (its input shape is "
@@ -261,18 +261,9 @@ def save_model(model, filepath) -> None:
             zf.writestr(_ARCHIVE_CONFIG, json.dumps(config))
             zf.writestr(_ARCHIVE_WEIGHTS, weights)
 
-    _atomic_write(_path(filepath), write)
+    atomic_write(filepath, write)
 
 
 def save_weights(model, filepath) -> None:
     """Write ``model``'s weights as a Keras 3 ``.weights.h5`` file."""
-    from ..saving import _atomic_write
-
-    data = _h5_bytes(model)
-    _atomic_write(_path(filepath), lambda fh: fh.write(data))
-
-
-def _path(filepath):
-    from pathlib import Path
-
-    return Path(os.fspath(filepath))
+    atomic_write_bytes(filepath, _h5_bytes(model))
