@@ -6,10 +6,14 @@ Errors print one line to stderr (``fastconv: error: ...``) and exit with status 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import platform
 import sys
 import time
+
+from .io.atomic import atomic_write
+from .io.files import check_outputs, open_regular
 
 SIMD_FLAGS = ("sse4.2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512dq",
               "avx512vnni", "avx512bf16", "avx512fp16", "amx-tile", "neon", "sve")
@@ -312,8 +316,9 @@ def cmd_autotune(args) -> int:
     return 0
 
 
-def _check_output_path(path: str, option: str) -> None:
-    """Fail now, not after the work, when ``path`` cannot be written."""
+def _check_output_path(path: str, option: str, inputs: dict | None = None) -> None:
+    """Fail now, not after the work, when ``path`` cannot be written or is one of the command's
+    ``inputs`` (option name -> path), which writing would destroy."""
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"{option} {path!r}: the folder {folder!r} does not exist")
@@ -321,21 +326,58 @@ def _check_output_path(path: str, option: str) -> None:
         raise PermissionError(f"{option} {path!r}: the folder {folder!r} is not writable")
     if os.path.isdir(path):
         raise IsADirectoryError(f"{option} {path!r} is a folder; give a file name")
+    if os.path.exists(path) and not os.path.isfile(path):
+        raise ValueError(f"{option} {path!r} exists and is not a regular file (a FIFO, socket "
+                         f"or device); give a file name")
+    check_outputs({option: path}, inputs or {})
+
+
+#: The first byte of a pickle (protocol 2 and later).
+_PICKLE_PROTOCOL_MARK = b"\x80"
 
 
 def _load_npy(path: str):
+    """A numeric array from the .npy file ``path``, its header checked against the file's size
+    before anything is allocated; pickles and object arrays are refused, never unpickled."""
     import numpy as np
 
-    try:
-        return np.load(path, allow_pickle=False)
-    except ValueError as exc:
-        if "allow_pickle" in str(exc):
+    fh, size = open_regular(path, "input")
+    with fh:
+        head = fh.read(8)
+        fh.seek(0)
+        if head.startswith(b"PK"):
+            raise ValueError(f"{path!r} is a ZIP archive (.npz?); fastconv predict reads .npy "
+                             f"files: save each array with numpy.save, or give a folder of "
+                             f".npy files")
+        if not head.startswith(b"\x93NUMPY"):
+            what = ("a Python pickle" if head.startswith(_PICKLE_PROTOCOL_MARK)
+                    else "empty" if not head else "not an .npy file")
+            raise ValueError(f"{path!r} is {what}; fastconv predict reads .npy files "
+                             f"(numpy.save) of numbers, and never unpickles input")
+        try:
+            version = np.lib.format.read_magic(fh)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
+            elif version == (2, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
+            else:
+                raise ValueError(f"version {version} of the .npy format is not supported")
+        except (ValueError, OSError, EOFError) as exc:
+            raise ValueError(f"{path!r} is not a readable .npy file ({exc})") from None
+        if dtype.hasobject:
             raise ValueError(f"{path!r} holds Python objects (an object array); fastconv "
-                             f"predict reads numeric arrays only and never unpickles "
-                             f"input") from None
-        raise ValueError(f"{path!r} is not a readable .npy file ({exc})") from None
-    except (OSError, EOFError) as exc:
-        raise ValueError(f"{path!r} is not a readable .npy file ({exc})") from None
+                             f"predict reads numeric arrays only and never unpickles input")
+        if dtype.kind not in "biuf":
+            raise TypeError(f"{path!r} holds dtype {dtype}; expected numbers")
+        nbytes = math.prod(shape) * dtype.itemsize
+        if nbytes > size - fh.tell():
+            raise ValueError(f"{path!r} declares an array of shape {shape} ({nbytes} bytes), "
+                             f"more than the file's {size} bytes: it is truncated or damaged")
+        fh.seek(0)
+        try:
+            return np.lib.format.read_array(fh, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as exc:
+            raise ValueError(f"{path!r} is not a readable .npy file ({exc})") from None
 
 
 def read_inputs(path: str, item_ndim: int):
@@ -355,8 +397,6 @@ def read_inputs(path: str, item_ndim: int):
     arrays = []
     for f in files:
         a = _load_npy(f)
-        if a.dtype.kind not in "biuf":
-            raise TypeError(f"{f!r} holds dtype {a.dtype}; expected numbers")
         arrays.append(a[None] if a.ndim == item_ndim else a)
     shapes = {a.shape[1:] for a in arrays}
     if len(shapes) > 1:
@@ -404,7 +444,7 @@ def cmd_predict(args) -> int:
 
     from .predictor import Predictor
 
-    _check_output_path(args.out, "--out")
+    _check_output_path(args.out, "--out", {"MODEL": args.model, "INPUT": args.input})
     predictor = Predictor.load(args.model, backend=args.backend)
     if predictor.model.multi_input or isinstance(predictor.output_shape, list):
         raise ValueError(f"{args.model!r} has several inputs or outputs; fastconv predict "
@@ -417,8 +457,8 @@ def cmd_predict(args) -> int:
     else:
         y = predictor.predict(x, batch_size=args.batch_size)
     out = _top_k(y, args.top_k) if args.top_k else y
-    with open(args.out, "wb") as fh:  # exactly this name (np.save would add .npy)
-        np.save(fh, out, allow_pickle=False)
+    # exactly this name (np.save would add .npy), written whole or not at all
+    atomic_write(args.out, lambda fh: np.save(fh, out, allow_pickle=False))
     what = f"top {out.shape[1]} (index, probability)" if args.top_k else f"outputs {y.shape}"
     print(f"{len(x)} samples from {n_files} file{'s' if n_files != 1 else ''}: {what} "
           f"written to {args.out}")
@@ -440,7 +480,7 @@ def cmd_convert(args) -> int:
     if suffix in (".h5", ".hdf5"):
         raise ValueError(f"{args.dst!r}: fastconv reads legacy HDF5 model files but does not "
                          f"write them; write .keras (Keras 3), .fcm or .onnx")
-    _check_output_path(args.dst, "DST")
+    _check_output_path(args.dst, "DST", {"SRC": args.src})
     model = load_model_file(args.src)
     if suffix == ".onnx":
         try:

@@ -15,6 +15,7 @@ import math
 import os
 import socket
 import threading
+import uuid
 
 import numpy as np
 
@@ -101,16 +102,16 @@ def _workers(client) -> int:
     return max(1, len(client.scheduler_info().get("workers", {})))
 
 
-def _blocks(da, x: np.ndarray, rows: int, client):
-    """``x`` as a dask array of ``rows``-sample blocks. On a cluster the blocks are scattered to
-    the workers first, so that the task graph holds references, not megabytes of images (under
-    fresh keys: a later call never reuses an earlier call's results)."""
-    if client is None:
-        return da.from_array(x, chunks=(rows, *x.shape[1:]))
+def _blocks(da, x: np.ndarray, rows: int):
+    """``x`` as a dask array of ``rows``-sample blocks, each block a value of the task graph:
+    the scheduler keeps it, so that a block whose worker dies is sent again to another worker
+    and only that worker's blocks are computed again. (Data scattered to a worker instead lives
+    on that worker alone: losing the worker would lose the whole job.) Each call's blocks get
+    fresh keys, so a later call never reuses an earlier call's results."""
     parts = [x[i:i + rows] for i in range(0, len(x), rows)] or [x]
-    futures = client.scatter(parts, hash=False)
-    return da.concatenate([da.from_delayed(f, shape=p.shape, dtype=p.dtype)
-                           for f, p in zip(futures, parts)])
+    token = uuid.uuid4().hex
+    return da.concatenate([da.from_array(p, chunks=p.shape, name=f"fastconv-input-{token}-{i}")
+                           for i, p in enumerate(parts)])
 
 
 def predict(model_path, x, client=None, batch_size: int | None = None,
@@ -147,7 +148,7 @@ def predict(model_path, x, client=None, batch_size: int | None = None,
         x = local.check_input(x)
         active = client if client is not None else _default_client()
         per_block = math.ceil(len(x) / (2 * _workers(active)) / batch_size) * batch_size
-        x = _blocks(da, x, max(per_block, batch_size), active)
+        x = _blocks(da, x, max(per_block, batch_size))
     if x.dtype.kind not in "biuf":
         raise TypeError(f"distributed.predict: expected an array of numbers, found dtype "
                         f"{x.dtype}")

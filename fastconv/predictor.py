@@ -19,6 +19,8 @@ import os
 
 import numpy as np
 
+from .io.files import check_regular
+
 #: File name extensions :func:`load_model_file` reads, and the reader of each.
 SUFFIXES = {".fcm": "fastconv", ".keras": "keras", ".h5": "keras", ".hdf5": "keras",
             ".onnx": "onnx"}
@@ -30,10 +32,7 @@ def _file_label(path) -> str:
     except TypeError:
         raise TypeError(f"a model path must be a str or os.PathLike, got "
                         f"{type(path).__name__}") from None
-    if not os.path.exists(text):
-        raise FileNotFoundError(f"no such file: {text!r}")
-    if os.path.isdir(text):
-        raise IsADirectoryError(f"{text!r} is a folder, not a model file")
+    check_regular(text, "model file")
     return text
 
 

@@ -27,7 +27,6 @@ import io
 import json
 import math
 import os
-import re
 import zipfile
 from pathlib import Path
 
@@ -37,6 +36,8 @@ from . import allocation
 from ._version import __version__
 from .io.atomic import atomic_write
 from .io.errors import InvalidModelFileError
+from .io.files import check_regular, open_regular
+from .io.jsontext import json_depth
 
 FORMAT_VERSION = 1
 _MANIFEST = "fastconv.json"
@@ -150,9 +151,6 @@ MAX_NDIM = 8
 MAX_EXPANSION = 32
 #: Bytes of an .npy header read before its data (NumPy's own limit is 10,000 characters).
 _NPY_HEADER_BYTES = 16384
-_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
-
-
 def _short(value, limit: int = 80) -> str:
     """repr of a value from a file, cut to ``limit`` characters."""
     text = repr(value)
@@ -161,16 +159,6 @@ def _short(value, limit: int = 80) -> str:
 
 def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _json_depth(raw: bytes) -> int:
-    """Deepest nesting of brackets and braces outside strings, without recursion."""
-    text = np.frombuffer(_JSON_STRING.sub(b'""', raw), dtype=np.uint8)
-    if text.size == 0:
-        return 0
-    step = (np.isin(text, (ord("["), ord("{"))).astype(np.int64)
-            - np.isin(text, (ord("]"), ord("}"))))
-    return int(np.cumsum(step).max(initial=0))
 
 
 class _Archive:
@@ -185,12 +173,11 @@ class _Archive:
 
     def __init__(self, filepath, expected_formats: tuple[str, ...]):
         self.path = os.fspath(filepath)
-        if not os.path.exists(self.path):
-            raise FileNotFoundError(f"no such file: {self.path!r}")
+        self._fh, self.size = open_regular(self.path, "model file")
         try:
-            self.size = os.path.getsize(self.path)
-            self.zf = zipfile.ZipFile(self.path, "r")
+            self.zf = zipfile.ZipFile(self._fh, "r")
         except Exception as exc:  # noqa: BLE001 - any failure to parse is a bad file
+            self._fh.close()
             raise self.error(f"it is not a fastconv file, or it is truncated or corrupted "
                              f"({type(exc).__name__}: {exc})") from None
         try:
@@ -254,7 +241,7 @@ class _Archive:
             raise self.error(f"its {_MANIFEST} declares {info.file_size} bytes, more than the "
                              f"{MAX_MANIFEST_BYTES} a manifest may have")
         raw = self._read(info, f"its {_MANIFEST}")
-        depth = _json_depth(raw)
+        depth = json_depth(raw)
         if depth > MAX_JSON_DEPTH:
             raise self.error(f"its {_MANIFEST} is nested {depth} levels deep (at most "
                              f"{MAX_JSON_DEPTH})")
@@ -356,6 +343,7 @@ class _Archive:
 
     def close(self) -> None:
         self.zf.close()
+        self._fh.close()
 
     def __enter__(self):
         return self
@@ -383,6 +371,7 @@ def load_model(filepath, compile: bool = True):  # noqa: A002 - Keras's argument
     ``.h5``) are read by ``fastconv.keras_io``."""
     from . import keras_io
 
+    check_regular(filepath, "model file")
     if keras_io.is_keras_file(filepath):
         return keras_io.load_model(filepath, compile=compile)
     with _Archive(filepath, ("fastconv-model",)) as archive:
@@ -438,6 +427,7 @@ def load_weights(model, filepath) -> None:
     weight files (``.weights.h5``, legacy ``.h5``) are read by ``fastconv.keras_io``."""
     from . import keras_io
 
+    check_regular(filepath, "weights file")
     if keras_io.is_keras_file(filepath):
         return keras_io.load_weights(model, filepath)
     with _Archive(filepath, ("fastconv-weights", "fastconv-model")) as archive:

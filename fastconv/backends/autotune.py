@@ -49,14 +49,18 @@ import logging
 import math
 import os
 import platform
-import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 from .. import config
 from .._version import __version__
 from ..geometry import ConvGeometry
+from ..io.atomic import atomic_write_bytes
+from ..io.errors import InvalidModelFileError
+from ..io.files import read_regular
+from ..io.jsontext import json_depth
 
 try:
     import fcntl
@@ -324,14 +328,42 @@ def _locked(path):
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
+#: The largest cache file read (bytes): thousands of entries take a few MiB; anything larger is
+#: damaged or not ours, and reading it whole would cost memory for nothing.
+MAX_FILE_BYTES = 64 << 20
+#: The deepest JSON nesting an entry file can hold (schema: file / entries / entry / geometry).
+MAX_NESTING = 8
+_warned: set[str] = set()
+
+
+def _unusable(path, why: str) -> dict:
+    """An unusable cache file is no cache: one warning per file and process, then {}."""
+    key = os.fspath(path)
+    if key not in _warned:
+        _warned.add(key)
+        warnings.warn(f"fastconv ignores the autotuning cache {key!r}: {why}; choices are "
+                      f"made as if there were none (delete the file to start afresh)",
+                      RuntimeWarning, stacklevel=3)
+    return {}
+
+
 def read_entries(path=None) -> dict[str, dict]:
-    """The entries of the cache file; {} for a missing, unreadable or other-schema file."""
+    """The entries of the cache file; {} for a missing file or one of another schema, and {}
+    with one warning for a file that cannot be used (unreadable, not a regular file, too
+    large, too deeply nested, not JSON)."""
     path = cache_file() if path is None else path
     try:
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
-    except (OSError, ValueError):
+        raw = read_regular(path, "autotuning cache", MAX_FILE_BYTES)
+    except FileNotFoundError:
         return {}
+    except (OSError, InvalidModelFileError) as exc:
+        return _unusable(path, str(exc))
+    if json_depth(raw) > MAX_NESTING:
+        return _unusable(path, f"it is nested deeper than {MAX_NESTING} levels")
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        return _unusable(path, f"it is not JSON ({exc})")
     if not isinstance(data, dict) or data.get("schema") != SCHEMA:
         return {}
     entries = data.get("entries")
@@ -341,15 +373,8 @@ def read_entries(path=None) -> dict[str, dict]:
 
 
 def _write(path, entries: dict) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".autotune-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump({"schema": SCHEMA, "entries": entries}, fh, indent=1, sort_keys=True)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    text = json.dumps({"schema": SCHEMA, "entries": entries}, indent=1, sort_keys=True)
+    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def update_entries(updates: dict[str, dict] | None = None, remove=(), clear: bool = False,

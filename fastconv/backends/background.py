@@ -58,15 +58,24 @@ def compiler_identity() -> dict:
             "python": sys.version, "numba_cache": os.environ.get("NUMBA_CACHE_DIR", "")}
 
 
+def _exists(path: Path) -> bool:
+    """Whether ``path`` exists; False where the cache folder cannot be read (an unreadable
+    cache is no cache: compiling then happens in the foreground, as with none)."""
+    try:
+        return path.exists()
+    except OSError:
+        return False
+
+
 def done(key: str) -> bool:
     """Whether the work of ``key`` was done on this machine (into this cache)."""
-    return (folder() / f"{key}.done").exists()
+    return _exists(folder() / f"{key}.done")
 
 
 def failed(key: str) -> bool:
     """Whether the work of ``key`` failed here before: its log is left and no process is
     compiling now (a running one writes its log as it goes)."""
-    return (folder() / f"{key}.log").exists() and _lock_holder(folder()) is None
+    return _exists(folder() / f"{key}.log") and _lock_holder(folder()) is None
 
 
 def start(key: str, spec: dict) -> CompileJob | None:

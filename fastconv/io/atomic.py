@@ -122,11 +122,15 @@ def atomic_write(path, write) -> None:
                 os.replace(tmp, path)
         if fcntl is None:
             os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(exc, OSError):  # a full disk, a quota, a file-size limit ...
+            reason = exc.strerror or str(exc)
+            raise OSError(exc.errno, f"cannot write {str(path)!r}: {reason}; any previous "
+                                     f"file of that name is left as it was") from exc
         raise
     try:  # make the rename itself durable
         dir_fd = os.open(folder, os.O_RDONLY)

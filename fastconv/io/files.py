@@ -30,8 +30,9 @@ def _kind(mode: int) -> str:
 def open_regular(path, what: str = "file", max_bytes: int | None = None):
     """``(binary file object, size)`` for the regular file ``path``.
 
-    Raises FileNotFoundError when it does not exist, and InvalidModelFileError naming ``what``
-    and the path when it is not a regular file or holds more than ``max_bytes``."""
+    Raises FileNotFoundError when it does not exist, IsADirectoryError for a folder, and
+    InvalidModelFileError naming ``what`` and the path when it is not a regular file or holds
+    more than ``max_bytes``."""
     path = os.fspath(path)
     flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
     try:
@@ -39,11 +40,13 @@ def open_regular(path, what: str = "file", max_bytes: int | None = None):
     except FileNotFoundError:
         raise FileNotFoundError(f"no such file: {path!r}") from None
     except IsADirectoryError:
-        raise InvalidModelFileError(f"{what} {path!r} is a folder, not a file") from None
+        raise IsADirectoryError(f"{what} {path!r} is a folder, not a file") from None
     except OSError as exc:
         raise InvalidModelFileError(f"cannot read {what} {path!r}: {exc.strerror}") from None
     try:
         st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise IsADirectoryError(f"{what} {path!r} is a folder, not a file")
         if not stat.S_ISREG(st.st_mode):
             raise InvalidModelFileError(f"{what} {path!r} is {_kind(st.st_mode)}; fastconv "
                                         f"reads only regular files")

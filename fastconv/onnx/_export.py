@@ -20,12 +20,11 @@ Every layer of fastconv maps; ``export`` checks the result with ``onnx.checker``
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
 from .. import layers as L
 from ..geometry import resolve_padding, same_padding
+from ..io.atomic import atomic_write_bytes
 
 _TO_CF = {3: (0, 2, 1), 4: (0, 3, 1, 2)}
 _TO_CL = {3: (0, 2, 1), 4: (0, 2, 3, 1)}
@@ -383,5 +382,5 @@ def export(model, path, opset: int = 17):
                               producer_name="fastconv")
     helper.set_model_props(proto, {"fastconv.input_layout": "NHWC"})
     onnx.checker.check_model(proto, full_check=True)
-    onnx.save(proto, os.fspath(path))
+    atomic_write_bytes(path, proto.SerializeToString())
     return proto
