@@ -44,6 +44,8 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
+from fastconv.io.atomic import atomic_write_bytes
+
 from .workloads import EPOCH_IMAGES, MAXPOOL_TARGET, VGG_TARGET
 
 REPORT_NAME = "report.md"
@@ -877,7 +879,7 @@ def write_report(records, env: dict, out_dir: Path, *, skipped=(),
     out_dir.mkdir(parents=True, exist_ok=True)
     plots, note = write_plots(results, out_dir)
     report = out_dir / REPORT_NAME
-    report.write_text(markdown(results, env, skipped, plots, note), encoding="utf-8")
+    atomic_write_bytes(report, markdown(results, env, skipped, plots, note).encode("utf-8"))
     written = []
     if results_md is not None:
         results_md = Path(results_md)
@@ -949,7 +951,7 @@ def publish(results: Results, env: dict, skipped, plots: dict[str, Path],
                 (images / name).unlink(missing_ok=True)
     for path in plots.values():
         shutil.copyfile(path, images / path.name)
-    md.write_text(markdown(results, env, skipped, plots, plot_note, link), encoding="utf-8")
+    atomic_write_bytes(md, markdown(results, env, skipped, plots, plot_note, link).encode("utf-8"))
 
 
 def write_cpu_results(results: Results, env: dict, folder: Path, *, skipped=(),
@@ -962,8 +964,8 @@ def write_cpu_results(results: Results, env: dict, folder: Path, *, skipped=(),
     folder = Path(folder)
     md = folder / cpu_results_name(slug)
     publish(results, env, skipped, plots, plot_note, md, f"results/{slug}/", prune=True)
-    (folder / "results" / f"{slug}.json").write_text(
-        json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    atomic_write_bytes(folder / "results" / f"{slug}.json",
+                       (json.dumps(summary, indent=2) + "\n").encode("utf-8"))
     return [md, write_index(folder)]
 
 
@@ -1096,7 +1098,7 @@ def write_index(folder: Path) -> Path:
     if not drawn and note is None:
         plot_path.unlink(missing_ok=True)
     index = folder / INDEX_NAME
-    index.write_text(index_markdown(summaries, drawn, note), encoding="utf-8")
+    atomic_write_bytes(index, index_markdown(summaries, drawn, note).encode("utf-8"))
     return index
 
 

@@ -24,8 +24,17 @@ def _is_int(v) -> bool:
     return isinstance(v, numbers.Integral) and not isinstance(v, bool)
 
 
+#: The largest size, stride, dilation or padding a geometry holds: kernels index with 32-bit
+#: integers (CUDA) and Numba freezes the geometry as machine ints.
+MAX_EXTENT = 2**31 - 1
+#: The most pixels the padded plane of one image may hold along both spatial axes: the
+#: backends that pad explicitly allocate it, and kernels index it with 32-bit integers.
+MAX_PADDED_PIXELS = 2**31 - 1
+
+
 def normalize_tuple(value, n: int, name: str, *, minimum: int = 1) -> tuple[int, ...]:
-    """An int or a sequence of ``n`` ints, each ``>= minimum``, as a tuple of ``n`` ints."""
+    """An int or a sequence of ``n`` ints, each ``>= minimum`` and at most ``MAX_EXTENT``, as a
+    tuple of ``n`` ints."""
     if _is_int(value):
         values = (int(value),) * n
     else:
@@ -40,7 +49,34 @@ def normalize_tuple(value, n: int, name: str, *, minimum: int = 1) -> tuple[int,
         values = tuple(int(v) for v in values)
     if any(v < minimum for v in values):
         raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+    if any(v > MAX_EXTENT for v in values):
+        raise ValueError(f"{name} must be at most {MAX_EXTENT}, got {value!r}")
     return values
+
+
+def check_padded_plane(where: str, spatial, kernel, strides, dilation, padding,
+                       channels: int | None, itemsize: int = 4) -> None:
+    """Refuse a layer whose padded input plane (one image) would exceed ``MAX_PADDED_PIXELS``:
+    a 'same' padding with a huge dilation, or a huge explicit padding. ``where`` names the
+    layer; the message gives the plane and its bytes."""
+    if any(d is None for d in spatial):
+        return
+    if len(spatial) == 1:
+        spatial, kernel, strides, dilation = ((1, *spatial), (1, *kernel), (1, *strides),
+                                              (1, *dilation))
+        if not isinstance(padding, str):
+            padding = ((0, 0), tuple(padding))
+    pads = resolve_padding(padding, tuple(kernel), tuple(strides), tuple(dilation),
+                           tuple(spatial))
+    if isinstance(pads, str):
+        return
+    hp, wp = spatial[0] + pads[0] + pads[1], spatial[1] + pads[2] + pads[3]
+    if hp * wp > MAX_PADDED_PIXELS:
+        nbytes = hp * wp * (channels or 1) * itemsize
+        raise ValueError(f"{where}: padding {padding!r} with a {kernel[0]}x{kernel[1]} window "
+                         f"dilated {dilation[0]}x{dilation[1]} pads each {spatial[0]}x{spatial[1]} "
+                         f"input to {hp}x{wp} pixels ({nbytes} bytes per image), more than the "
+                         f"{MAX_PADDED_PIXELS} pixels fastconv's kernels address")
 
 
 def effective_kernel(k: int, dilation: int) -> int:

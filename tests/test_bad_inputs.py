@@ -331,3 +331,26 @@ def test_malformed_cli_input(name, capsys, monkeypatch, tmp_path):
     err = capsys.readouterr().err
     assert "Traceback" not in err
     assert __import__("re").search(match, err), err
+
+
+@pytest.mark.parametrize("make", [
+    lambda L: L.MaxPooling2D(2, strides=2**63, input_shape=(8, 8, 1)),
+    lambda L: L.AveragePooling2D(2**40, input_shape=(8, 8, 1)),
+    lambda L: L.MaxPooling1D(2**31, input_shape=(8, 1)),
+])
+def test_absurd_window_arguments_are_refused_when_the_layer_is_made(make):
+    """Sizes past what a kernel indexes are refused at once, naming the layer and argument
+    (not at predict, with an OverflowError)."""
+    import fastconv.layers as L
+
+    with pytest.raises(ValueError, match=r"layer '.*': (strides|pool_size) must be at most"):
+        Sequential([make(L)])
+
+
+def test_a_same_pooling_whose_padding_would_take_gigabytes_names_layer_and_bytes():
+    import fastconv.layers as L
+
+    with pytest.raises(ValueError, match=r"MaxPooling2D layer 'huge'.*pads each 8x8 input to "
+                                         r"\d+x\d+ pixels \(\d+ bytes per image\)"):
+        Sequential([L.MaxPooling2D(2**30, strides=1, padding="same", input_shape=(8, 8, 1),
+                                   name="huge")])

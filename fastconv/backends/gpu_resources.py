@@ -24,6 +24,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from ..io.atomic import atomic_write_bytes
+
 #: Turing (T4), Ampere (A100), Hopper (H100/H200)
 ARCHS = ("sm_75", "sm_80", "sm_90")
 DTYPES = ("float32", "float64")
@@ -171,7 +173,7 @@ def main(argv=None) -> int:
     if args.out is None:
         print(text)  # noqa: T201
     else:
-        args.out.write_text(text + "\n")
+        atomic_write_bytes(args.out, (text + "\n").encode("utf-8"))
     return 0
 
 

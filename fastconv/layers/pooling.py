@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .. import functional as F
-from ..geometry import normalize_tuple, output_length_for, resolve_padding
+from ..geometry import check_padded_plane, normalize_tuple, output_length_for, resolve_padding
 from ..ops.pool import is_explicit_padding, pool2d_plan
 from .base import Layer, register
 from .convolutional import check_data_format, check_padding
@@ -54,6 +54,9 @@ class _Pooling(Layer):
 
     def compute_output_shape(self, input_shape):
         spatial = tuple(input_shape)[1:-1]
+        check_padded_plane(f"{type(self).__name__} layer '{self.name}'", spatial,
+                           self.pool_size, self.strides, (1,) * self.rank, self.padding,
+                           input_shape[-1])
         if not self._keras_semantics:
             if any(d is None for d in spatial):
                 return (input_shape[0], None, None, input_shape[-1])
