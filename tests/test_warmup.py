@@ -96,7 +96,7 @@ def test_a_new_plan_predicts_on_the_fallback_then_hands_over(background):
     again = small_model()
     np.testing.assert_allclose(again.predict_on_batch(x), first, rtol=1e-5, atol=1e-6)
     assert isinstance(the_plan(again), InferencePlan)
-    assert not (background / "compiling.lock").exists()
+    assert bg._lock_holder(background) is None and not list(background.glob("*.json"))
 
 
 def test_weights_set_while_compiling_are_used_before_and_after(background):
@@ -150,14 +150,38 @@ def test_a_failed_compilation_leaves_its_log_and_compiles_in_the_foreground(
     assert not (background / f"{plan.job.key}.done").exists()
 
 
-def test_a_stale_lock_is_taken_over(background):
+@pytest.mark.parametrize("named", ["dead", "live"])
+def test_a_lock_no_process_holds_is_taken_over(background, named):
+    """The lock file names a pid, but no process holds its flock: a killed compile (the kernel
+    released its lock), even when its pid was reused by a live, unrelated process."""
     background.mkdir(parents=True)
-    (background / "compiling.lock").write_text(str(_dead_pid()))
+    pid = _dead_pid() if named == "dead" else os.getpid()
+    (background / "compiling.lock").write_text(str(pid))
     model = small_model()
     model.predict_on_batch(np.zeros((1, 9, 9, 2), dtype=np.float32))
     plan = the_plan(model)
     assert isinstance(plan, warmup.WarmingPlan) and plan.job.proc is not None
     assert (background / "compiling.lock").read_text() == str(plan.job.pid)
+    assert bg._lock_holder(background) == plan.job.pid
+
+
+def test_a_killed_compiling_process_releases_its_lock_at_once(background):
+    import signal
+
+    model = small_model()
+    model.predict_on_batch(np.zeros((1, 9, 9, 2), dtype=np.float32))
+    job = the_plan(model).job
+    assert bg._lock_holder(background) == job.pid
+    os.kill(job.pid, signal.SIGKILL)
+    job.proc.wait(timeout=60)
+    assert bg._lock_holder(background) is None and job.finished()
+    # the next model starts a fresh compile instead of joining a dead one
+    again = small_model()
+    again.predict_on_batch(np.zeros((1, 9, 9, 2), dtype=np.float32))
+    fresh = the_plan(again)
+    if isinstance(fresh, warmup.WarmingPlan):
+        assert fresh.job.proc is not None and fresh.job.pid != job.pid
+    assert bg.wait(timeout=300)
 
 
 def _dead_pid() -> int:
@@ -199,10 +223,14 @@ def test_the_setting_is_checked(monkeypatch):
 
 
 def test_wait_gives_up_after_its_timeout(tmp_path):
-    (tmp_path / "compiling.lock").write_text(str(os.getpid()))  # held by a live process
-    start = time.monotonic()
-    assert bg.wait(tmp_path, timeout=0.2) is False
-    assert time.monotonic() - start < 5
+    import fcntl
+
+    with open(tmp_path / "compiling.lock", "w") as held:  # held by a live process
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)
+        start = time.monotonic()
+        assert bg.wait(tmp_path, timeout=0.2) is False
+        assert time.monotonic() - start < 5
+    assert bg.wait(tmp_path, timeout=0.2) is True
 
 
 # -- training: the compiling process takes the kernels from the end of the step ----------------

@@ -9,9 +9,13 @@ which runs the kind's handler (a fixed table: a spec never names code) and, on s
 ``<key>.done``; :func:`done` tells whether that happened on this machine before. On failure the
 handler's traceback stays in ``<key>.log``.
 
-One compiling process runs at a time per cache folder: a lock file names it, written whole and
-linked into place (never seen half written), taken over when its process is gone. A caller that
-finds the lock held gets a job that joins the running one, and starts its own later.
+One compiling process runs at a time per cache folder. It holds an exclusive ``flock`` on
+``compiling.lock`` (the starting process takes it and hands the open file to the child), so the
+kernel releases the lock the moment the process ends, however it ends (SIGKILL included): a
+killed compile never strands a later process, which starts a fresh one. The file also names the
+holder's pid, for messages only. A caller that finds the lock held gets a job that joins the
+running one, and starts its own later. Where ``fcntl`` is missing (Windows), nothing compiles
+in the background.
 """
 
 from __future__ import annotations
@@ -26,6 +30,11 @@ import time
 from pathlib import Path
 
 from .. import config
+
+try:
+    import fcntl
+except ImportError:  # Windows: no locks the kernel releases; no background compilation
+    fcntl = None
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +54,8 @@ def folder() -> Path:
 def enabled(backend) -> bool:
     """Whether ``backend``'s kernels may compile in the background (it names a compile
     fallback, and ``FASTCONV_BACKGROUND_COMPILE`` is on)."""
-    return backend.compile_fallback is not None and config.env_background_compile()
+    return (fcntl is not None and backend.compile_fallback is not None
+            and config.env_background_compile())
 
 
 def compiler_identity() -> dict:
@@ -85,31 +95,32 @@ def start(key: str, spec: dict) -> CompileJob | None:
     return CompileJob.start(folder(), key, spec)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process: alive
-        return True
-    return True
+def _open_lock(where: Path) -> int:
+    return os.open(where / _LOCK, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
 
 
 def _lock_holder(where: Path) -> int | None:
-    """The pid of the live process compiling in ``where``, or None (a stale lock is removed)."""
-    lock = where / _LOCK
+    """The pid of the process compiling in ``where`` (0 when it is not known yet), or None when
+    none holds the lock."""
     try:
-        text = lock.read_text()
-    except OSError:  # none
+        fd = _open_lock(where)
+    except OSError:  # no folder, or none we may write: nothing compiles there
         return None
-    pid = int(text) if text.strip().isdigit() else 0  # a lock is never seen half written
-    if pid > 0 and _alive(pid):
-        return pid
     try:
-        lock.unlink()
-    except OSError:
-        pass
-    return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # held
+            text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+            return int(text) if text.isdigit() else 0
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+def _write_pid(fd: int, pid: int) -> None:
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(pid).encode("ascii"), 0)
 
 
 #: compiling processes this process started, kept until they have ended and been reaped
@@ -120,20 +131,6 @@ def _reap() -> bool:
     """Reap the compiling processes that ended; whether any still runs."""
     _children[:] = [p for p in _children if p.poll() is None]
     return bool(_children)
-
-
-def _write_lock(where: Path, pid: int, exclusive: bool) -> None:
-    """The lock names the compiling process; written whole, then linked (``exclusive``: fails
-    with FileExistsError when taken) or renamed into place, so no reader sees it half written."""
-    temporary = where / f"{_LOCK}.{os.getpid()}"
-    temporary.write_text(str(pid))
-    try:
-        if exclusive:
-            os.link(temporary, where / _LOCK)
-        else:
-            os.replace(temporary, where / _LOCK)
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 class CompileJob:
@@ -147,18 +144,25 @@ class CompileJob:
     def start(cls, where: Path, key: str, spec: dict) -> CompileJob | None:
         """Start the compiling process, or join the one running; None when none can start
         (read-only cache folder, no Python executable)."""
+        if fcntl is None:
+            return None
+        fd = None
         try:
             where.mkdir(parents=True, exist_ok=True)
-            holder = _lock_holder(where)
-            if holder is not None:
-                return cls(where, key, None, holder)
+            fd = _open_lock(where)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:  # another process compiles: join it
+                os.close(fd)
+                fd = None
+                holder = _lock_holder(where)
+                return cls(where, key, None, holder) if holder is not None else None
+            _write_pid(fd, os.getpid())
             spec_path = where / f"{key}.json"
             spec_path.write_text(json.dumps(spec))
-            _write_lock(where, os.getpid(), exclusive=True)  # taken, until the child's pid
-        except FileExistsError:  # another process took the lock just now
-            holder = _lock_holder(where)
-            return cls(where, key, None, holder) if holder is not None else None
         except OSError as exc:
+            if fd is not None:
+                os.close(fd)
             log.debug("no background compilation: %s", exc)
             return None
         env = dict(os.environ, FASTCONV_BACKGROUND_COMPILE="0")
@@ -167,15 +171,17 @@ class CompileJob:
             p for p in (package_parent, os.environ.get("PYTHONPATH")) if p)
         try:
             with open(where / f"{key}.log", "wb") as err:
+                # the child inherits the locked file: the lock is its until it ends
                 proc = subprocess.Popen(
                     [sys.executable, "-m", "fastconv.backends.background", str(spec_path)],
                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err, env=env,
-                    close_fds=True)
-            _write_lock(where, proc.pid, exclusive=False)
+                    close_fds=True, pass_fds=(fd,))
+            _write_pid(fd, proc.pid)
         except OSError as exc:
-            (where / _LOCK).unlink(missing_ok=True)
             log.debug("no background compilation: %s", exc)
             return None
+        finally:
+            os.close(fd)  # this process's hold ends here; the child's goes on
         _children.append(proc)
         return cls(where, key, proc, proc.pid)
 
@@ -185,8 +191,7 @@ class CompileJob:
             return True
         if self.proc is not None:
             return self.proc.poll() is not None
-        _reap()  # a process this one started is a zombie, alive to os.kill, until reaped
-        return _lock_holder(self.where) != self.pid
+        return _lock_holder(self.where) is None
 
     def succeeded(self) -> bool:
         return (self.where / f"{self.key}.done").exists()
@@ -233,12 +238,6 @@ def main(argv=None) -> int:
         ok = True
     finally:
         spec_path.unlink(missing_ok=True)
-        lock = where / _LOCK
-        try:
-            if lock.read_text().strip() == str(os.getpid()):
-                lock.unlink()
-        except OSError:
-            pass
     if ok:  # Numba's cache is written: end now, without tearing the interpreter down, so
         # that the process is gone as soon as the marker says the work is done
         sys.stderr.flush()
