@@ -62,10 +62,11 @@ def compiler_identity() -> dict:
     """What, besides a spec's own fields, decides whether Numba's cache holds its kernels."""
     import numba
 
+    from . import jit_cache
     from .autotune import machine_signature
 
     return {"machine": machine_signature(), "numba": numba.__version__,
-            "python": sys.version, "numba_cache": os.environ.get("NUMBA_CACHE_DIR", "")}
+            "python": sys.version, "numba_cache": str(jit_cache.folder())}
 
 
 def _exists(path: Path) -> bool:

@@ -15,6 +15,7 @@ from ... import random as fc_random
 from ..base import Backend
 from ..derived import DerivedCache
 from ..host_memory import keep_freed_memory
+from ..jit_cache import CACHE_FOLDER  # noqa: F401 - set before any kernel below is defined
 from . import elementwise, gemm, microkernel, pool
 from . import normalization as norm
 from .conv import DirectConv, Im2colConv, WinogradF2Conv, WinogradF4Conv
