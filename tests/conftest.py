@@ -12,9 +12,11 @@
   looked, only when neither holds it.
 
 Autotuning and background compilation are switched off (``FASTCONV_AUTOTUNE=0``,
-``FASTCONV_BACKGROUND_COMPILE=0``) and the cache goes to a temporary folder
-for the whole session, so tests never time kernels, start compiling processes or write to the
-user's home. fastconv reads those variables at call time; the backend and algorithm names it
+``FASTCONV_BACKGROUND_COMPILE=0``) and the cache goes to a temporary folder for the whole
+session, so tests never time kernels, start compiling processes or write autotuning choices to
+the user's cache; only Numba's compiled kernels stay in the environment's cache folder
+(``fastconv.backends.jit_cache``), so that one run reuses what another compiled. fastconv reads
+those variables at call time; the backend and algorithm names it
 reads at import are left to the environment the suite runs in.
 """
 
@@ -39,6 +41,11 @@ CONV_ALGOS = tuple(algorithms.ALGORITHMS)
 
 @pytest.fixture(scope="session", autouse=True)
 def _fastconv_environment(tmp_path_factory):
+    # Numba's machine code stays in the environment's cache folder (CI: one for its three runs)
+    # before the session's own cache folder replaces it for everything else
+    from fastconv.backends import jit_cache
+
+    jit_cache.configure()
     mp = pytest.MonkeyPatch()
     mp.setenv("FASTCONV_AUTOTUNE", "0")
     mp.setenv("FASTCONV_BACKGROUND_COMPILE", "0")
