@@ -22,11 +22,13 @@ reads at import are left to the environment the suite runs in.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 import fastconv
 from fastconv import config
@@ -73,6 +75,21 @@ BACKENDS = EMULATED_DEVICES or fastconv.backend_names()
 SIMULATOR_SWITCH_INTERVAL = 1e-4
 if "numba-cuda" in EMULATED_DEVICES:
     sys.setswitchinterval(SIMULATOR_SWITCH_INTERVAL)
+
+
+# Hypothesis: the default profile draws the same cases on every run (derandomized: each test's
+# seed comes from its name), so a failure seen once is seen again; HYPOTHESIS_PROFILE=fresh
+# draws new cases every run (the nightly-style search).
+hypothesis_settings.register_profile("repeatable", derandomize=True, print_blob=True)
+hypothesis_settings.register_profile("fresh", derandomize=False, print_blob=True)
+HYPOTHESIS_PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "repeatable")
+hypothesis_settings.load_profile(HYPOTHESIS_PROFILE)
+
+
+def pytest_report_header(config):
+    how = ("the same cases every run, derived from each test's name"
+           if HYPOTHESIS_PROFILE == "repeatable" else "fresh random cases")
+    return f"hypothesis profile: {HYPOTHESIS_PROFILE} ({how}; HYPOTHESIS_PROFILE=fresh|repeatable)"
 
 
 def pytest_configure(config):
