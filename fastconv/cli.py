@@ -203,8 +203,39 @@ def cmd_train_mnist(args) -> int:
     return 0
 
 
+def cmd_bench_model(args) -> int:
+    """Time the model file MODEL against onnxruntime (and Keras), with a per-step breakdown."""
+    from .tools import model_bench
+
+    for option, path in (("--json", args.json), ("--plot", args.plot)):
+        if path is not None:
+            _check_output_path(path, option, {"MODEL": args.model})
+    result = model_bench.bench_model(args.model, batch_size=args.batch_size,
+                                     repeat=args.repeat, backend_name=args.model_backend)
+    print(model_bench.format_report(result))
+    if args.json is not None:
+        model_bench.write_json(result, args.json)
+        print(f"results: {args.json}")
+    if args.plot is not None:
+        model_bench.write_plot(result, args.plot)
+        print(f"plot: {args.plot}")
+    return 0
+
+
 def cmd_bench(args) -> int:
-    """Run the benchmark suite (the ``fastconv.bench`` package) under pytest-benchmark."""
+    """Run the benchmark suite (the ``fastconv.bench`` package) under pytest-benchmark, or,
+    given MODEL, time that model (``cmd_bench_model``)."""
+    if args.model is not None:
+        suite_only = [name for name, given in (("--quick", args.quick), ("--algo", args.algo),
+                                               ("--results-md", args.results_md),
+                                               ("--results-dir", args.results_dir),
+                                               ("-k", args.keyword), ("--backend", args.backend))
+                      if given]
+        if suite_only:
+            raise ValueError(f"{', '.join(suite_only)} belong to the benchmark suite; with "
+                             f"MODEL, use --batch-size, --repeat, --json, --plot and "
+                             f"--model-backend")
+        return cmd_bench_model(args)
     import importlib.util
     import subprocess
     from pathlib import Path
@@ -618,8 +649,21 @@ def build_parser() -> argparse.ArgumentParser:
                         help="measure the cached shapes of this machine again")
     tune.set_defaults(func=cmd_autotune)
 
-    bench = sub.add_parser("bench", help="run the benchmark suite and write a report",
-                           description="Run the benchmark suite and write a report.")
+    bench = sub.add_parser(
+        "bench", help="time a model file against onnxruntime, or run the benchmark suite",
+        description="With MODEL (.onnx, .keras, .h5 or .fcm): time fastconv's predict on it "
+                    "against onnxruntime (and Keras for Keras files) in the same process, with "
+                    "a per-step breakdown. Without: run the benchmark suite and write a report.")
+    bench.add_argument("model", nargs="?", metavar="MODEL",
+                       help="a model file to time (.onnx, .keras, .h5, .fcm)")
+    bench.add_argument("--batch-size", type=_positive_int, default=1,
+                       help="MODEL: images per prediction (default 1)")
+    bench.add_argument("--repeat", type=_positive_int, default=7,
+                       help="MODEL: timed runs, the median is reported (default 7)")
+    bench.add_argument("--json", metavar="PATH", help="MODEL: also write the results as JSON")
+    bench.add_argument("--plot", metavar="PATH", help="MODEL: also draw the steps' times (PNG)")
+    bench.add_argument("--model-backend", metavar="NAME",
+                       help="MODEL: the backend to time (default: the current one)")
     bench.add_argument("--quick", action="store_true", help="a short run (a few minutes)")
     bench.add_argument("--backend", action="append",
                        help="backend to measure (repeatable; default: every backend)")

@@ -58,6 +58,11 @@ class InferencePlan:
     def __init__(self, model, batch_shape, backend=None):
         self.backend = backend if backend is not None else get_backend()
         self.steps = []
+        #: per step, the layers it computes: the layer, then any it absorbed (a folded
+        #: normalisation, a pooling computed inside a convolution)
+        self.step_layers: list[tuple] = []
+        #: per step, the input shape its first layer sees
+        self.step_input_shapes: list = []
         nodes = getattr(model, "graph_nodes", None)
         self.folded = 0  # normalisations folded into the convolution before them
         self.pooled = 0  # poolings computed inside the convolution before them
@@ -69,6 +74,7 @@ class InferencePlan:
             while i < len(layers):
                 layer = layers[i]
                 after = layers[i + 1] if i + 1 < len(layers) else None
+                self.step_input_shapes.append(shape)
                 norm = after if after is not None and layer.absorbs_norm(after, shape) else None
                 if norm is not None:
                     self.folded += 1
@@ -77,6 +83,8 @@ class InferencePlan:
                 step = None if pool is None else layer.pooled_inference_step(
                     shape, self.backend, pool, norm=norm)
                 self.steps.append(step if step is not None else self._step(layer, shape, norm))
+                self.step_layers.append(tuple(la for la in (layer, norm, pool if step is not None
+                                                            else None) if la is not None))
                 shape = (shape[0], *layer.compute_output_shape(shape)[1:])
                 if step is not None:
                     self.pooled += 1
@@ -139,11 +147,13 @@ class InferencePlan:
         for node in nodes:
             ins = [slot[id(t)] for t in node.input_tensors]
             in_shapes = [shapes[id(t)] for t in node.input_tensors]
+            self.step_input_shapes.append(in_shapes if node.multi else in_shapes[0])
             if id(node) in absorbed:  # computed by the convolution step before it
                 fn = _identity
+                self.step_layers.append(())
             else:
                 norm = folds.get(id(node))
-                fn = None
+                fn = pooled = None
                 pool = _sole_consumer(norm if norm is not None else node, consumers, model)
                 if pool is not None:
                     fn = node.layer.pooled_inference_step(
@@ -151,6 +161,7 @@ class InferencePlan:
                         norm=None if norm is None else norm.layer)
                     if fn is not None:
                         absorbed.add(id(pool))
+                        pooled = pool
                         self.pooled += 1
                         self.largest_item = max(self.largest_item,
                                                 _size(shapes[id(pool.outputs[0])]))
@@ -161,6 +172,8 @@ class InferencePlan:
                         self.largest_item = max(self.largest_item, _size(shapes[id(t)]))
                 if norm is not None:
                     self.folded += 1
+                self.step_layers.append(tuple(n.layer for n in (node, norm, pooled)
+                                              if n is not None))
             outs = []
             for t in node.outputs:
                 slot[id(t)] = len(slot)

@@ -1,0 +1,1 @@
+"""Tools for the command line: ``model_bench`` (``fastconv bench MODEL``)."""
