@@ -166,7 +166,12 @@ class CompileJob:
                 os.close(fd)
             log.debug("no background compilation: %s", exc)
             return None
-        env = dict(os.environ, FASTCONV_BACKGROUND_COMPILE="0")
+        from . import jit_cache
+
+        # the child fills the Numba cache this process loads from, whatever the environment
+        # says now
+        env = dict(os.environ, FASTCONV_BACKGROUND_COMPILE="0",
+                   NUMBA_CACHE_DIR=str(jit_cache.folder()))
         package_parent = str(Path(__file__).resolve().parents[2])
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (package_parent, os.environ.get("PYTHONPATH")) if p)
