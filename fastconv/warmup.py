@@ -60,6 +60,9 @@ def plan_for(model, batch_shape, backend, on_ready=None):
     key = spec_key(spec)
     if background.done(key):
         return InferencePlan(model, batch_shape, backend)
+    plan = _from_cache(model, batch_shape, backend)
+    if plan is not None:
+        return plan
     job = background.start(key, spec)
     if job is None:
         return InferencePlan(model, batch_shape, backend)
@@ -72,6 +75,25 @@ def plan_for(model, batch_shape, backend, on_ready=None):
     log.debug("plan of %s for %s compiles in the background (%s); %s predicts meanwhile",
               model.name, batch_shape, job.describe(), fallback)
     return WarmingPlan(model, batch_shape, backend, interim, job, on_ready)
+
+
+def _from_cache(model, batch_shape, backend):
+    """The real plan when every kernel it runs is compiled already (in this process or in
+    Numba's on-disk cache: kernels are compiled per argument type, not per shape, so another
+    model or batch size often compiled them all); None when one would compile. Checked by
+    running the plan once on zeros with compiling refused."""
+    import numpy as np
+
+    try:
+        plan = InferencePlan(model, batch_shape, backend)
+        shapes = batch_shape if isinstance(batch_shape, list) else [batch_shape]
+        inputs = [backend.asarray(np.zeros(s, dtype=model.dtype)) for s in shapes]
+        x = inputs if isinstance(batch_shape, list) else inputs[0]
+        with np.errstate(all="ignore"):
+            return plan if backend.runs_from_cache(lambda: plan.run(x)) else None
+    except Exception:  # noqa: BLE001 - whatever fails here fails again, named, in the real run
+        log.debug("checking the cache for %s failed", model.name, exc_info=True)
+        return None
 
 
 def plan_spec(model, batch_shape, backend) -> dict | None:

@@ -42,12 +42,20 @@ from fastconv.models import Model, Sequential
 
 
 @pytest.fixture
-def background(tmp_path, monkeypatch):
-    """Background compilation on (the suite turns it off), into a fresh cache folder."""
+def background_on(tmp_path, monkeypatch):
+    """Background compilation on (the suite turns it off), its markers in a fresh folder."""
     monkeypatch.setenv("FASTCONV_BACKGROUND_COMPILE", "1")
     monkeypatch.setenv("FASTCONV_CACHE_DIR", str(tmp_path / "cache"))
     yield tmp_path / "cache" / bg.FOLDER
     assert bg.wait(timeout=300), "a compiling process outlived its test"
+
+
+@pytest.fixture
+def background(background_on, monkeypatch):
+    """As ``background_on``, with plans seeing nothing compiled (this process compiled the
+    kernels long ago): as on a fresh install."""
+    monkeypatch.setattr(warmup, "_from_cache", lambda model, batch_shape, backend: None)
+    return background_on
 
 
 def small_model(filters: int = 4) -> Sequential:
@@ -367,3 +375,52 @@ def test_the_dry_run_lists_a_training_steps_kernels_for_many_models(make):
     names = [dispatcher.py_func.__name__ for dispatcher, _ in calls]
     assert names[0].startswith("forward")  # the first convolution comes first
     assert any(n.startswith("backward_weight") for n in names), names
+
+
+# -- kernels already compiled: no compiling process, no fallback --------------------------------
+
+def test_a_plan_whose_kernels_are_compiled_runs_them_from_its_first_call(background_on):
+    """Kernels compile per argument type, not per shape: another model, another batch size,
+    same kernels. The first prediction runs the real plan; no process starts."""
+    small_model().predict_on_batch(np.zeros((2, 9, 9, 2), dtype=np.float32))  # compiles here
+    bg.wait(timeout=300)
+    other = small_model(filters=6)
+    x = np.random.default_rng(4).random((3, 9, 9, 2), dtype=np.float32)
+    got = other.predict_on_batch(x)
+    assert isinstance(the_plan(other), InferencePlan)
+    assert bg._lock_holder(background_on) is None and not list(background_on.glob("*.json"))
+    np.testing.assert_allclose(got, expected(other, x), rtol=1e-5, atol=1e-6)
+
+
+_FRESH_PROCESS = """
+import sys, numpy as np, fastconv
+from fastconv import warmup
+from fastconv.backends import background
+from fastconv.layers import Conv2D, Dense, Flatten, Input, MaxPooling2D
+from fastconv.models import Sequential
+with fastconv.use_backend("numba-cpu"):
+    m = Sequential([Input((11, 10, 3)), Conv2D(int(sys.argv[1]), 3, activation="relu"),
+                    MaxPooling2D(2), Flatten(), Dense(4, activation="softmax")])
+m.predict_on_batch(np.ones((int(sys.argv[2]), 11, 10, 3), np.float32))
+plan = list(m._plans.values())[-1]
+print(type(plan).__name__, background._lock_holder(background.folder()))
+"""
+
+
+def test_a_fresh_process_with_a_warm_cache_starts_no_compiling_process(tmp_path):
+    """Two processes on one Numba cache: the second, with another model and batch size, and
+    no marker of the first's plan, predicts with the real plan at once."""
+    import subprocess
+    import sys
+
+    from fastconv.backends import jit_cache
+
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(jit_cache.folder()),
+               FASTCONV_BACKGROUND_COMPILE="0", FASTCONV_CACHE_DIR=str(tmp_path / "a"))
+    subprocess.run([sys.executable, "-c", _FRESH_PROCESS, "5", "2"], env=env, check=True,
+                   capture_output=True, timeout=600)
+    env.update(FASTCONV_BACKGROUND_COMPILE="1", FASTCONV_CACHE_DIR=str(tmp_path / "b"))
+    out = subprocess.run([sys.executable, "-c", _FRESH_PROCESS, "7", "3"], env=env,
+                         check=True, capture_output=True, text=True, timeout=600).stdout
+    assert out.split() == ["InferencePlan", "None"], out
+    assert not list((tmp_path / "b").rglob("*.json"))  # no compiling process was started

@@ -157,6 +157,14 @@ class Backend:
         a process running the same work compiles them in their order of use, so the two meet in
         the middle (fastconv.warmup). Backends that compile nothing do nothing."""
 
+    def runs_from_cache(self, run) -> bool:
+        """Call ``run()`` only if every kernel it uses is compiled, in this process or in the
+        on-disk cache; True if it ran, False where a kernel would have to be compiled (then
+        nothing was compiled, and ``run`` stopped there). Backends that compile nothing run
+        it."""
+        run()
+        return True
+
     def compile_variants(self, run) -> None:
         """Call ``run()`` so that every variant of the kernels it uses gets compiled (backends
         with size-dependent variants run it once per variant)."""

@@ -57,6 +57,16 @@ class NumbaCpuBackend(Backend):
         for dispatcher, types in reversed(recorded(run)):
             dispatcher.compile(types)  # loads from Numba's cache when already compiled there
 
+    def runs_from_cache(self, run) -> bool:
+        from .jit import refusing_to_compile
+
+        with refusing_to_compile() as refused:
+            try:
+                run()
+            except refused:
+                return False
+        return True
+
     def compile_variants(self, run) -> None:
         """``run()`` once with every kernel serial and once parallel (``SizedKernel``)."""
         from .jit import SizedKernel

@@ -10,8 +10,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import types
 
+import numba.core.event
 from numba import njit
 
 from . import fpenv
@@ -85,6 +88,34 @@ def recorded(run) -> list[tuple]:
             seen.add((id(dispatcher), types))
             unique.append((dispatcher, types))
     return unique
+
+
+class NotCompiled(Exception):
+    """A kernel would have had to compile (``refusing_to_compile``)."""
+
+
+class _RefuseCompiling(numba.core.event.Listener):
+    """Stops, in the thread that installed it, every Numba compilation before it starts: a
+    kernel found compiled in this process or in the on-disk cache still loads and runs."""
+
+    def __init__(self):
+        self.thread = threading.get_ident()
+
+    def on_start(self, event):
+        if threading.get_ident() == self.thread:
+            raise NotCompiled(str(event.data.get("dispatcher", "a kernel")))
+
+    def on_end(self, event):
+        pass
+
+
+@contextlib.contextmanager
+def refusing_to_compile():
+    """Within the block, this thread's kernels run only from what is compiled already; one
+    that would compile raises ``NotCompiled`` (the block yields that class). Other threads
+    compile as usual."""
+    with numba.core.event.install_listener("numba:compile", _RefuseCompiling()):
+        yield NotCompiled
 
 
 #: Work below which conv kernels run serially (FLOPs): about what one thread does in the time
