@@ -20,6 +20,11 @@ Everything else asks these functions; nothing else in the package touches ``os.e
                             (default 3): a shape is tuned only once the heuristic's runs of it
                             have taken that long per candidate not yet run in this process;
                             ``0``: tune on the third use whatever compiling costs (benchmarks)
+``FASTCONV_BACKGROUND_COMPILE``  ``1`` (default): plans and training steps never compiled here
+                            compile in a separate process (``fastconv.warmup``); ``0``: in the
+                            foreground
+``FASTCONV_ADAPTIVE_THREADS``  ``1`` (default): numba-cpu's parallel kernels run serially while
+                            other programs leave too little CPU for their threads; ``0``: never
 ``FASTCONV_CUPY_EMULATE``   ``1``: the ``cupy`` backend compiles its CUDA C kernels with g++ and
                             runs them on the CPU on NumPy memory (no GPU needed); read at import
 ``FASTCONV_CUPY_SANITIZE``  with ``FASTCONV_CUPY_EMULATE=1``: ``address`` or ``thread`` builds the
@@ -98,6 +103,13 @@ def env_background_compile() -> bool:
     here shares its compiling with a background process (``FASTCONV_BACKGROUND_COMPILE``,
     default on; see fastconv.warmup)."""
     return _flag("FASTCONV_BACKGROUND_COMPILE", default=True)
+
+
+def env_adaptive_threads() -> bool:
+    """Whether numba-cpu's parallel kernels give way to serial ones while other programs leave
+    this process less than the cores its threads need (``FASTCONV_ADAPTIVE_THREADS``, default
+    on; see fastconv.backends.numba_cpu.contention)."""
+    return _flag("FASTCONV_ADAPTIVE_THREADS", default=True)
 
 
 def env_data_dir() -> Path | None:

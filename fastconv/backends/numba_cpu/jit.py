@@ -14,10 +14,11 @@ import contextlib
 import threading
 import types
 
+import numba
 import numba.core.event
 from numba import njit
 
-from . import fpenv
+from . import contention, fpenv
 
 FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
 
@@ -64,11 +65,23 @@ class SizedKernel:
         if SizedKernel.recording is not None:
             SizedKernel.recording.append((self.parallel if parallel else self.serial, args))
             return None
+        threads = restore = 0
+        if parallel and mode == "auto":  # on a busy machine, as many threads as get a core
+            budget = contention.budget()
+            if budget is not None:
+                configured = numba.get_num_threads()
+                threads = budget.threads(configured)
+                parallel = threads > 1
+                if parallel and threads < configured:
+                    restore = configured
+                    numba.set_num_threads(threads)
         old = fpenv.enter(parallel)  # flush denormals to zero inside the kernel only
         try:
             return (self.parallel if parallel else self.serial)(*args)
         finally:
             fpenv.leave(old)
+            if restore:
+                numba.set_num_threads(restore)
 
 
 def recorded(run) -> list[tuple]:
