@@ -4,6 +4,7 @@ LearningRateScheduler, LambdaCallback."""
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 
@@ -23,8 +24,16 @@ class Callback:
     def on_train_end(self, logs=None): ...
     def on_epoch_begin(self, epoch, logs=None): ...
     def on_epoch_end(self, epoch, logs=None): ...
-    def on_train_batch_begin(self, batch, logs=None): ...
-    def on_train_batch_end(self, batch, logs=None): ...
+    def on_batch_begin(self, batch, logs=None): ...
+    def on_batch_end(self, batch, logs=None): ...
+
+    def on_train_batch_begin(self, batch, logs=None):
+        """Calls ``on_batch_begin`` (Keras's older name for it), as Keras does."""
+        self.on_batch_begin(batch, logs)
+
+    def on_train_batch_end(self, batch, logs=None):
+        """Calls ``on_batch_end`` (Keras's older name for it), as Keras does."""
+        self.on_batch_end(batch, logs)
 
 
 class History(Callback):
@@ -103,7 +112,13 @@ class ModelCheckpoint(Callback):
         logs = logs or {}
         if self.save_best_only:
             value = logs.get(self.monitor)
-            if value is None or not self._is_better(value, self.best):
+            if value is None:
+                warnings.warn(f"ModelCheckpoint: can save the best model only with "
+                              f"{self.monitor!r} available, but the logs hold only "
+                              f"{', '.join(sorted(logs)) or 'nothing'}; skipping (epoch "
+                              f"{epoch + 1})", RuntimeWarning, stacklevel=2)
+                return
+            if not self._is_better(value, self.best):
                 return
             self.best = value
         path = self.filepath.format(epoch=epoch + 1, **logs)

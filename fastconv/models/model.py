@@ -72,6 +72,8 @@ def _host_array(a, name: str, backend) -> np.ndarray:
     elif not isinstance(a, np.ndarray):
         if isinstance(a, backend.xp.ndarray):  # a device array
             a = backend.to_host(a)
+        else:
+            _refuse_data_pipelines(a, name)
     try:
         a = np.asarray(a)
     except (TypeError, ValueError) as exc:
@@ -81,6 +83,28 @@ def _host_array(a, name: str, backend) -> np.ndarray:
     if a.ndim == 0:
         raise ValueError(f"{name} must have a batch axis, got a scalar")
     return a
+
+
+def _refuse_data_pipelines(a, name: str) -> None:
+    """Generators, iterators and ``keras.utils.PyDataset``-like objects (``__len__`` and
+    ``__getitem__`` returning batches) are not arrays: NumPy would try to turn one into an
+    object array, element by element (a PyDataset grew a process to 21 GB). Refused by name."""
+    import inspect
+
+    if isinstance(a, (list, tuple, numbers.Number)) or hasattr(a, "__array__") or hasattr(
+            a, "__array_interface__"):
+        return
+    kind = None
+    if inspect.isgenerator(a) or (hasattr(a, "__next__") and hasattr(a, "__iter__")):
+        kind = "a generator or iterator"
+    elif hasattr(a, "__getitem__") and hasattr(a, "__len__"):
+        kind = f"a dataset object ({type(a).__name__}, like keras.utils.PyDataset)"
+    elif hasattr(a, "__iter__"):
+        kind = f"an iterable {type(a).__name__}"
+    if kind is not None:
+        raise TypeError(f"{name} is {kind}; fastconv takes arrays (NumPy arrays, lists of "
+                        f"arrays, dicts by input name): fitting on generators and datasets is "
+                        f"not supported yet, so load the data into an array first")
 
 
 def _describe(data) -> str:
