@@ -1,6 +1,7 @@
 """fastconv: a custom-kernel convolution engine with a Keras-style API.
 
-Backends (``FASTCONV_BACKEND``): ``numba-cpu`` (default), ``numpy``. Convolution algorithms
+Backends (``FASTCONV_BACKEND``): ``numba-cpu`` (default), ``numpy`` (the float64 reference),
+``numba-cuda`` and ``cupy`` (NVIDIA GPUs; ``cupy:1`` names a device). Convolution algorithms
 (``FASTCONV_CONV_ALGO``): ``auto`` (default), ``direct``, ``im2col``, ``winograd`` (F(2x2,3x3)),
 ``winograd4`` (F(4x4,3x3)).
 """

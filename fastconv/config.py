@@ -1,6 +1,9 @@
 """The one place that reads fastconv's environment variables.
 
-Everything else asks these functions; nothing else in the package touches ``os.environ``.
+Everything else asks these functions. The exceptions read other programs' variables or pass the
+environment on: ``backends.jit_cache`` honours Numba's ``NUMBA_CACHE_DIR``, ``backends.background``
+hands the environment to the compiling process, and ``fastconv info`` shows
+``FASTCONV_BACKEND`` as it was set.
 
 ==========================  ===================================================================
 ``FASTCONV_BACKEND``        kernel backend at import: ``numba-cpu`` (default), ``numpy``; a GPU
