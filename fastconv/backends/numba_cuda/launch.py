@@ -3,7 +3,8 @@
 * Every kernel is declared with :func:`kernel` and an explicit signature per dtype (arrays
   C-contiguous, sizes int32, geometries ``UniTuple(int32, n)``). On a GPU it compiles lazily, on
   its first launch with a dtype, from exactly that signature: nothing touches CUDA at import,
-  and the signature compiled is the one the PTX resource check (``fastconv.backends.gpu_resources``) compiles.
+  and the signature compiled is the one the PTX resource check
+  (``fastconv.backends.gpu_resources``) compiles.
 * Under the CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``) the same Python function runs on the
   CPU. The simulator costs about a millisecond per simulated thread, so launch sizes come from
   :data:`CONFIG`, which is tiny there; kernels are written for any block size (grid-stride
