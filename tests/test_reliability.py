@@ -158,7 +158,7 @@ def test_denormal_inputs_cost_no_more_than_normal_ones(algo):
 _KILLED_WRITER = """
 import sys, time
 from pathlib import Path
-from fastconv.saving import _atomic_write
+from fastconv.io.atomic import atomic_write
 
 def write(fh):
     fh.write(b"partial" * 1000)
@@ -166,7 +166,7 @@ def write(fh):
     print("writing", flush=True)
     time.sleep(60)
 
-_atomic_write(Path(sys.argv[1]), write)
+atomic_write(Path(sys.argv[1]), write)
 """
 
 
