@@ -123,13 +123,10 @@ def naive_layer(cls, cfg, ins, w, avg_same):
 
 
 def expected_predictions(model: str) -> np.ndarray:
-    """Keras's predictions; for mini_inception the oracle's with Keras's documented pooling
-    (Keras 3.15's PyTorch backend, which wrote the file, pads its uneven 'same' average pooling
-    by repeating the edge: see test_mini_inception_oracle_reproduces_keras)."""
-    io_data = np.load(REF / f"{model}_io.npz")
-    if model == "mini_inception":
-        return naive_forward(model, io_data["x"], avg_same="exclude")
-    return io_data["y"]
+    """Keras's predictions (for mini_inception, those of Keras's JAX backend, which pads an
+    uneven 'same' average pooling as TensorFlow does and as fastconv does: padding not
+    counted; see test_mini_inception_oracle_reproduces_both_keras_backends)."""
+    return np.load(REF / f"{model}_io.npz")["y"]
 
 
 # -- the reference files ------------------------------------------------------------------------
@@ -149,14 +146,16 @@ def test_reference_file_predicts_as_keras(model, fmt):
 
 
 @needs_ref
-def test_mini_inception_oracle_reproduces_keras():
-    """The oracle, given Keras 3.15 PyTorch's edge-repeating 'same' average pooling, gives
-    Keras's own predictions: the file is read right, and the only difference between fastconv
-    and that Keras is the padding rule (fastconv keeps Keras's documented one)."""
+def test_mini_inception_oracle_reproduces_both_keras_backends():
+    """The oracle gives each Keras backend's own predictions with that backend's padding rule
+    for an uneven 'same' average pooling: JAX's (``y``: padding not counted, as TensorFlow and
+    fastconv do) and PyTorch's in Keras 3.15 (``y_torch_backend``: the edge repeated into the
+    padding). So the file is read right, and the two rules differ measurably on it."""
     io_data = np.load(REF / "mini_inception_io.npz")
-    x, y = io_data["x"], io_data["y"]
-    assert relative_error(naive_forward("mini_inception", x, "replicate"), y) <= TOLERANCE
-    assert relative_error(naive_forward("mini_inception", x, "exclude"), y) > 1e-3
+    x, y, y_torch = io_data["x"], io_data["y"], io_data["y_torch_backend"]
+    assert relative_error(naive_forward("mini_inception", x, "exclude"), y) <= TOLERANCE
+    assert relative_error(naive_forward("mini_inception", x, "replicate"), y_torch) <= TOLERANCE
+    assert relative_error(naive_forward("mini_inception", x, "exclude"), y_torch) > 1e-3
 
 
 @needs_ref
