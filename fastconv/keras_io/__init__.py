@@ -9,8 +9,10 @@
   ``save_weights(model, path)`` a Keras 3 ``.weights.h5`` file.
 
 h5py is an optional dependency (``pip install 'fastconv[keras]'``). Nothing in a file is ever
-executed: configs are JSON, read through an allow-list of layer classes, and arrays are plain
-HDF5 datasets whose sizes are checked against the file's before they are read.
+executed: configs are JSON, read through an allow-list of layer classes, and HDF5 files are parsed
+by ``fastconv.io.hdf5`` in a child process bounded in time and memory, which accepts only plain
+datasets stored inside the file, their sizes checked against the file's before they are read.
+Only regular files are read (a FIFO or a device is refused before reading).
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ import time
 import zipfile
 
 from ..io.atomic import atomic_write, atomic_write_bytes
+from ..io.files import open_regular
 from ..saving import InvalidModelFileError
-from ._h5 import HDF5_SIGNATURE, H5Reader, is_hdf5
+from ._h5 import HDF5_SIGNATURE, is_hdf5, read_h5
 from .compiling import compile_from_keras, keras_compile_config
 from .graph import keras_model_config, model_from_keras_config
 from .layers import KERAS_CLASSES, supported_classes
@@ -45,11 +48,6 @@ _MAX_CONFIG_BYTES = 64 * 2**20
 _MAX_DEFLATE_RATIO = 1032
 
 
-def _head(path: str) -> bytes:
-    with open(path, "rb") as fh:
-        return fh.read(8)
-
-
 def _label(filepath) -> str:
     path = os.fspath(filepath)
     if not os.path.exists(path):
@@ -65,16 +63,20 @@ def is_keras_file(filepath) -> bool:
     path = os.fspath(filepath)
     by_name = path.lower().endswith((".keras", ".h5", ".hdf5"))
     try:
-        head = _head(path)
-    except OSError:
+        fh, _ = open_regular(path)
+    except (OSError, InvalidModelFileError):
         return by_name
-    if is_hdf5(head):
-        return True
-    if head.startswith(_ZIP_MAGIC):
+    with fh:
+        head = fh.read(8)
+        if is_hdf5(head):
+            return True
+        if not head.startswith(_ZIP_MAGIC):
+            return by_name
         try:
-            with zipfile.ZipFile(path) as zf:
+            fh.seek(0)
+            with zipfile.ZipFile(fh) as zf:
                 names = set(zf.namelist())
-        except (zipfile.BadZipFile, OSError):
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError):
             return by_name
         if "fastconv.json" in names:
             return False
@@ -85,14 +87,14 @@ def is_keras_file(filepath) -> bool:
 # -- .keras archives ----------------------------------------------------------------------------
 
 class _KerasArchive:
-    def __init__(self, path: str):
+    def __init__(self, path: str, data: bytes):
         self.path = path
+        self.size = len(data)
         try:
-            self.zf = zipfile.ZipFile(path)
-        except (zipfile.BadZipFile, OSError) as exc:
+            self.zf = zipfile.ZipFile(io.BytesIO(data))
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
             raise self.error(f"it is not a Keras archive, or it is truncated or corrupted "
                              f"({exc})") from None
-        self.size = os.path.getsize(path)
 
     def error(self, why: str) -> InvalidModelFileError:
         return InvalidModelFileError(f"cannot load {self.path!r}: {why}")
@@ -114,7 +116,8 @@ class _KerasArchive:
         self.member_size(member, limit)
         try:
             return self.zf.read(member)
-        except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as exc:
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError,
+                RuntimeError) as exc:
             raise self.error(f"its {member} is corrupted ({exc})") from None
 
     def config(self) -> dict:
@@ -143,6 +146,29 @@ class _KerasArchive:
         self.close()
 
 
+def _open(path: str, what: str):
+    """``("zip", bytes of the archive)``, ``("hdf5", the parsed HDF5 file)`` or ``("other",
+    first bytes)`` for the regular file ``path`` (opened once; an HDF5 file's arrays are read
+    straight from it)."""
+    fh, size = open_regular(path, what)
+    with fh:
+        head = fh.read(8)
+        if head.startswith(_ZIP_MAGIC):
+            fh.seek(0)
+            data = fh.read(size + 1)
+            if len(data) != size:
+                raise InvalidModelFileError(f"{what} {path!r} changed while it was read")
+            return "zip", data
+        if is_hdf5(head):
+            return "hdf5", read_h5(fh, path)
+    return "other", head
+
+
+def _archive_weights(archive: _KerasArchive, path: str):
+    """The archive's ``model.weights.h5``, parsed."""
+    return read_h5(archive.weights(), f"{path}/{_ARCHIVE_WEIGHTS}")
+
+
 def _build(model) -> None:
     if not model.built:
         try:
@@ -165,38 +191,37 @@ def load_model(filepath, compile: bool = True):  # noqa: A002 - Keras's argument
     it comes back uncompiled and the reason is logged (``fastconv.keras_io`` logger).
     """
     path = _label(filepath)
-    head = _head(path)
-    if head.startswith(_ZIP_MAGIC):
-        with _KerasArchive(path) as archive:
+    kind, content = _open(path, "model file")
+    if kind == "zip":
+        with _KerasArchive(path, content) as archive:
             size = archive.member_size(_ARCHIVE_WEIGHTS)
             config = archive.config()
             model = model_from_keras_config(config, path, max_params=_max_params(size))
             _build(model)
-            load_keras3(model, archive.weights(), f"{path}/{_ARCHIVE_WEIGHTS}")
+            load_keras3(model, _archive_weights(archive, path))
         if compile:
             compile_from_keras(model, config.get("compile_config"), path)
         return model
-    if not is_hdf5(head):
+    if kind != "hdf5":
         raise InvalidModelFileError(f"cannot load {path!r}: it is neither a Keras archive "
                                     f"(.keras) nor an HDF5 file (.h5)")
-    layout = h5_layout(path, path)
+    reader = content
+    layout = h5_layout(reader)
     if layout != "legacy-model":
         raise InvalidModelFileError(
             f"cannot load {path!r} as a model: it is a weights-only file ({layout}); build the "
             f"architecture, then call model.load_weights({path!r})")
-    with H5Reader(path, path) as reader:
-        text = reader.text_attr(reader.file, "model_config")
-        if text is None:
-            raise reader.error("its model_config attribute is not text")
-        try:
-            config = json.loads(text)
-        except (ValueError, RecursionError) as exc:
-            raise reader.error(f"its model_config is not valid JSON ({exc})") from None
-        training = reader.text_attr(reader.file, "training_config") if compile else None
-    model = model_from_keras_config(config, path,
-                                    max_params=_max_params(os.path.getsize(path)))
+    text = reader.text_attr(reader.file, "model_config")
+    if text is None:
+        raise reader.error("its model_config attribute is not text")
+    try:
+        config = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise reader.error(f"its model_config is not valid JSON ({exc})") from None
+    training = reader.text_attr(reader.file, "training_config") if compile else None
+    model = model_from_keras_config(config, path, max_params=_max_params(reader.size))
     _build(model)
-    load_legacy(model, path, path, root="model_weights")
+    load_legacy(model, reader, root="model_weights")
     if training:
         try:
             settings = json.loads(training)
@@ -214,19 +239,20 @@ def load_weights(model, filepath) -> None:
     if not model.built:
         raise ValueError(f"load_weights: model '{model.name}' is not built yet; build it (or "
                          f"give it an input shape) first")
-    head = _head(path)
-    if head.startswith(_ZIP_MAGIC):
-        with _KerasArchive(path) as archive:
-            load_keras3(model, archive.weights(), f"{path}/{_ARCHIVE_WEIGHTS}")
+    kind, content = _open(path, "weights file")
+    if kind == "zip":
+        with _KerasArchive(path, content) as archive:
+            load_keras3(model, _archive_weights(archive, path))
         return
-    if not is_hdf5(head):
+    if kind != "hdf5":
         raise InvalidModelFileError(f"cannot load {path!r}: it is not an HDF5 file (its first "
-                                    f"bytes are {head!r}, not {HDF5_SIGNATURE!r})")
-    layout = h5_layout(path, path)
+                                    f"bytes are {content!r}, not {HDF5_SIGNATURE!r})")
+    reader = content
+    layout = h5_layout(reader)
     if layout == "keras3-weights":
-        load_keras3(model, path, path)
+        load_keras3(model, reader)
     else:
-        load_legacy(model, path, path, root="model_weights" if layout == "legacy-model" else "")
+        load_legacy(model, reader, root="model_weights" if layout == "legacy-model" else "")
 
 
 # -- writing ------------------------------------------------------------------------------------

@@ -16,7 +16,8 @@ from ..saving import InvalidModelFileError
 #: Keras layer classes fastconv can stand in for (read and written), when fastconv has a layer
 #: of that name registered.
 KERAS_CLASSES = (
-    "InputLayer", "Conv1D", "Conv2D", "Dense", "Flatten", "Reshape", "Dropout", "Activation",
+    "InputLayer", "Conv1D", "Conv2D", "DepthwiseConv2D", "SeparableConv2D", "Dense", "Flatten",
+    "Reshape", "Dropout", "Activation",
     "MaxPooling1D", "MaxPooling2D", "AveragePooling1D", "AveragePooling2D",
     "GlobalAveragePooling2D", "GlobalMaxPooling2D", "BatchNormalization", "ZeroPadding2D",
     "Add", "Concatenate", "Rescaling",
@@ -25,6 +26,7 @@ KERAS_CLASSES = (
 #: Options dropped on reading: they do not change what the layer computes from given weights.
 _DROPPED = {
     "kernel_initializer", "bias_initializer", "beta_initializer", "gamma_initializer",
+    "depthwise_initializer", "pointwise_initializer",
     "moving_mean_initializer", "moving_variance_initializer", "seed", "sparse", "ragged",
     "optional", "quantization_config", "lora_rank", "lora_alpha", "renorm_momentum",
     "autocast", "input_dtype",
@@ -34,6 +36,8 @@ _DROPPED = {
 _NEUTRAL = {
     "kernel_regularizer": None, "bias_regularizer": None, "activity_regularizer": None,
     "kernel_constraint": None, "bias_constraint": None, "beta_regularizer": None,
+    "depthwise_regularizer": None, "pointwise_regularizer": None,
+    "depthwise_constraint": None, "pointwise_constraint": None,
     "gamma_regularizer": None, "beta_constraint": None, "gamma_constraint": None,
     "synchronized": False, "renorm": False, "renorm_clipping": None, "noise_shape": None,
     "data_format": "channels_last",

@@ -8,8 +8,9 @@
   ``model_weights`` group of a legacy ``.h5`` model): a ``layer_names`` attribute, and per layer
   group a ``weight_names`` attribute giving the datasets in the layer's weight order.
 
-Every array is checked against the layer before any weight is assigned, so a file that does not
-fit leaves the model as it was.
+The readers work on an ``H5Reader`` (``fastconv.io.hdf5.HDF5File``): the file already parsed and
+validated, in memory. Every array is checked against the layer before any weight is assigned, so a
+file that does not fit leaves the model as it was.
 """
 
 from __future__ import annotations
@@ -74,8 +75,6 @@ def _keras3_pairs(reader: H5Reader, group, model, path: str) -> list:
         vars_group = reader.group("vars", sub)
         if vars_group is not None:
             name = reader.attr(vars_group, "name")
-            if isinstance(name, bytes):
-                name = name.decode("utf-8", "replace")
             if isinstance(name, str):
                 by_name[name] = sub
     counters: dict[str, int] = {}
@@ -104,9 +103,8 @@ def _keras3_pairs(reader: H5Reader, group, model, path: str) -> list:
     return pairs
 
 
-def load_keras3(model, source, label: str) -> None:
-    with H5Reader(source, label) as reader:
-        assign(_keras3_pairs(reader, reader.file, model, ""), label)
+def load_keras3(model, reader: H5Reader) -> None:
+    assign(_keras3_pairs(reader, reader.file, model, ""), reader.label)
 
 
 # -- legacy layout ------------------------------------------------------------------------------
@@ -146,26 +144,23 @@ def legacy_pairs(reader: H5Reader, group, model) -> list:
             for layer, (_, sub, weight_names) in zip(order, stored)]
 
 
-def load_legacy(model, source, label: str, root: str = "") -> None:
-    with H5Reader(source, label) as reader:
-        group = reader.group(root) if root else reader.file
-        if group is None:
-            raise reader.error(f"it has no {root!r} group")
-        assign(legacy_pairs(reader, group, model), label)
+def load_legacy(model, reader: H5Reader, root: str = "") -> None:
+    group = reader.group(root) if root else reader.file
+    if group is None:
+        raise reader.error(f"it has no {root!r} group")
+    assign(legacy_pairs(reader, group, model), reader.label)
 
 
-def h5_layout(source, label: str) -> str:
+def h5_layout(reader: H5Reader) -> str:
     """'keras3-weights', 'legacy-weights' or 'legacy-model' for an HDF5 file."""
-    with H5Reader(source, label) as reader:
-        root = reader.file
-        if "model_config" in root.attrs:
-            return "legacy-model"
-        if "layer_names" in root.attrs:
-            return "legacy-weights"
-        if reader.group("layers") is not None:
-            return "keras3-weights"
-    raise InvalidModelFileError(f"cannot load {label!r}: it is an HDF5 file, but neither a Keras "
-                                f"model nor a Keras weights file")
+    root = reader.file
+    if "model_config" in root.attrs:
+        return "legacy-model"
+    if "layer_names" in root.attrs:
+        return "legacy-weights"
+    if reader.group("layers") is not None:
+        return "keras3-weights"
+    raise reader.error("it is an HDF5 file, but neither a Keras model nor a Keras weights file")
 
 
 # -- writing ------------------------------------------------------------------------------------
