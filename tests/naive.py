@@ -320,3 +320,64 @@ def local_response_normalization_backward(dy, x, depth_radius, bias, alpha, beta
                 d = d + s[:, j] ** -beta
             dx[:, c] += dy[:, j] * d
     return dx
+
+
+def _group_slices(channels, groups):
+    size = channels // groups
+    assert size * groups == channels, f"{channels} channels do not split into {groups} groups"
+    return [slice(k * size, (k + 1) * size) for k in range(groups)]
+
+
+def grouped_conv2d_forward(x, w, b=None, groups=1, strides=(1, 1), padding=(0, 0, 0, 0),
+                           dilation=(1, 1), activation="linear"):
+    """Grouped convolution (Keras's ``Conv2D(groups=G)``, PyTorch's ``groups``): ``w`` is
+    ``(kh, kw, C/G, O)``; group k convolves input channels ``k*C/G ... (k+1)*C/G - 1`` with
+    ``w[..., k*O/G ... (k+1)*O/G - 1]`` into those output channels (one dense convolution per
+    group, side by side)."""
+    x, w = _f64(x), _f64(w)
+    ins, outs = _group_slices(x.shape[3], groups), _group_slices(w.shape[3], groups)
+    assert w.shape[2] == x.shape[3] // groups
+    y = np.concatenate([conv2d_forward(x[..., i], w[..., o], None, strides, padding, dilation)
+                        for i, o in zip(ins, outs)], axis=-1)
+    if b is not None:
+        y += _f64(b)
+    return np.maximum(y, 0.0) if activation == "relu" else y
+
+
+def grouped_conv2d_backward_data(dy, w, x_shape, groups=1, strides=(1, 1),
+                                 padding=(0, 0, 0, 0), dilation=(1, 1)):
+    """dL/dx of :func:`grouped_conv2d_forward`: each group's own input gradient."""
+    dy, w = _f64(dy), _f64(w)
+    assert w.shape[2] * groups == x_shape[3]
+    part_shape = (*x_shape[:3], x_shape[3] // groups)
+    return np.concatenate([conv2d_backward_data(dy[..., o], w[..., o], part_shape, strides,
+                                                padding, dilation)
+                           for o in _group_slices(w.shape[3], groups)], axis=-1)
+
+
+def grouped_conv2d_backward_weight(x, dy, w_shape, groups=1, strides=(1, 1),
+                                   padding=(0, 0, 0, 0), dilation=(1, 1)):
+    """dL/dw of :func:`grouped_conv2d_forward`: the group kernels side by side along O."""
+    x, dy = _f64(x), _f64(dy)
+    ins, outs = _group_slices(x.shape[3], groups), _group_slices(w_shape[3], groups)
+    part = (*w_shape[:3], w_shape[3] // groups)
+    return np.concatenate([conv2d_backward_weight(x[..., i], dy[..., o], part, strides, padding,
+                                                  dilation) for i, o in zip(ins, outs)], axis=-1)
+
+
+def depthwise_conv2d_forward(x, depthwise_kernel, b=None, strides=(1, 1),
+                             padding=(0, 0, 0, 0), dilation=(1, 1), activation="linear"):
+    """Keras's ``DepthwiseConv2D``, from its definition: ``depthwise_kernel`` is
+    ``(kh, kw, C, M)`` and ``y[n, r, q, c*M + m] = sum_{i, j} x[n, hi, wj, c] *
+    depthwise_kernel[i, j, c, m]``."""
+    x, k = _f64(x), _f64(depthwise_kernel)
+    n, _, _, c = x.shape
+    m = k.shape[3]
+    shape = conv_output_shape(x.shape, (k.shape[0], k.shape[1], c, c * m), strides, padding,
+                              dilation)
+    y = np.zeros(shape)
+    for r, q, i, j, hi, wj in _conv_taps(x.shape, k.shape, strides, padding, dilation):
+        y[:, r, q, :] += (x[:, hi, wj, :, None] * k[i, j]).reshape(n, c * m)
+    if b is not None:
+        y += _f64(b)
+    return np.maximum(y, 0.0) if activation == "relu" else y

@@ -10,9 +10,15 @@ A backend provides one :class:`ConvAlgorithm` per algorithm it implements (``con
 Winograd's backward passes are shared here: backward-data of a stride-1 3x3 convolution is a
 stride-1 3x3 convolution of ``dy`` with the flipped, transposed kernel, so it reuses the backend's
 own Winograd forward kernel; backward-weight uses the backend's ``im2col`` algorithm.
+
+Grouped convolution (``grouped_conv2d_*``) has its own primitives. Their default here,
+``per_group_conv2d_*``, runs the backend's own dense primitives once per group (correct on any
+backend, one launch per group); backends with grouped and depthwise kernels override them.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 from ..geometry import ConvGeometry, PoolGeometry
 
@@ -27,6 +33,10 @@ PRIMITIVES = (
     "prepare_conv2d_forward",
     "conv2d_backward_data",
     "conv2d_backward_weight",
+    "grouped_conv2d_forward",
+    "prepare_grouped_conv2d_forward",
+    "grouped_conv2d_backward_data",
+    "grouped_conv2d_backward_weight",
     "max_pool2d_forward",
     "max_pool2d_backward",
     "avg_pool2d_forward",
@@ -49,6 +59,67 @@ FUSED_ACTIVATIONS = ("linear", "relu")
 
 #: The three passes of a convolution, each with its own algorithm choice.
 CONV_PASSES = ("forward", "backward_data", "backward_weight")
+
+
+def group_geometry(geom: ConvGeometry, groups: int) -> ConvGeometry:
+    """The dense convolution one group of a grouped convolution computes: ``geom`` (the whole
+    convolution: ``c`` input and ``o`` output channels) with ``c / groups`` input and
+    ``o / groups`` output channels."""
+    return dataclasses.replace(geom, c=geom.c // groups, o=geom.o // groups)
+
+
+def grouped_w_shape(geom: ConvGeometry, groups: int) -> tuple[int, int, int, int]:
+    """The HWIO kernel of a grouped convolution: ``(kh, kw, c / groups, o)``."""
+    return (geom.kh, geom.kw, geom.c // groups, geom.o)
+
+
+def per_group_conv2d_forward(backend, x, w, b, geom: ConvGeometry, groups: int,
+                             activation: str):
+    """A grouped convolution's forward pass as ``groups`` dense ones, each on its slice of
+    channels with the backend's own ``conv2d_forward`` (the 'auto' algorithm for the group's
+    geometry), the outputs concatenated along the channels."""
+    from . import algorithms
+
+    xp = backend.xp
+    gg = group_geometry(geom, groups)
+    algo = algorithms.resolve(backend, gg, x.dtype, "forward", "auto")
+    cg, og = gg.c, gg.o
+    outs = []
+    for k in range(groups):
+        xk = xp.ascontiguousarray(x[..., k * cg:(k + 1) * cg])
+        wk = xp.ascontiguousarray(w[..., k * og:(k + 1) * og])
+        bk = None if b is None else xp.ascontiguousarray(b[k * og:(k + 1) * og])
+        outs.append(backend.conv2d_forward(xk, wk, bk, gg, algo, activation))
+    return xp.ascontiguousarray(xp.concatenate(outs, axis=-1))
+
+
+def per_group_conv2d_backward_data(backend, dy, w, geom: ConvGeometry, groups: int):
+    """``grouped_conv2d_backward_data`` as ``groups`` dense ``conv2d_backward_data`` calls."""
+    from . import algorithms
+
+    xp = backend.xp
+    gg = group_geometry(geom, groups)
+    algo = algorithms.resolve(backend, gg, dy.dtype, "backward_data", "auto")
+    og = gg.o
+    parts = [backend.conv2d_backward_data(
+        xp.ascontiguousarray(dy[..., k * og:(k + 1) * og]),
+        xp.ascontiguousarray(w[..., k * og:(k + 1) * og]), gg, algo) for k in range(groups)]
+    return xp.ascontiguousarray(xp.concatenate(parts, axis=-1))
+
+
+def per_group_conv2d_backward_weight(backend, x, dy, geom: ConvGeometry, groups: int):
+    """``grouped_conv2d_backward_weight`` as ``groups`` dense ``conv2d_backward_weight``
+    calls, the group kernels ``(kh, kw, c / groups, o / groups)`` side by side along O."""
+    from . import algorithms
+
+    xp = backend.xp
+    gg = group_geometry(geom, groups)
+    algo = algorithms.resolve(backend, gg, x.dtype, "backward_weight", "auto")
+    cg, og = gg.c, gg.o
+    parts = [backend.conv2d_backward_weight(
+        xp.ascontiguousarray(x[..., k * cg:(k + 1) * cg]),
+        xp.ascontiguousarray(dy[..., k * og:(k + 1) * og]), gg, algo) for k in range(groups)]
+    return xp.ascontiguousarray(xp.concatenate(parts, axis=-1))
 
 
 class ConvAlgorithm:
@@ -257,6 +328,36 @@ class Backend:
     def conv2d_backward_weight(self, x, dy, geom: ConvGeometry, algo: str):
         """Gradient of the convolution with respect to its HWIO kernel."""
         return self.conv_algorithm(algo).backward_weight(x, dy, geom)
+
+    # -- grouped convolution ------------------------------------------------------------------
+    # ``geom`` describes the whole convolution (``c`` = C_in, ``o`` = C_out channels); ``w`` is
+    # HWIO with ``I = C_in / groups`` (Keras's ``Conv2D(groups=g)`` kernel): output channels
+    # ``k * o/groups ... (k+1) * o/groups - 1`` (group k) see input channels ``k * c/groups ...``.
+    # Depthwise convolution is ``groups == c``: Keras's ``DepthwiseConv2D`` kernel (kh, kw, C, M)
+    # reshaped to (kh, kw, 1, C*M), output channel ``c*M + m``. The defaults below compose the
+    # backend's dense primitives per group (``per_group_conv2d_*``).
+
+    def grouped_conv2d_forward(self, x, w, b, geom: ConvGeometry, groups: int,
+                               activation: str = "linear"):
+        """NHWC x grouped HWIO (+ bias, + fused activation) -> NHWC."""
+        return per_group_conv2d_forward(self, x, w, b, geom, groups, activation)
+
+    def prepare_grouped_conv2d_forward(self, geom: ConvGeometry, groups: int, activation: str):
+        """``run(x, w, b, weights_key)``: ``grouped_conv2d_forward`` for one geometry (inference
+        plans); ``weights_key`` changes whenever w or b change."""
+        def run(x, w, b, weights_key):
+            return self.grouped_conv2d_forward(x, w, b, geom, groups, activation)
+
+        return run
+
+    def grouped_conv2d_backward_data(self, dy, w, geom: ConvGeometry, groups: int):
+        """Gradient of the grouped convolution with respect to its input."""
+        return per_group_conv2d_backward_data(self, dy, w, geom, groups)
+
+    def grouped_conv2d_backward_weight(self, x, dy, geom: ConvGeometry, groups: int):
+        """Gradient of the grouped convolution with respect to its (kh, kw, c/groups, o)
+        kernel."""
+        return per_group_conv2d_backward_weight(self, x, dy, geom, groups)
 
     # -- pooling (implemented by each backend) ----------------------------------------------
     def max_pool2d_forward(self, x, geom: PoolGeometry, with_argmax: bool = True):

@@ -1,7 +1,7 @@
 """Keras-style layers (channels_last)."""
 
 from .base import Input, InputLayer, Layer
-from .convolutional import Conv1D, Conv2D
+from .convolutional import Conv1D, Conv2D, DepthwiseConv2D, SeparableConv2D
 from .core import Activation, Clip, Dense, Dropout, Flatten, LeakyReLU, Permute, Reshape
 from .merge import Add, Concatenate
 from .normalization import LRN, BatchNormalization, LocalResponseNormalization
@@ -24,6 +24,7 @@ GlobalAvgPool2D = GlobalAveragePooling2D
 GlobalMaxPool2D = GlobalMaxPooling2D
 Convolution1D = Conv1D
 Convolution2D = Conv2D
+SeparableConvolution2D = SeparableConv2D
 
 __all__ = [
     "Layer", "Input", "InputLayer", "Conv1D", "Conv2D", "Dense", "Flatten", "Reshape", "Dropout",
@@ -32,4 +33,5 @@ __all__ = [
     "MaxPool1D", "AvgPool1D", "GlobalAvgPool2D", "GlobalMaxPool2D", "Convolution1D",
     "Convolution2D", "BatchNormalization", "LocalResponseNormalization", "LRN", "Add",
     "Concatenate", "ZeroPadding2D", "Rescaling", "LeakyReLU", "Clip", "Permute",
+    "DepthwiseConv2D", "SeparableConv2D", "SeparableConvolution2D",
 ]

@@ -1,6 +1,9 @@
-"""Convolution ops: conv2d (a primitive with its three passes) and conv1d built on it."""
+"""Convolution ops: conv2d (a primitive with its three passes; grouped and depthwise with
+``groups``) and conv1d built on it."""
 
 from __future__ import annotations
+
+import numbers
 
 from ..backends import algorithms as algos
 from ..geometry import conv_geometry, normalize_tuple
@@ -11,48 +14,102 @@ from .shape import reshape
 
 class Conv2DOp(Function):
     """y = act(conv(x, w) + b). Backward: through the activation (from y), then the bias sum,
-    backward-data and backward-weight, each pass with its own algorithm."""
+    backward-data and backward-weight, each pass with its own algorithm.
 
-    def forward(self, x, w, b=None, *, geom, algo, activation):
+    With ``groups`` > 1 (``geom`` the whole convolution, w of shape (kh, kw, C_in/groups,
+    C_out)) the passes are the backend's grouped primitives, which have one algorithm each."""
+
+    def forward(self, x, w, b=None, *, geom, algo, activation, groups=1):
         be = self.backend
-        self.geom, self.algo, self.activation = geom, algo, activation
-        chosen = algos.resolve(be, geom, x.dtype, "forward", algo)
-        y = be.conv2d_forward(x, w, b, geom, chosen, activation)
+        self.geom, self.algo, self.activation, self.groups = geom, algo, activation, groups
+        if groups == 1:
+            chosen = algos.resolve(be, geom, x.dtype, "forward", algo)
+            y = be.conv2d_forward(x, w, b, geom, chosen, activation)
+        else:
+            y = be.grouped_conv2d_forward(x, w, b, geom, groups, activation)
         self.x, self.w = x, w
         self.y = y if activation != "linear" else None
         return y
 
     def backward(self, dy):
-        be, g = self.backend, self.geom
+        be, g, groups = self.backend, self.geom, self.groups
         need = self.needs_input_grad
         dz, db = be.epilogue_backward(dy, self.y, self.activation, len(need) > 2 and need[2])
         dx = dw = None
         if need[0]:
-            dx = be.conv2d_backward_data(
+            dx = (be.conv2d_backward_data(
                 dz, self.w, g, algos.resolve(be, g, dz.dtype, "backward_data", self.algo))
+                if groups == 1 else be.grouped_conv2d_backward_data(dz, self.w, g, groups))
         if need[1]:
-            dw = be.conv2d_backward_weight(
+            dw = (be.conv2d_backward_weight(
                 self.x, dz, g, algos.resolve(be, g, dz.dtype, "backward_weight", self.algo))
+                if groups == 1 else be.grouped_conv2d_backward_weight(self.x, dz, g, groups))
         return dx, dw, db
 
 
+def check_groups(groups, where: str = "conv2d") -> int:
+    """``groups`` as a positive int, or a ValueError naming ``where``."""
+    if not isinstance(groups, numbers.Integral) or isinstance(groups, bool) or groups < 1:
+        raise ValueError(f"{where}: groups must be a positive int, got {groups!r}")
+    return int(groups)
+
+
+def grouped_geometry(x_shape, w_shape, groups: int, strides=1, padding="valid", dilation=1,
+                     where: str = "conv2d"):
+    """The geometry of a convolution of an NHWC input of ``x_shape`` with a grouped HWIO kernel
+    of ``w_shape`` = (kh, kw, C_in / groups, C_out), as the whole convolution (``c`` = C_in,
+    ``o`` = C_out); a ValueError naming ``where`` when the channels do not split into
+    ``groups``."""
+    groups = check_groups(groups, where)
+    if len(x_shape) != 4:
+        raise ValueError(f"{where} expects a 4D NHWC input, got shape {tuple(x_shape)}")
+    if len(w_shape) != 4:
+        raise ValueError(f"{where} expects a 4D HWIO kernel, got shape {tuple(w_shape)}")
+    c, (kh, kw, ci, o) = int(x_shape[3]), (int(v) for v in w_shape)
+    if c % groups:
+        raise ValueError(f"{where}: the input's {c} channels do not split into groups={groups} "
+                         f"(input shape {tuple(x_shape)})")
+    if o % groups:
+        raise ValueError(f"{where}: the kernel's {o} output channels do not split into "
+                         f"groups={groups} (kernel shape {tuple(w_shape)})")
+    if ci * groups != c:
+        raise ValueError(
+            f"{where}: with groups={groups} the kernel must have {c // groups} input channels "
+            f"(C_in / groups), got kernel shape {tuple(w_shape)} for input shape "
+            f"{tuple(x_shape)}")
+    return conv_geometry(x_shape, (kh, kw, c, o), strides, padding, dilation)
+
+
 def conv2d(x, kernel, bias=None, strides=1, padding="valid", dilation=1, activation=None,
-           algo: str | None = None) -> Tensor:
+           algo: str | None = None, groups: int = 1) -> Tensor:
     """2D convolution (cross-correlation, as in Keras) of NHWC ``x`` with an HWIO ``kernel``.
 
     ``padding``: ``'valid'``, ``'same'`` (TensorFlow's split), an int, ``(ph, pw)`` or
     ``((top, bottom), (left, right))``. ``activation``: None/``'linear'`` or ``'relu'``, fused
     into the kernel's epilogue. ``algo``: None (current setting), ``'auto'``, ``'direct'``,
     ``'im2col'``, ``'winograd'`` or ``'winograd4'``.
+
+    ``groups`` > 1: grouped convolution (Keras's ``Conv2D(groups=g)``, PyTorch's ``groups``):
+    the kernel is (kh, kw, C_in / groups, C_out) and output channels ``k*C_out/groups ...
+    (k+1)*C_out/groups - 1`` see only input channels ``k*C_in/groups ... (k+1)*C_in/groups - 1``.
+    ``groups == C_in`` is depthwise convolution (Keras's ``DepthwiseConv2D`` kernel
+    (kh, kw, C_in, M) reshaped to (kh, kw, 1, C_in*M)). Grouped convolutions run the backend's
+    grouped kernels, whatever ``algo`` says.
     """
     x, kernel, bias = as_tensors("conv2d", input=x, kernel=kernel, bias=bias)
-    geom = conv_geometry(x.shape, kernel.shape, strides, padding, dilation)
+    groups = check_groups(groups)
+    if groups == 1:
+        geom = conv_geometry(x.shape, kernel.shape, strides, padding, dilation)
+    else:
+        geom = grouped_geometry(x.shape, kernel.shape, groups, strides, padding, dilation)
     if bias is not None and bias.shape != (geom.o,):
         raise ValueError(f"conv2d: bias must have shape ({geom.o},), got {bias.shape}")
     activation = check_activation("conv2d", activation)
     algo = algos.current_conv_algo() if algo is None else algo
+    if groups > 1 and algo not in algos.CHOICES:  # an unknown name is an error here too
+        algos.resolve(x._backend, geom, x.dtype, "forward", algo)
     args = (x, kernel) if bias is None else (x, kernel, bias)
-    return Conv2DOp.apply(*args, geom=geom, algo=algo, activation=activation)
+    return Conv2DOp.apply(*args, geom=geom, algo=algo, activation=activation, groups=groups)
 
 
 def conv1d_padding(padding, kernel_size: int, dilation: int, name: str = "padding"):
@@ -68,11 +125,12 @@ def conv1d_padding(padding, kernel_size: int, dilation: int, name: str = "paddin
 
 
 def conv1d(x, kernel, bias=None, strides=1, padding="valid", dilation=1, activation=None,
-           algo: str | None = None) -> Tensor:
+           algo: str | None = None, groups: int = 1) -> Tensor:
     """1D convolution of ``x`` (batch, steps, channels) with a ``(k, in, out)`` kernel (Keras's
     layouts), as :func:`conv2d` over a (batch, 1, steps, channels) image with a (1, k, in, out)
     kernel, so that every algorithm of every backend serves it. ``padding``: ``'valid'``,
-    ``'same'`` or ``'causal'``."""
+    ``'same'`` or ``'causal'``; ``groups`` as in :func:`conv2d` (kernel (k, in / groups,
+    out))."""
     x, kernel = as_tensors("conv1d", input=x, kernel=kernel)
     if x.ndim != 3:
         raise ValueError(f"conv1d expects a 3D (batch, steps, channels) input, got shape "
@@ -84,5 +142,5 @@ def conv1d(x, kernel, bias=None, strides=1, padding="valid", dilation=1, activat
     pads = conv1d_padding(padding, kernel.shape[0], d, "conv1d: padding")
     n, steps, c = x.shape
     y = conv2d(reshape(x, (n, 1, steps, c)), reshape(kernel, (1, *kernel.shape)), bias,
-               (1, s), pads, (1, d), activation, algo)
+               (1, s), pads, (1, d), activation, algo, groups)
     return reshape(y, (n, y.shape[2], y.shape[3]))

@@ -1,7 +1,8 @@
 """The ``numba-cpu`` backend: parallel Numba kernels on the CPU (float32 and float64).
 
 Convolutions: direct, im2col + GEMM and Winograd F(2x2,3x3) / F(4x4,3x3), forward and both
-backward passes, with bias + ReLU fused into the epilogues. Every GEMM runs on fastconv's own
+backward passes, with bias + ReLU fused into the epilogues; grouped and depthwise convolution
+with kernels of their own (``conv_grouped.py``). Every GEMM runs on fastconv's own
 register-blocked micro-kernel (``microkernel.py``), on Numba's one thread pool. Threads:
 ``NUMBA_NUM_THREADS`` at start-up, ``fastconv.set_num_threads(n)`` at run time.
 """
@@ -16,7 +17,7 @@ from ..base import Backend
 from ..derived import DerivedCache
 from ..host_memory import keep_freed_memory
 from ..jit_cache import CACHE_FOLDER  # noqa: F401 - set before any kernel below is defined
-from . import elementwise, gemm, microkernel, pool
+from . import conv_grouped, elementwise, gemm, microkernel, pool
 from . import normalization as norm
 from .conv import DirectConv, Im2colConv, WinogradF2Conv, WinogradF4Conv
 
@@ -105,6 +106,19 @@ class NumbaCpuBackend(Backend):
                 and not (single_channel and "im2col" in candidates)):
             return "direct"
         return "im2col" if "im2col" in candidates else candidates[0]
+
+    # -- grouped and depthwise convolution ----------------------------------------------------
+    def grouped_conv2d_forward(self, x, w, b, geom, groups, activation="linear"):
+        return conv_grouped.forward(x, w, b, geom, groups, activation, self.num_threads())
+
+    def prepare_grouped_conv2d_forward(self, geom, groups, activation):
+        return conv_grouped.prepare_forward(geom, groups, activation, self.num_threads)
+
+    def grouped_conv2d_backward_data(self, dy, w, geom, groups):
+        return conv_grouped.backward_data_pass(dy, w, geom, groups)
+
+    def grouped_conv2d_backward_weight(self, x, dy, geom, groups):
+        return conv_grouped.backward_weight_pass(x, dy, geom, groups, self.num_threads())
 
     # -- dense ------------------------------------------------------------------------------
     def matmul(self, a, b, trans_a=False, trans_b=False):

@@ -10,6 +10,7 @@ import numpy as np
 from ... import random as fc_random
 from ..base import Backend
 from ..host_memory import keep_freed_memory
+from . import grouped
 from . import normalization as norm
 from .conv import DirectConv, Im2colConv, WinogradF2Conv, WinogradF4Conv
 from .pool import avg_pool2d_backward, avg_pool2d_forward, max_pool2d_backward, max_pool2d_forward
@@ -36,6 +37,15 @@ class NumpyBackend(Backend):
 
     def gemm_description(self) -> str:
         return f"NumPy {np.__version__} matmul"
+
+    def grouped_conv2d_forward(self, x, w, b, geom, groups, activation="linear"):
+        return grouped.forward(self, x, w, b, geom, groups, activation)
+
+    def grouped_conv2d_backward_data(self, dy, w, geom, groups):
+        return grouped.backward_data(dy, w, geom, groups)
+
+    def grouped_conv2d_backward_weight(self, x, dy, geom, groups):
+        return grouped.backward_weight(x, dy, geom, groups)
 
     def max_pool2d_forward(self, x, geom, with_argmax=True):
         y, argmax = max_pool2d_forward(x, geom)
