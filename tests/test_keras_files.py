@@ -683,3 +683,33 @@ def test_compile_settings_round_trip_and_refusals(tmp_path, caplog):
         loaded = load_model(tmp_path / "decay.keras")
     assert not loaded.compiled
     assert "weight_decay=0.01 is not supported" in caplog.text
+
+
+@needs_keras
+def test_grouped_depthwise_and_separable_layers_go_both_ways_with_keras(tmp_path, rng):
+    """Conv2D(groups=), DepthwiseConv2D (depth_multiplier 2) and SeparableConv2D: fastconv's
+    .keras and .weights.h5 files predict the same in Keras, and what Keras saves again loads
+    back in fastconv with the same predictions."""
+    from fastconv.layers import DepthwiseConv2D, SeparableConv2D
+
+    model = Sequential([Input((9, 8, 4)), Conv2D(6, 3, groups=2, activation="relu"),
+                        DepthwiseConv2D(3, depth_multiplier=2, padding="same"),
+                        SeparableConv2D(5, 3, strides=2, activation="relu"), Flatten(),
+                        Dense(3)], name="grouped")
+    model.set_weights([rng.normal(0, 0.4, w.shape).astype("float32")
+                       for w in model.get_weights()])
+    x = rng.random((4, 9, 8, 4)).astype("float32")
+    np.save(tmp_path / "x.npy", x)
+    model.save(tmp_path / "g.keras")
+    model.save_weights(tmp_path / "g.weights.h5")
+    want = model.predict(x, verbose=0)
+    got = keras_predict(tmp_path, [
+        ("model", str(tmp_path / "g.keras"), str(tmp_path / "x.npy")),
+        (f"weights:{tmp_path / 'g.keras'}", str(tmp_path / "g.weights.h5"),
+         str(tmp_path / "x.npy"))])
+    for path, pred in got.items():
+        assert relative_error(pred, want) <= TOLERANCE, path
+    again = load_model(tmp_path / "g.resaved.keras")
+    assert [type(la).__name__ for la in again.layers][:3] == [
+        "Conv2D", "DepthwiseConv2D", "SeparableConv2D"]
+    assert relative_error(again.predict(x, verbose=0), want) <= TOLERANCE
