@@ -354,3 +354,28 @@ def test_a_same_pooling_whose_padding_would_take_gigabytes_names_layer_and_bytes
                                          r"\d+x\d+ pixels \(\d+ bytes per image\)"):
         Sequential([L.MaxPooling2D(2**30, strides=1, padding="same", input_shape=(8, 8, 1),
                                    name="huge")])
+
+
+def test_a_dilated_same_convolution_needing_gigabytes_is_refused_at_load(tmp_path):
+    """Conv2D with dilation 10**6 and 'same' padding on 8x8 images: once a MemoryError at
+    predict for a plane of 2,000,008 x 2,000,008 pixels; now refused when the file is loaded,
+    naming the file, the layer and the bytes."""
+    import fastconv.layers as L
+    from fastconv.models import load_model
+    from fastconv.saving import InvalidModelFileError
+
+    from .campaign import hostile
+
+    with pytest.raises(ValueError, match=r"'wide' \(Conv2D\).*2000008x2000008 pixels"):
+        Sequential([L.Conv2D(2, 3, dilation_rate=10**6, padding="same",
+                             input_shape=(8, 8, 1), name="wide")])
+    path = tmp_path / "m.fcm"
+    Sequential([L.Conv2D(2, 3, dilation_rate=2, padding="same", input_shape=(8, 8, 1),
+                         name="wide")]).save(path)
+    manifest = hostile.manifest_of(path.read_bytes())
+    layer = next(la for la in manifest["model"]["config"]["layers"]
+                 if la["config"].get("name") == "wide")
+    layer["config"]["dilation_rate"] = [10**6, 10**6]
+    path.write_bytes(hostile.with_manifest(path.read_bytes(), manifest))
+    with pytest.raises(InvalidModelFileError, match=r"m\.fcm.*'wide'.*bytes per image"):
+        load_model(path)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from .. import activations, initializers
 from .. import functional as F
 from ..backends import FUSED_ACTIVATIONS, algorithms
-from ..geometry import conv_geometry, normalize_tuple, output_length_for
+from ..geometry import check_padded_plane, conv_geometry, normalize_tuple, output_length_for
 from ..ops.conv import check_groups, conv1d_padding, grouped_geometry
 from ..ops.normalization import fold_batch_norm
 from .base import Layer, register
@@ -81,8 +81,10 @@ def _output_size_2d(layer, input_shape) -> tuple:
     """(batch, out rows, out columns) of a 2D convolution layer (``kernel_size``, ``strides``,
     ``dilation_rate``, ``padding``) on ``input_shape``; a ValueError naming the layer when the
     kernel does not fit."""
-    n, h, w, _ = input_shape
+    n, h, w, channels = input_shape
     (kh, kw), (sh, sw), (dh, dw) = layer.kernel_size, layer.strides, layer.dilation_rate
+    check_padded_plane(layer._where(), (h, w), layer.kernel_size, layer.strides,
+                       layer.dilation_rate, layer.padding, channels)
     oh = output_length_for(h, kh, sh, dh, layer.padding)
     ow = output_length_for(w, kw, sw, dw, layer.padding)
     if (oh is not None and oh < 1) or (ow is not None and ow < 1):
@@ -270,9 +272,10 @@ class Conv1D(_Conv):
                              self._padding_2d(), (1, *self.dilation_rate))
 
     def compute_output_shape(self, input_shape):
-        n, steps, _ = input_shape
+        n, steps, channels = input_shape
         k, s, d = self.kernel_size[0], self.strides[0], self.dilation_rate[0]
         pad = self._padding_2d()
+        check_padded_plane(self._where(), (1, steps), (1, k), (1, s), (1, d), pad, channels)
         out = output_length_for(steps, k, s, d, pad if isinstance(pad, str) else pad[1])
         if out is not None and out < 1:
             raise ValueError(
