@@ -11,8 +11,16 @@ order, so the first Dense layer after it gets its rows reordered from ONNX's C, 
 can absorb a layout change, a ``Permute`` layer makes it.
 
 Constants (initializers, Constant, ConstantOfShape and a few shape ops whose inputs are all
-constant) are folded here, within an allocation budget set by the file's size; every other node
-becomes layers of fastconv's.
+constant) are folded here, within an allocation budget set by the file's size (its external
+data included): every folded result is sized from its inputs' shapes and the op's attributes
+and charged before it is computed, and a ConstantOfShape stays one broadcast value until a
+layer needs it whole. Every other node becomes layers of fastconv's.
+
+A hostile or damaged file raises InvalidModelFileError, a valid one using what fastconv lacks
+UnsupportedOnnxError, both naming the file and the node: attributes are type- and
+range-checked, dims must be non-negative, no tensor of a sample may exceed
+``MAX_SAMPLE_ELEMENTS`` elements, no padding may exceed ``MAX_PAD_FACTOR`` times its axis
+(or window), and external data is read only from the model's folder (``fastconv.io.onnx_file``).
 """
 
 from __future__ import annotations
@@ -20,12 +28,14 @@ from __future__ import annotations
 import math
 import os
 import re
+from collections import defaultdict
 from dataclasses import dataclass
 
 import numpy as np
 
-from .. import layers as L
-from ..saving import InvalidModelFileError
+from .. import layers as _layers
+from ..io import onnx_file
+from ..io.errors import InvalidModelFileError
 
 #: The op-to-layer table: each ONNX operator fastconv reads, and the layers it becomes (the
 #: ``_Importer.op_<Name>`` method makes them). Operators whose inputs are all constants fold
@@ -67,8 +77,18 @@ SUPPORTED_OPS = tuple(OP_TABLE)
 #: Operators folded when every input is a constant (besides the supported ones).
 CONSTANT_ONLY_OPS = ("Unsqueeze", "Squeeze", "Shape", "Cast", "Gather", "Slice")
 
-#: Constants the import may materialise: at least this, or 16x the file's size.
+#: Constants the import may materialise: at least this, or 16x the file's size (the file and
+#: its external data files).
 MIN_CONSTANT_BUDGET = 1 << 30
+#: The most elements one sample of any tensor of the model may hold (8 GiB of float32).
+MAX_SAMPLE_ELEMENTS = 1 << 31
+#: Padding on one side of an axis may not exceed this many times the larger of the axis's
+#: length and the window's extent.
+MAX_PAD_FACTOR = 16
+#: The most axes a tensor may have (NumPy's limit).
+MAX_RANK = 64
+#: The largest kernel size, stride or dilation accepted.
+MAX_WINDOW = (1 << 31) - 1
 
 _NCHW_TO_NHWC = (0, 2, 3, 1)
 _NHWC_TO_NCHW = (0, 3, 1, 2)
@@ -78,9 +98,38 @@ _TO_ONNX = {3: (0, 2, 1), 4: _NHWC_TO_NCHW}
 _PERMUTE_IN = {3: (2, 1), 4: (2, 3, 1)}
 _PERMUTE_OUT = {3: (2, 1), 4: (3, 1, 2)}
 
+#: Exceptions that a damaged file may still provoke somewhere unforeseen: ``load`` reports
+#: them as InvalidModelFileError naming the file and the node.
+_DAMAGE = (ValueError, TypeError, KeyError, IndexError, OverflowError, ZeroDivisionError,
+           AttributeError, RecursionError, UnicodeError)
+
 
 class UnsupportedOnnxError(ValueError):
     """The ONNX file uses operators (or operator options) fastconv does not implement."""
+
+
+class _LayerArgumentError(Exception):
+    """A layer refused the arguments the file gave it (its message says which)."""
+
+
+class _CheckedLayers:
+    """``fastconv.layers`` whose constructors raise _LayerArgumentError where the layer's own
+    validation refuses an argument: the importer reports it naming the node."""
+
+    def __getattr__(self, name):
+        cls = getattr(_layers, name)
+
+        def make(*args, **kwargs):
+            try:
+                return cls(*args, **kwargs)
+            except (ValueError, TypeError) as exc:
+                raise _LayerArgumentError(str(exc)) from None
+
+        setattr(self, name, make)  # one constructor per layer class: ``is`` compares them
+        return make
+
+
+L = _CheckedLayers()
 
 
 @dataclass
@@ -99,46 +148,79 @@ class Sym:
         return shape
 
 
-def _attrs(node) -> dict:
-    from onnx import helper
+def _perm(node):
+    """A Transpose's perm as a list, or None where it is missing or unreadable."""
+    for a in node.attribute:
+        if a.name == "perm":
+            return list(a.ints)
+    return None
 
-    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+def _text(v) -> str:
+    """A name from the file as text (a damaged file's names may not be UTF-8)."""
+    return v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
 
 
-def _name(text: str, used: set) -> str:
-    base = re.sub(r"[^0-9A-Za-z_]+", "_", text).strip("_") or "onnx"
-    base = base[:60]
-    name, i = base, 1
-    while name in used:
-        i += 1
-        name = f"{base}_{i}"
-    used.add(name)
-    return name
+def _short(text, limit: int = 80) -> str:
+    text = f"a {type(text).__name__}" if hasattr(text, "DESCRIPTOR") else str(text)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+class _Names:
+    """Unique layer names; a name's next free suffix is remembered, so that many nodes of one
+    name take linear time."""
+
+    def __init__(self):
+        self.used: set = set()
+        self.next: dict = {}
+
+    def take(self, text: str) -> str:
+        text = _text(text)
+        base = re.sub(r"[^0-9A-Za-z_]+", "_", text[:200]).strip("_") or "onnx"
+        base = base[:60]
+        i = self.next.get(base, 1)
+        name = base if i == 1 else f"{base}_{i}"
+        while name in self.used:
+            i += 1
+            name = f"{base}_{i}"
+        self.next[base] = i + 1
+        self.used.add(name)
+        return name
+
+
+def _show(v) -> str:
+    """An attribute's value for a message: short, one line."""
+    return f"a {type(v).__name__}" if hasattr(v, "DESCRIPTOR") else _short(repr(v), 60)
+
+
+def _name(text: str, used: _Names) -> str:
+    return used.take(text)
+
+
+def _lazy(v) -> bool:
+    """True for a broadcast constant (a ConstantOfShape): one value seen at every index."""
+    return (isinstance(v, np.ndarray) and v.size > 1
+            and all(s == 0 for s, d in zip(v.strides, v.shape) if d > 1))
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
 
 
 class _Importer:
     def __init__(self, model, where: str, budget: int, constants: dict | None = None,
                  expand_groups: bool = False):
-        from onnx import numpy_helper
-
         self.expand_groups = expand_groups
         self.model = model
         self.graph = model.graph
         self.where = where
         self.budget = budget
+        self.current = None  # the node being imported, named by errors
         self.values: dict[str, object] = {}  # name -> np.ndarray (constant) or Sym
-        self.used_names: set = set()
+        self.used_names = _Names()
         self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")),
                           1)
-        for init in self.graph.initializer:
-            self._charge(_tensor_nbytes(init), init.name)
-            try:
-                self.values[init.name] = numpy_helper.to_array(init)
-            except (ValueError, TypeError, KeyError) as exc:
-                raise InvalidModelFileError(f"{where}: initializer '{init.name}' is corrupt "
-                                            f"({exc})") from None
-        for name, value in (constants or {}).items():
-            self.values[name] = np.asarray(value)
+        self.constants = constants or {}
         self.inputs = []
         self.input_layouts = []
         self.pending_weights = []  # (layer, weights) set once the model is made
@@ -147,48 +229,198 @@ class _Importer:
         self.channels_last_inputs = any(p.key == "fastconv.input_layout" and p.value == "NHWC"
                                         for p in model.metadata_props)
 
+    def load_initializers(self) -> None:
+        """The initializers (their data inline by now) and the bound constants as arrays."""
+        from onnx import TensorProto, numpy_helper
+
+        for init in self.graph.initializer:
+            what = f"initializer '{_short(init.name)}'"
+            if init.data_type == TensorProto.STRING:
+                onnx_file.checked_dims(init.dims, self.where, what)
+                nbytes = sum(len(s) + 64 for s in init.string_data)
+            else:
+                nbytes = onnx_file.tensor_nbytes(init, self.where, what)
+            self._charge(nbytes, init.name)
+            try:
+                self.values[init.name] = numpy_helper.to_array(init)
+            except (ValueError, TypeError, KeyError, IndexError, OverflowError) as exc:
+                raise InvalidModelFileError(f"{self.where}: initializer '{_short(init.name)}' "
+                                            f"is corrupt ({_short(exc, 200)})") from None
+        for name, value in self.constants.items():
+            self.values[name] = np.asarray(value)
+
     # -- helpers -----------------------------------------------------------------------------
-    def _charge(self, nbytes: int, what: str) -> None:
-        self.budget -= int(nbytes)
+    def _charge(self, nbytes: int, what: str, described: bool = False) -> None:
+        """Take ``nbytes`` for the constant named ``what`` (or so ``described``) from the
+        budget, before they are allocated."""
+        nbytes = int(nbytes)
+        what = what if described else f"constant '{_short(what)}'"
+        if nbytes < 0:
+            raise InvalidModelFileError(f"{self.where}: {what} has a negative size ({nbytes} "
+                                        f"bytes)")
+        self.budget -= nbytes
         if self.budget < 0:
             raise InvalidModelFileError(
-                f"{self.where}: constant '{what}' would take the import past its memory budget "
-                f"(the file's constants may not exceed {MIN_CONSTANT_BUDGET >> 20} MiB or 16x "
-                f"the file's size)")
+                f"{self.where}: {what} ({nbytes} bytes) would take the import past its memory "
+                f"budget (the file's constants may not exceed {MIN_CONSTANT_BUDGET >> 20} MiB "
+                f"or 16x the size of the file and its external data)")
+
+    @staticmethod
+    def _who(node) -> str:
+        name = node.name or (node.output[0] if len(node.output) else "") or "(unnamed)"
+        return f"node '{_short(_text(name))}' ({_short(_text(node.op_type), 40)})"
 
     def _fail(self, node, why: str):
-        return UnsupportedOnnxError(f"{self.where}: node '{node.name or node.output[0]}' "
-                                    f"({node.op_type}): {why}")
+        return UnsupportedOnnxError(f"{self.where}: {self._who(node)}: {why}")
+
+    def _invalid(self, node, why: str):
+        return InvalidModelFileError(f"{self.where}: {self._who(node)}: {why}")
 
     def layer_name(self, node, suffix: str = "") -> str:
-        return _name((node.name or node.output[0]) + suffix, self.used_names)
+        base = node.name or (node.output[0] if len(node.output) else "") or node.op_type
+        return _name(_text(base) + suffix, self.used_names)
+
+    def _out(self, node) -> str:
+        """A name for what ``node`` makes (its first output, or its name)."""
+        return _text((node.output[0] if len(node.output) and node.output[0] else node.name)
+                     or "onnx")
+
+    # typed attributes: a damaged file's wrong types and values are named, never raised raw
+    def _attr(self, node, a, key, default, kinds, what):
+        v = a.get(key, default)
+        if v is not None and not isinstance(v, kinds):
+            raise self._invalid(node, f"attribute '{key}' is {_show(v)}; expected "
+                                      f"{what}")
+        return v
+
+    def _int(self, node, a, key, default=None, lo=None, hi=None):
+        v = a.get(key, default)
+        if v is None:
+            return None
+        if not _is_int(v):
+            raise self._invalid(node, f"attribute '{key}' is {_show(v)}; expected "
+                                      f"an integer")
+        v = int(v)
+        if (lo is not None and v < lo) or (hi is not None and v > hi):
+            raise self._invalid(node, f"attribute '{key}' is {v}; expected an integer in "
+                                      f"[{lo if lo is not None else '-inf'}, "
+                                      f"{hi if hi is not None else 'inf'}]")
+        return v
+
+    def _ints(self, node, a, key, default=None, n=None, lo=None, hi=None):
+        v = a.get(key, default)
+        if v is None:
+            return None
+        if not isinstance(v, (list, tuple)) or not all(_is_int(i) for i in v):
+            raise self._invalid(node, f"attribute '{key}' is {_show(v)}; expected "
+                                      f"a list of integers")
+        v = [int(i) for i in v]
+        if n is not None and len(v) != n:
+            raise self._invalid(node, f"attribute '{key}' is {_short(v, 60)}; expected {n} "
+                                      f"integers")
+        if (lo is not None and any(i < lo for i in v)) or (hi is not None and
+                                                           any(i > hi for i in v)):
+            raise self._invalid(node, f"attribute '{key}' is {_short(v, 60)}; expected "
+                                      f"integers in [{lo}, {hi if hi is not None else 'inf'}]")
+        return v
+
+    def _float(self, node, a, key, default=None):
+        v = a.get(key, default)
+        if v is None:
+            return None
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.number)):
+            raise self._invalid(node, f"attribute '{key}' is {_show(v)}; expected "
+                                      f"a number")
+        return float(v)
+
+    def _str(self, node, a, key, default=None):
+        v = a.get(key, default)
+        if isinstance(v, bytes):
+            try:
+                return v.decode()
+            except UnicodeDecodeError:
+                raise self._invalid(node, f"attribute '{key}' is not UTF-8 text") from None
+        if v is not None and not isinstance(v, str):
+            raise self._invalid(node, f"attribute '{key}' is {_show(v)}; expected "
+                                      f"a string")
+        return v
+
+    def _axis(self, node, axis, rank, what="axis", inclusive=False):
+        """``axis`` in [-rank, rank) (or [-rank, rank] where ``inclusive``), made >= 0."""
+        hi = rank + 1 if inclusive else rank
+        if not _is_int(axis) or not -rank <= int(axis) < hi:
+            raise self._invalid(node, f"{what} {_short(repr(axis), 40)} is out of range for "
+                                      f"rank {rank}")
+        axis = int(axis)
+        return axis + rank if axis < 0 else axis
+
+    def _scalar(self, node, v, what):
+        v = np.asarray(v)
+        if v.size < 1 or v.dtype.kind not in "biuf":
+            raise self._invalid(node, f"{what} must be a number, got a {v.dtype} tensor of "
+                                      f"shape {v.shape}")
+        return v.reshape(-1)[0]
+
+    def _int_list(self, node, v, what):
+        """A shape, pads, axes ...: at most two entries per axis a tensor may have."""
+        v = np.asarray(v)
+        if v.ndim > 1 or v.dtype.kind not in "iu" or v.size > 2 * MAX_RANK:
+            raise self._invalid(node, f"{what} must be a 1D tensor of at most {2 * MAX_RANK} "
+                                      f"integers, got a {v.dtype} tensor of shape {v.shape}")
+        return [int(i) for i in v.reshape(-1)]
 
     def const(self, node, i: int, what: str, optional: bool = False):
         if i >= len(node.input) or node.input[i] == "":
             if optional:
                 return None
-            raise self._fail(node, f"missing input {what}")
+            raise self._invalid(node, f"missing input {what}")
         v = self.values.get(node.input[i])
         if isinstance(v, Sym):
             raise self._fail(node, f"{what} must be a constant (an initializer), not a computed "
                                    f"tensor")
         if v is None:
-            raise self._fail(node, f"input '{node.input[i]}' is never produced")
+            raise self._invalid(node, f"input '{_short(node.input[i])}' is never produced")
+        if _lazy(v):
+            v = np.array(v)  # charged when it was made
         return v
 
     def sym(self, node, i: int) -> Sym:
+        if i >= len(node.input) or not node.input[i]:
+            raise self._invalid(node, f"missing input {i}")
         v = self.values.get(node.input[i])
+        if v is None:
+            raise self._invalid(node, f"input '{_short(node.input[i])}' is never produced")
         if not isinstance(v, Sym):
-            raise self._fail(node, f"input {i} ('{node.input[i]}') must be a computed tensor, "
-                                   f"not a constant")
+            raise self._fail(node, f"input {i} ('{_short(node.input[i])}') must be a computed "
+                                   f"tensor, not a constant")
         return v
 
+    def _check_size(self, node, layer_name: str, shape) -> None:
+        per_sample = [d for d in tuple(shape)[1:] if d is not None]
+        count = math.prod(per_sample)
+        if count > MAX_SAMPLE_ELEMENTS:
+            raise self._invalid(node, f"layer '{layer_name}' would make tensors of shape "
+                                      f"{tuple(shape)}: {count} elements ({4 * count} bytes of "
+                                      f"float32) per sample, more than the "
+                                      f"{MAX_SAMPLE_ELEMENTS} elements "
+                                      f"({4 * MAX_SAMPLE_ELEMENTS} bytes) fastconv accepts")
+
+    def call(self, node, layer, t):
+        """``layer`` called on the KerasTensor(s) ``t``: its errors name the node, and an
+        output larger than ``MAX_SAMPLE_ELEMENTS`` per sample is refused."""
+        try:
+            out = layer(t)
+        except (ValueError, TypeError) as exc:
+            raise self._invalid(node, _short(exc, 300)) from None
+        self._check_size(node, layer.name, out.shape)
+        return out
+
     def apply(self, layer, x, layout="plain", flat_chw=None) -> Sym:
-        out = layer(x.t if isinstance(x, Sym) else [s.t for s in x])
+        out = self.call(self.current, layer, x.t if isinstance(x, Sym) else [s.t for s in x])
         return Sym(out, layout, flat_chw)
 
     def permute(self, s: Sym, dims, name) -> object:
-        return L.Permute(dims, name=_name(name, self.used_names))(s.t)
+        return self.call(self.current, L.Permute(dims, name=_name(name, self.used_names)), s.t)
 
     def as_nchw(self, node, s: Sym, ranks=(4,)) -> Sym:
         """``s`` held as NHWC (a 4D tensor)."""
@@ -198,70 +430,96 @@ class _Importer:
         if rank != 4 and rank not in ranks:
             raise self._fail(node, f"expects a 4D (N, C, H, W) input, got shape {s.onnx_shape}")
         s = self.as_plain(node, s)
-        return Sym(self.permute(s, _PERMUTE_IN[rank], f"{node.output[0]}_to_nhwc"), "nchw")
+        return Sym(self.permute(s, _PERMUTE_IN[rank], f"{self._out(node)}_to_nhwc"), "nchw")
 
     def as_plain(self, node, s: Sym) -> Sym:
         """``s`` with ONNX's axis order."""
+        out = self._out(node)
         if s.flat_chw is not None:
             c, h, w = s.flat_chw
-            t = L.Reshape((h, w, c), name=_name(f"{node.output[0]}_unflat", self.used_names))(s.t)
-            t = L.Permute((3, 1, 2), name=_name(f"{node.output[0]}_chw", self.used_names))(t)
-            t = L.Flatten(name=_name(f"{node.output[0]}_reflat", self.used_names))(t)
+            t = self.call(node, L.Reshape((h, w, c), name=_name(f"{out}_unflat",
+                                                                self.used_names)), s.t)
+            t = self.call(node, L.Permute((3, 1, 2), name=_name(f"{out}_chw", self.used_names)),
+                          t)
+            t = self.call(node, L.Flatten(name=_name(f"{out}_reflat", self.used_names)), t)
             return Sym(t)
         if s.layout == "nchw":
-            return Sym(self.permute(s, _PERMUTE_OUT[len(s.t.shape)], f"{node.output[0]}_to_nchw"))
+            return Sym(self.permute(s, _PERMUTE_OUT[len(s.t.shape)], f"{out}_to_nchw"))
         return s
 
     # -- the graph ---------------------------------------------------------------------------
     def check_operators(self) -> None:
         """One error listing every operator the file uses that fastconv cannot run."""
-        known = set(self.values)
+        known = {i.name for i in self.graph.initializer} | set(self.constants)
         bad = set()
         for node in self.graph.node:
             if node.domain not in ("", "ai.onnx"):
-                bad.add(f"{node.domain}.{node.op_type}")
+                bad.add(f"{_short(node.domain, 40)}.{_short(node.op_type, 40)}")
             elif node.op_type not in SUPPORTED_OPS:
                 constant = node.op_type in CONSTANT_ONLY_OPS and all(
                     i == "" or i in known for i in node.input)
                 if not constant:
-                    bad.add(node.op_type)
+                    bad.add(_short(node.op_type, 40))
             if all(i == "" or i in known for i in node.input) and node.op_type in (
                     "Constant", "ConstantOfShape") + CONSTANT_ONLY_OPS + _FOLDABLE:
                 known.update(node.output)
         if bad:
+            shown = sorted(bad)
+            more = f" and {len(shown) - 20} more" if len(shown) > 20 else ""
             raise UnsupportedOnnxError(
-                f"{self.where}: unsupported ONNX operator(s): {', '.join(sorted(bad))}. "
+                f"{self.where}: unsupported ONNX operator(s): {', '.join(shown[:20])}{more}. "
                 f"Supported: {', '.join(SUPPORTED_OPS)} (and {', '.join(CONSTANT_ONLY_OPS)} on "
                 f"constants)")
 
     def make_inputs(self) -> None:
         from onnx import TensorProto
 
+        consumers = defaultdict(list)
+        for n in self.graph.node:
+            for i in set(n.input):
+                consumers[i].append(n)
         for vi in self.graph.input:
             if vi.name in self.values:
                 continue  # an initializer listed as an input (older exporters)
             tt = vi.type.tensor_type
             if tt.elem_type not in (TensorProto.FLOAT, TensorProto.DOUBLE):
+                name = (TensorProto.DataType.Name(tt.elem_type)
+                        if tt.elem_type in TensorProto.DataType.values() else tt.elem_type)
                 raise UnsupportedOnnxError(
-                    f"{self.where}: input '{vi.name}' has element type "
-                    f"{TensorProto.DataType.Name(tt.elem_type)}; fastconv models take float32")
+                    f"{self.where}: input '{_short(vi.name)}' has element type {name}; fastconv "
+                    f"models take float32")
             dims = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
+            if len(dims) > MAX_RANK:
+                raise InvalidModelFileError(f"{self.where}: input '{_short(vi.name)}' has "
+                                            f"{len(dims)} axes, more than {MAX_RANK}")
             if len(dims) < 2:
                 raise UnsupportedOnnxError(
-                    f"{self.where}: input '{vi.name}' of shape {dims} has no batch axis "
+                    f"{self.where}: input '{_short(vi.name)}' of shape {dims} has no batch axis "
                     f"(fastconv models take a batch of at least 1D samples)")
+            if any(d is not None and d < 0 for d in dims):
+                raise InvalidModelFileError(f"{self.where}: input '{_short(vi.name)}' has "
+                                            f"negative dims {dims}")
+            if any(d == 0 for d in dims[1:]):
+                raise UnsupportedOnnxError(f"{self.where}: input '{_short(vi.name)}' of shape "
+                                           f"{dims} is empty")
+            count = math.prod(d for d in dims[1:] if d is not None)
+            if count > MAX_SAMPLE_ELEMENTS:
+                raise InvalidModelFileError(
+                    f"{self.where}: input '{_short(vi.name)}' of shape {dims} holds {count} "
+                    f"elements ({4 * count} bytes of float32) per sample, more than the "
+                    f"{MAX_SAMPLE_ELEMENTS} elements fastconv accepts")
             name = _name(vi.name, self.used_names)
             if self.declared_batch is None:
                 self.declared_batch = dims[0]
-            consumers = [n for n in self.graph.node if vi.name in n.input]
-            channels_last = self.channels_last_inputs or consumers and all(
-                n.op_type == "Transpose" and list(_attrs(n).get("perm", ())) == [0, 3, 1, 2]
-                for n in consumers)  # an NHWC input, as fastconv exports them
+            users = consumers.get(vi.name, [])
+            channels_last = self.channels_last_inputs or users and all(
+                n.op_type == "Transpose" and _perm(n) == [0, 3, 1, 2]
+                for n in users)  # an NHWC input, as fastconv exports them
             if len(dims) == 4 and not channels_last:
                 t = L.Input((dims[2], dims[3], dims[1]), name=name)
                 s = Sym(t, "nchw")
-            elif len(dims) == 3 and consumers and all(
-                    n.op_type in ("Conv", "MaxPool", "AveragePool") for n in consumers):
+            elif len(dims) == 3 and users and all(
+                    n.op_type in ("Conv", "MaxPool", "AveragePool") for n in users):
                 s = Sym(L.Input((dims[2], dims[1]), name=name), "nchw")
             else:
                 s = Sym(L.Input(tuple(dims[1:]), name=name))
@@ -269,14 +527,39 @@ class _Importer:
             self.inputs.append(s.t)
             self.input_layouts.append(s.layout)
 
+    def _node_attrs(self, node) -> dict:
+        from onnx import helper
+
+        out = {}
+        for a in node.attribute:
+            try:
+                out[a.name] = helper.get_attribute_value(a)
+            except (ValueError, TypeError) as exc:
+                raise self._invalid(node, f"attribute '{_short(a.name)}' cannot be read "
+                                          f"({_short(exc, 100)})") from None
+            if out[a.name] is None:
+                raise self._invalid(node, f"attribute '{_short(a.name)}' has no type and no "
+                                          f"value")
+        return out
+
     def run(self):
         from ..models import Model
 
-        self.check_operators()
         self.make_inputs()
+        # every name some node reads or the graph returns, indexed once
+        consumed = {o.name for o in self.graph.output}
+        for n in self.graph.node:
+            consumed.update(n.input)
         for node in self.graph.node:
+            self.current = node
             if node.domain not in ("", "ai.onnx"):
                 raise self._fail(node, "operator of a custom domain")
+            fewest, most = _ARITY.get(node.op_type, (0, _MANY))
+            if not fewest <= len(node.input) <= most:
+                takes = (f"{fewest}" if fewest == most else f"at least {fewest}"
+                         if most == _MANY else f"{fewest} to {most}")
+                raise self._invalid(node, f"{node.op_type} takes {takes} input(s), got "
+                                          f"{len(node.input)}")
             known = [i for i in node.input if i]
             if all(not isinstance(self.values.get(i), Sym) for i in known) and (
                     node.op_type in ("Constant", "ConstantOfShape") + CONSTANT_ONLY_OPS
@@ -286,82 +569,317 @@ class _Importer:
                 handler = getattr(self, f"op_{node.op_type}", None)
                 if handler is None:
                     raise self._fail(node, "unsupported on computed tensors")
-                outs = handler(node, _attrs(node))
+                try:
+                    outs = handler(node, self._node_attrs(node))
+                except _LayerArgumentError as exc:
+                    raise self._invalid(node, _short(exc, 300)) from None
                 if not isinstance(outs, (list, tuple)):
                     outs = [outs]
             for name, value in zip(node.output, outs):
                 if name:
+                    if value is None:
+                        raise self._invalid(node, f"its input is never produced, so its output "
+                                                  f"'{_short(name)}' cannot be")
                     self.values[name] = value
             for extra in node.output[len(outs):]:
-                if extra and any(extra in n.input for n in self.graph.node) or extra in {
-                        o.name for o in self.graph.output}:
-                    raise self._fail(node, f"its output '{extra}' is used, and fastconv "
+                if extra and extra in consumed:
+                    raise self._fail(node, f"its output '{_short(extra)}' is used, and fastconv "
                                            f"produces only the first output of {node.op_type}")
+        self.current = None
         outputs, layouts = [], []
         for vo in self.graph.output:
             v = self.values.get(vo.name)
             if not isinstance(v, Sym):
-                raise UnsupportedOnnxError(f"{self.where}: output '{vo.name}' is a constant or "
-                                           f"is never computed; fastconv models compute their "
-                                           f"outputs from their inputs")
+                raise UnsupportedOnnxError(f"{self.where}: output '{_short(vo.name)}' is a "
+                                           f"constant or is never computed; fastconv models "
+                                           f"compute their outputs from their inputs")
             if v.flat_chw is not None or (self.channels_last_inputs and v.layout == "nchw"):
                 v = self.as_plain(_FakeNode(vo.name), v)  # fastconv's exports: outputs as named
             outputs.append(v.t)
             layouts.append(v.layout)
-        name = _name(self.graph.name or "onnx_model", set())
-        model = Model(self.inputs if len(self.inputs) > 1 else self.inputs[0],
-                      outputs if len(outputs) > 1 else outputs[0], name=name)
+        if not self.inputs or not outputs:
+            raise UnsupportedOnnxError(f"{self.where}: the graph has no input or no output "
+                                       f"computed from its inputs")
+        name = _name(self.graph.name or "onnx_model", _Names())
+        try:
+            model = Model(self.inputs if len(self.inputs) > 1 else self.inputs[0],
+                          outputs if len(outputs) > 1 else outputs[0], name=name)
+        except (ValueError, TypeError) as exc:
+            raise UnsupportedOnnxError(f"{self.where}: the graph does not make a fastconv model "
+                                       f"({_short(exc, 300)})") from None
         for layer, weights in self.pending_weights:
-            layer.set_weights(weights)
+            try:
+                layer.set_weights(weights)
+            except (ValueError, TypeError) as exc:
+                raise InvalidModelFileError(f"{self.where}: layer '{layer.name}': the file's "
+                                            f"weights do not fit ({_short(exc, 300)})") from None
         return model, self.input_layouts, layouts
 
     # -- constant folding --------------------------------------------------------------------
     def fold(self, node):
-        from onnx import numpy_helper
-
-        a = _attrs(node)
-        ins = [self.values[i] if i else None for i in node.input]
-        for i, v in zip(node.input, ins):
+        """The node on constant inputs: its result sized from the inputs' shapes and the
+        attributes, charged to the budget, and only then computed."""
+        a = self._node_attrs(node)
+        ins = []
+        for i in node.input:
+            v = self.values.get(i) if i else None
             if i and v is None:
-                raise self._fail(node, f"input '{i}' is never produced")
+                raise self._invalid(node, f"input '{_short(i)}' is never produced")
+            ins.append(v)
         op = node.op_type
+        what = self._out(node)
         if op == "Constant":
-            if "value" in a:
-                out = numpy_helper.to_array(a["value"])
-            else:
-                key = next(iter(a), None)
-                if key not in ("value_float", "value_floats", "value_int", "value_ints"):
-                    raise self._fail(node, f"constant attribute {key!r} is not supported")
-                out = np.asarray(a[key], dtype=np.float32 if "float" in key else np.int64)
-            self._charge(out.nbytes, node.output[0])
-            return [out]
+            return [self._constant(node, a, what)]
         if op == "ConstantOfShape":
-            shape = [int(d) for d in np.asarray(ins[0]).reshape(-1)]
-            if any(d < 0 for d in shape):
-                raise self._fail(node, f"negative shape {shape}")
-            value = (numpy_helper.to_array(a["value"]).reshape(-1) if "value" in a
-                     else np.zeros(1, np.float32))
-            self._charge(math.prod(shape) * value.dtype.itemsize, node.output[0])
-            return [np.full(shape, value[0], dtype=value.dtype)]
-        if op in ("Add", "Sub", "Mul", "Div", "Gather"):
-            # these may produce more than their inputs: charged before they allocate
-            if op == "Gather":
-                axis = int(a.get("axis", 0))
-                shape = list(np.shape(ins[0]))
-                size = math.prod(shape[:axis] + list(np.shape(ins[1])) + shape[axis + 1:])
-            else:
-                try:
-                    size = math.prod(np.broadcast_shapes(np.shape(ins[0]), np.shape(ins[1])))
-                except ValueError:
-                    raise self._fail(node, f"inputs of shapes {np.shape(ins[0])} and "
-                                           f"{np.shape(ins[1])} do not broadcast") from None
-            self._charge(size * 8, node.output[0])
-            self.budget += size * 8  # charged again, at its real size, below
-        out = _fold(op, a, ins, self.opset)
-        if out is None:
-            raise self._fail(node, "cannot be evaluated on constants")
-        self._charge(out.nbytes, node.output[0])
+            return [self._constant_of_shape(node, a, ins, what)]
+        shape, dtype, extra = self._fold_shape(node, op, a, ins)
+        if len(shape) > MAX_RANK:
+            raise self._invalid(node, f"folds to a tensor of {len(shape)} axes, more than the "
+                                      f"{MAX_RANK} fastconv accepts")
+        nbytes = math.prod(shape) * dtype.itemsize
+        if op == "Div" and dtype.kind in "iu":
+            nbytes += math.prod(shape) * 8  # the float64 quotient before the cast
+        self._charge(0 if op == "Identity" else nbytes, what)
+        with np.errstate(all="ignore"):
+            out = _fold(op, ins, shape, dtype, extra)
+        if tuple(out.shape) != tuple(shape):  # the sizing above and NumPy disagree
+            raise self._invalid(node, f"folds to shape {out.shape}, not the {tuple(shape)} its "
+                                      f"inputs give")
         return [out]
+
+    def _constant(self, node, a, what):
+        from onnx import TensorProto, numpy_helper
+
+        if len(a) != 1:
+            raise self._invalid(node, f"a Constant takes exactly one attribute, got "
+                                      f"{sorted(_short(k, 40) for k in a)[:5]}")
+        key, value = next(iter(a.items()))
+        if key == "value":
+            if not isinstance(value, TensorProto):
+                raise self._invalid(node, "attribute 'value' is not a tensor")
+            desc = f"tensor of {self._who(node)}"
+            if value.data_type == TensorProto.STRING:
+                onnx_file.checked_dims(value.dims, self.where, desc)
+                self._charge(sum(len(s) + 64 for s in value.string_data), what)
+            else:
+                self._charge(onnx_file.tensor_nbytes(value, self.where, desc), what)
+            try:
+                return numpy_helper.to_array(value)
+            except (ValueError, TypeError, KeyError, IndexError, OverflowError) as exc:
+                raise self._invalid(node, f"its tensor is corrupt ({_short(exc, 200)})") from None
+        if key in ("value_float", "value_floats", "value_int", "value_ints"):
+            kinds = (float, int) if "float" in key else int
+            values = value if isinstance(value, list) else [value]
+            if not all(isinstance(v, kinds) and not isinstance(v, bool) for v in values):
+                raise self._invalid(node, f"attribute '{key}' holds {_show(value)}")
+            self._charge(8 * len(values), what)
+            return np.asarray(value, dtype=np.float32 if "float" in key else np.int64)
+        raise self._fail(node, f"constant attribute {_short(key, 40)!r} is not supported")
+
+    def _constant_of_shape(self, node, a, ins, what):
+        from onnx import TensorProto, numpy_helper
+
+        if not ins or ins[0] is None:
+            raise self._invalid(node, "missing input (the shape)")
+        shape = self._int_list(node, ins[0], f"the shape ('{_short(node.input[0])}')")
+        if (len(shape) > MAX_RANK or any(d < 0 for d in shape)
+                or math.prod(shape) > onnx_file.MAX_ELEMENTS):
+            raise self._invalid(node, f"the shape ('{_short(node.input[0])}') is "
+                                      f"{_short(shape, 100)}; expected at most {MAX_RANK} "
+                                      f"dimensions, each >= 0, their product at most "
+                                      f"{onnx_file.MAX_ELEMENTS}")
+        if "value" in a:
+            t = a["value"]
+            if not isinstance(t, TensorProto):
+                raise self._invalid(node, "attribute 'value' is not a tensor")
+            onnx_file.checked_dims(t.dims, self.where, f"value of {self._who(node)}")
+            if math.prod(t.dims) != 1:
+                raise self._invalid(node, f"attribute 'value' holds {math.prod(t.dims)} "
+                                          f"elements; expected one")
+            try:
+                value = numpy_helper.to_array(t).reshape(-1)
+            except (ValueError, TypeError, KeyError, IndexError, OverflowError) as exc:
+                raise self._invalid(node, f"its value is corrupt ({_short(exc, 200)})") from None
+            if value.dtype.kind not in "biuf" or value.size != 1:
+                raise self._invalid(node, f"attribute 'value' is a {value.dtype} tensor of "
+                                          f"{value.size} elements; expected one number")
+        else:
+            value = np.zeros(1, np.float32)
+        self._charge(math.prod(shape) * value.dtype.itemsize, what)
+        # one value at every index: materialised only where a layer takes it whole
+        return np.broadcast_to(value.reshape(()), shape)
+
+    def _fold_shape(self, node, op, a, ins):
+        """(shape, dtype, extra) of ``op``'s result on the constants ``ins``, ``extra`` being
+        what ``_fold`` needs besides (a Slice's index, a Transpose's perm, an axis);
+        InvalidModelFileError where the inputs or the attributes are inconsistent."""
+        def arg(i, what):
+            if i >= len(ins) or ins[i] is None:
+                raise self._invalid(node, f"missing input {what}")
+            return ins[i]
+
+        def numeric(x, what):
+            if x.dtype.kind not in "biufc":
+                raise self._invalid(node, f"{what} is a {x.dtype} tensor; expected numbers")
+            return x
+
+        x = np.asarray(arg(0, "0"))
+        if op in ("Add", "Sub", "Mul", "Div"):
+            y = np.asarray(arg(1, "1"))
+            for v in (x, y):
+                numeric(v, "an input")
+                if v.dtype.kind == "b":
+                    raise self._invalid(node, f"{op} of booleans")
+            try:
+                shape = np.broadcast_shapes(x.shape, y.shape)
+            except ValueError:
+                raise self._invalid(node, f"inputs of shapes {x.shape} and {y.shape} do not "
+                                          f"broadcast") from None
+            return shape, np.result_type(x, y), None
+        if op == "Identity":
+            return x.shape, x.dtype, None
+        if op == "Cast":
+            from onnx import TensorProto, helper
+
+            to = self._int(node, a, "to")
+            if to is None:
+                raise self._invalid(node, "missing attribute 'to'")
+            try:
+                dtype = np.dtype(helper.tensor_dtype_to_np_dtype(to))
+            except (KeyError, TypeError, ValueError):
+                raise self._invalid(node, f"attribute 'to' is {to}, not an ONNX element "
+                                          f"type") from None
+            if to == TensorProto.STRING or dtype.kind not in "biufc":
+                raise self._fail(node, f"a cast to {TensorProto.DataType.Name(to)}")
+            numeric(x, "the input")
+            return x.shape, dtype, None
+        if op == "Shape":
+            start = self._int(node, a, "start", 0)
+            end = self._int(node, a, "end", None)
+            return (len(x.shape[start:end]),), np.dtype(np.int64), (start, end)
+        if op == "Unsqueeze":
+            axes = self._axes(node, a, ins)
+            if axes is None:
+                raise self._invalid(node, "missing axes")
+            rank = x.ndim + len(axes)
+            axes = [self._axis(node, v, rank, "axis") for v in axes]
+            if len(set(axes)) != len(axes):
+                raise self._invalid(node, f"repeated axes {axes}")
+            shape = list(x.shape)
+            for ax in sorted(axes):
+                shape.insert(ax, 1)
+            return tuple(shape), x.dtype, None
+        if op == "Squeeze":
+            axes = self._axes(node, a, ins)
+            if axes is None:
+                return tuple(d for d in x.shape if d != 1), x.dtype, None
+            axes = {self._axis(node, v, x.ndim, "axis") for v in axes}
+            if any(x.shape[ax] != 1 for ax in axes):
+                raise self._invalid(node, f"squeezing axes {sorted(axes)} of shape {x.shape}: "
+                                          f"not all of them have length 1")
+            return tuple(d for i, d in enumerate(x.shape) if i not in axes), x.dtype, None
+        if op == "Gather":
+            idx = np.asarray(arg(1, "indices"))
+            if x.ndim < 1 or idx.dtype.kind not in "iu":
+                raise self._invalid(node, f"gathering {idx.dtype} indices from a tensor of "
+                                          f"shape {x.shape}")
+            axis = self._axis(node, self._int(node, a, "axis", 0), x.ndim)
+            n = x.shape[axis]
+            if idx.size and (int(idx.min()) < -n or int(idx.max()) >= n):
+                raise self._invalid(node, f"indices {idx.min()}..{idx.max()} out of range for "
+                                          f"axis {axis} of length {n}")
+            return x.shape[:axis] + idx.shape + x.shape[axis + 1:], x.dtype, axis
+        if op == "Reshape":
+            target = self._int_list(node, arg(1, "shape"), "the shape")
+            allowzero = bool(self._int(node, a, "allowzero", 0, lo=0, hi=1))
+            return self._reshaped(node, x.shape, target, allowzero), x.dtype, None
+        if op == "Flatten":
+            axis = self._axis(node, self._int(node, a, "axis", 1), x.ndim, inclusive=True)
+            return (math.prod(x.shape[:axis]), math.prod(x.shape[axis:])), x.dtype, None
+        if op == "Transpose":
+            perm = self._ints(node, a, "perm", list(range(x.ndim - 1, -1, -1)))
+            if sorted(perm) != list(range(x.ndim)):
+                raise self._invalid(node, f"perm {_short(perm, 60)} is not a permutation of "
+                                          f"the {x.ndim} axes")
+            return tuple(x.shape[p] for p in perm), x.dtype, perm
+        if op == "Slice":
+            index = self._slices(node, a, ins, x)
+            shape = tuple(len(range(*s.indices(d))) for s, d in zip(index, x.shape))
+            return shape, x.dtype, tuple(index)
+        if op == "Concat":
+            xs = [np.asarray(arg(i, str(i))) for i in range(len(ins))]
+            axis = self._axis(node, self._int(node, a, "axis"), x.ndim)
+            rest = [s.shape[:axis] + s.shape[axis + 1:] for s in xs]
+            if any(s.ndim != x.ndim for s in xs) or len(set(rest)) > 1:
+                raise self._invalid(node, f"concatenating shapes {[s.shape for s in xs][:8]} "
+                                          f"along axis {axis}")
+            shape = list(x.shape)
+            shape[axis] = sum(s.shape[axis] for s in xs)
+            return tuple(shape), np.result_type(*xs), axis
+        raise self._fail(node, "cannot be evaluated on constants")
+
+    def _axes(self, node, a, ins):
+        if "axes" in a:
+            return self._ints(node, a, "axes")
+        if len(ins) > 1 and ins[1] is not None:
+            return self._int_list(node, ins[1], "axes")
+        return None
+
+    def _slices(self, node, a, ins, x):
+        if len(ins) == 1:  # opset < 10: attributes
+            starts = self._ints(node, a, "starts")
+            ends = self._ints(node, a, "ends")
+            if starts is None or ends is None:
+                raise self._invalid(node, "missing attribute 'starts' or 'ends'")
+            axes = self._ints(node, a, "axes", list(range(len(starts))))
+            steps = [1] * len(starts)
+        else:
+            def given(i, what):
+                return None if len(ins) <= i or ins[i] is None else self._int_list(
+                    node, ins[i], what)
+
+            starts, ends = given(1, "starts"), given(2, "ends")
+            if starts is None or ends is None:
+                raise self._invalid(node, "missing input starts or ends")
+            axes = given(3, "axes")
+            axes = list(range(len(starts))) if axes is None else axes
+            steps = given(4, "steps")
+            steps = [1] * len(starts) if steps is None else steps
+        if not len(starts) == len(ends) == len(axes) == len(steps):
+            raise self._invalid(node, f"starts, ends, axes and steps of lengths {len(starts)}, "
+                                      f"{len(ends)}, {len(axes)} and {len(steps)}")
+        axes = [self._axis(node, ax, x.ndim) for ax in axes]
+        if len(set(axes)) != len(axes) or 0 in steps:
+            raise self._invalid(node, f"repeated axes {axes} or a zero step {steps}")
+        index = [slice(None)] * x.ndim
+        for st, en, ax, sp in zip(starts, ends, axes, steps):
+            index[ax] = slice(st, en, sp)
+        return index
+
+    def _reshaped(self, node, src, target, allowzero):
+        """The shape ``src`` takes under ONNX's Reshape to ``target``."""
+        if any(d < -1 for d in target) or target.count(-1) > 1 or (
+                allowzero and -1 in target and 0 in target):
+            raise self._invalid(node, f"reshape target {_short(target, 80)}: entries must be "
+                                      f">= -1, with at most one -1 (and no 0 beside it where "
+                                      f"allowzero=1)")
+        out = []
+        for i, d in enumerate(target):
+            if d == 0 and not allowzero:
+                if i >= len(src):
+                    raise self._invalid(node, f"reshape target {_short(target, 80)} copies "
+                                              f"axis {i} of a rank-{len(src)} tensor")
+                d = src[i]
+            out.append(d)
+        total = math.prod(src)
+        known = math.prod(d for d in out if d != -1)
+        if -1 in out:
+            if known == 0 or total % known:
+                raise self._invalid(node, f"cannot reshape {tuple(src)} to {_short(target, 80)}")
+            out[out.index(-1)] = total // known
+        elif known != total:
+            raise self._invalid(node, f"cannot reshape {tuple(src)} to {_short(target, 80)}")
+        return tuple(out)
 
     # -- operators -----------------------------------------------------------------------------
     def _elementwise(self, node, layer):
@@ -378,42 +896,40 @@ class _Importer:
         return self._elementwise(node, L.Activation("tanh", name=self.layer_name(node)))
 
     def op_LeakyRelu(self, node, a):  # noqa: N802
-        return self._elementwise(node, L.LeakyReLU(float(a.get("alpha", 0.01)),
+        return self._elementwise(node, L.LeakyReLU(self._float(node, a, "alpha", 0.01),
                                                    name=self.layer_name(node)))
 
     def op_Clip(self, node, a):  # noqa: N802
         if self.opset < 11:
-            low, high = a.get("min"), a.get("max")
+            low, high = self._float(node, a, "min"), self._float(node, a, "max")
         else:
             lo = self.const(node, 1, "min", optional=True)
             hi = self.const(node, 2, "max", optional=True)
-            low = None if lo is None else float(np.asarray(lo).reshape(-1)[0])
-            high = None if hi is None else float(np.asarray(hi).reshape(-1)[0])
+            low = None if lo is None else float(self._scalar(node, lo, "min"))
+            high = None if hi is None else float(self._scalar(node, hi, "max"))
         if low is not None and high is not None and low > high:
             # ONNX: every value becomes max (numpy.clip's rule)
             low = high
         return self._elementwise(node, L.Clip(low, high, name=self.layer_name(node)))
 
     def op_Dropout(self, node, a):  # noqa: N802
-        if a.get("is_test", 1) == 0 and self.opset < 7:
+        if self._int(node, a, "is_test", 1, lo=0, hi=1) == 0 and self.opset < 7:
             raise self._fail(node, "training-mode dropout")
         if len(node.input) > 2 and node.input[2]:
             mode = self.const(node, 2, "training_mode")
-            if bool(np.asarray(mode).reshape(-1)[0]):
+            if bool(self._scalar(node, mode, "training_mode")):
                 raise self._fail(node, "training_mode=True (dropout at inference)")
         x = self.sym(node, 0)
         return Sym(x.t, x.layout, x.flat_chw)
 
     def op_Identity(self, node, a):  # noqa: N802
-        x = self.values.get(node.input[0])
-        return x
+        return self.sym(node, 0)
 
     def op_Softmax(self, node, a):  # noqa: N802
         x = self.sym(node, 0)
         rank = len(x.t.shape)
         default = -1 if self.opset >= 13 else 1
-        axis = int(a.get("axis", default))
-        axis = axis + rank if axis < 0 else axis
+        axis = self._axis(node, self._int(node, a, "axis", default), rank)
         if self.opset < 13 and axis != rank - 1:
             raise self._fail(node, f"softmax over axes {axis}.. flattened (opset < 13) is "
                                    f"supported on the last axis only")
@@ -427,18 +943,19 @@ class _Importer:
         # the axis moved last, softmax, and back
         order = [d for d in range(1, rank) if d != axis] + [axis]
         back = [order.index(d) + 1 for d in range(1, rank)]
-        t = L.Permute(tuple(order), name=self.layer_name(node, "_last"))(x.t)
-        t = L.Activation("softmax", name=self.layer_name(node))(t)
-        return Sym(L.Permute(tuple(back), name=self.layer_name(node, "_back"))(t))
+        t = self.call(node, L.Permute(tuple(order), name=self.layer_name(node, "_last")), x.t)
+        t = self.call(node, L.Activation("softmax", name=self.layer_name(node)), t)
+        return Sym(self.call(node, L.Permute(tuple(back), name=self.layer_name(node, "_back")),
+                             t))
 
     def _spatial(self, node, a, x: Sym, kernel):
         """(strides, dilations, (top, bottom, left, right)) of a Conv or a pooling."""
         if len(kernel) != 2:
-            raise self._fail(node, f"only 2D windows are supported (kernel_shape {list(kernel)})")
-        strides = tuple(int(s) for s in a.get("strides", (1, 1)))
-        dil = tuple(int(d) for d in a.get("dilations", (1, 1)))
-        auto = a.get("auto_pad", b"NOTSET")
-        auto = auto.decode() if isinstance(auto, bytes) else auto
+            raise self._fail(node, f"only 2D windows are supported (kernel_shape "
+                                   f"{_short(list(kernel), 60)})")
+        strides = tuple(self._ints(node, a, "strides", [1, 1], n=2, lo=1, hi=MAX_WINDOW))
+        dil = tuple(self._ints(node, a, "dilations", [1, 1], n=2, lo=1, hi=MAX_WINDOW))
+        auto = self._str(node, a, "auto_pad", "NOTSET")
         _, _, h, w = x.onnx_shape
         if auto in ("SAME_UPPER", "SAME_LOWER"):
             pads = []
@@ -453,29 +970,49 @@ class _Importer:
         elif auto == "VALID":
             pads = (0, 0, 0, 0)
         elif auto in ("NOTSET", ""):
-            p = [int(v) for v in a.get("pads", (0, 0, 0, 0))]
+            p = self._ints(node, a, "pads", [0, 0, 0, 0], n=4)
             pads = (p[0], p[2], p[1], p[3])
         else:
-            raise self._fail(node, f"auto_pad {auto!r}")
+            raise self._invalid(node, f"auto_pad {_short(auto, 40)!r}; expected NOTSET, VALID, "
+                                      f"SAME_UPPER or SAME_LOWER")
         if min(pads) < 0:
             raise self._fail(node, f"negative pads {pads}")
+        extents = [(k - 1) * d + 1 for k, d in zip(kernel, dil)]
+        self._check_pads(node, pads, (h, w), extents, x.t.shape[-1])
         return strides, dil, pads
+
+    def _check_pads(self, node, pads, sizes, windows=(1, 1), channels=None):
+        """Refuse padding (top, bottom, left, right) beyond ``MAX_PAD_FACTOR`` times the larger
+        of its axis's length and the window's extent."""
+        for axis, (size, window, before, after) in enumerate(
+                zip(sizes, windows, pads[0::2], pads[1::2])):
+            limit = MAX_PAD_FACTOR * max(size or 0, window, 1)
+            if max(before, after) > limit:
+                h, w = ((s or 1) + b + e for s, b, e in zip(sizes, pads[0::2], pads[1::2]))
+                nbytes = h * w * (channels or 1) * 4
+                raise self._invalid(
+                    node, f"pads {tuple(pads)}: padding of {max(before, after)} on the "
+                          f"{'HW'[axis]} axis of length {size} (window {window}) is more than "
+                          f"{MAX_PAD_FACTOR}x the axis or the window ({limit}); the padded "
+                          f"image would be {h} x {w} x {channels}, {nbytes} bytes of float32 "
+                          f"per sample")
 
     def _as_2d(self, node, x: Sym, a: dict) -> tuple[Sym, dict]:
         """A (N, C, L) tensor as a (N, C, 1, L) image, and a 1D window's attributes as 2D."""
         _, steps, c = x.t.shape
-        t = L.Reshape((1, steps, c), name=self.layer_name(node, "_2d"))(x.t)
+        t = self.call(node, L.Reshape((1, steps, c), name=self.layer_name(node, "_2d")), x.t)
         a = dict(a)
         for key in ("kernel_shape", "strides", "dilations"):
             if key in a:
-                a[key] = [1, *a[key]]
+                a[key] = [1, *self._ints(node, a, key, n=1)]
         if "pads" in a:
-            a["pads"] = [0, a["pads"][0], 0, a["pads"][1]]
+            pads = self._ints(node, a, "pads", n=2)
+            a["pads"] = [0, pads[0], 0, pads[1]]
         return Sym(t, "nchw"), a
 
     def _as_1d(self, node, y: Sym) -> Sym:
         _, one, steps, c = y.t.shape
-        t = L.Reshape((steps, c), name=self.layer_name(node, "_1d"))(y.t)
+        t = self.call(node, L.Reshape((steps, c), name=self.layer_name(node, "_1d")), y.t)
         return Sym(t, "nchw")
 
     def op_Conv(self, node, a):  # noqa: N802
@@ -490,25 +1027,36 @@ class _Importer:
 
     def _conv2d(self, node, a, x: Sym, w):
         b = self.const(node, 2, "B (the bias)", optional=True)
-        group = int(a.get("group", 1))
-        if w.ndim == 4 and group != 1:
+        group = self._int(node, a, "group", 1, lo=1)
+        if w.ndim != 4:
+            raise self._fail(node, f"only 2D convolutions are supported (kernel shape "
+                                   f"{w.shape})")
+        channels = x.t.shape[-1]
+        o, ig = w.shape[:2]
+        if w.size == 0:
+            raise self._invalid(node, f"an empty kernel of shape {w.shape}")
+        if o % group or (channels is not None and ig * group != channels):
+            raise self._invalid(node, f"a kernel of shape {w.shape} (O, I/group, kH, kW) with "
+                                      f"group={group} does not fit an input of {channels} "
+                                      f"channels")
+        if b is not None and np.size(b) != o:
+            raise self._invalid(node, f"a bias of {np.size(b)} values for {o} output channels")
+        kernel = tuple(self._ints(node, a, "kernel_shape", list(w.shape[2:]), n=2))
+        if kernel != w.shape[2:]:
+            raise self._invalid(node, f"kernel_shape {list(kernel)} disagrees with the kernel's "
+                                      f"shape {w.shape}")
+        if group != 1:
             if not self.expand_groups:
                 raise self._fail(node, f"group={group}: grouped and depthwise convolutions are "
                                        f"not supported (group=1 only; load(..., "
                                        f"expand_groups=True) runs them as one convolution with "
                                        f"a block-diagonal kernel)")
-            o, ig = w.shape[:2]
-            if o % group:
-                raise self._fail(node, f"group={group} does not divide {o} output channels")
+            self._charge(w.size * group * 4, f"{self._out(node)} (the kernel, expanded)")
             full = np.zeros((o, ig * group, *w.shape[2:]), np.float32)
             og = o // group
             for g in range(group):
                 full[g * og:(g + 1) * og, g * ig:(g + 1) * ig] = w[g * og:(g + 1) * og]
             w = full
-        if w.ndim != 4:
-            raise self._fail(node, f"only 2D convolutions are supported (kernel shape "
-                                   f"{w.shape})")
-        kernel = tuple(a.get("kernel_shape", w.shape[2:]))
         strides, dil, pads = self._spatial(node, a, x, kernel)
         if strides != (1, 1) and dil != (1, 1):
             raise self._fail(node, "strides > 1 together with dilations > 1")
@@ -544,15 +1092,17 @@ class _Importer:
         return self._pool2d(node, a, x, cls)
 
     def _pool2d(self, node, a, x: Sym, cls):
-        kernel = tuple(int(k) for k in a["kernel_shape"])
+        if "kernel_shape" not in a:
+            raise self._invalid(node, "missing attribute 'kernel_shape'")
+        kernel = tuple(self._ints(node, a, "kernel_shape", lo=1, hi=MAX_WINDOW))
         strides, dil, pads = self._spatial(node, a, x, kernel)
         if dil != (1, 1):
             raise self._fail(node, f"dilations {list(dil)}: dilated pooling is not supported")
-        if a.get("storage_order", 0):
+        if self._int(node, a, "storage_order", 0, lo=0, hi=1):
             raise self._fail(node, "storage_order=1")
-        ceil = bool(a.get("ceil_mode", 0))
+        ceil = bool(self._int(node, a, "ceil_mode", 0, lo=0, hi=1))
         kwargs = {}
-        if cls is L.AveragePooling2D and a.get("count_include_pad", 0):
+        if cls is L.AveragePooling2D and self._int(node, a, "count_include_pad", 0, lo=0, hi=1):
             kwargs["count_include_pad"] = True
         padding = "valid" if not any(pads) else ((pads[0], pads[1]), (pads[2], pads[3]))
         if any(p >= k for p, k in zip(pads, (kernel[0], kernel[0], kernel[1], kernel[1]))):
@@ -579,16 +1129,16 @@ class _Importer:
 
     def op_ReduceMean(self, node, a):  # noqa: N802
         x = self.sym(node, 0)
-        axes = a.get("axes")
+        axes = self._ints(node, a, "axes")
         if axes is None and len(node.input) > 1 and node.input[1]:
-            axes = self.const(node, 1, "axes").reshape(-1).tolist()
+            axes = self._int_list(node, self.const(node, 1, "axes"), "axes")
         rank = len(x.t.shape)
         if not axes:
-            if a.get("noop_with_empty_axes", 0):
+            if self._int(node, a, "noop_with_empty_axes", 0, lo=0, hi=1):
                 return Sym(x.t, x.layout, x.flat_chw)
             raise self._fail(node, "a mean over every axis (the batch too)")
-        axes = sorted({int(v) % rank for v in axes})
-        keep = bool(a.get("keepdims", 1))
+        axes = sorted({self._axis(node, v, rank) for v in axes})
+        keep = bool(self._int(node, a, "keepdims", 1, lo=0, hi=1))
         if 0 in axes:
             raise self._fail(node, f"a mean over axes {axes}, the batch axis among them")
         if rank == 4 and axes == [2, 3]:
@@ -604,24 +1154,30 @@ class _Importer:
         reduced, rest = math.prod(shape[d] for d in axes), math.prod(shape[d] for d in kept)
         t = x.t
         if axes + kept != list(range(1, rank)):
-            t = L.Permute(tuple(axes + kept), name=self.layer_name(node, "_order"))(t)
-        t = L.Reshape((reduced, rest, 1), name=self.layer_name(node, "_3d"))(t)
-        t = L.AveragePooling2D((reduced, 1), name=self.layer_name(node))(t)
+            t = self.call(node, L.Permute(tuple(axes + kept),
+                                          name=self.layer_name(node, "_order")), t)
+        t = self.call(node, L.Reshape((reduced, rest, 1), name=self.layer_name(node, "_3d")), t)
+        t = self.call(node, L.AveragePooling2D((reduced, 1), name=self.layer_name(node)), t)
         out = [1 if d in axes else shape[d] for d in range(1, rank)] if keep else [
             shape[d] for d in kept]
-        return Sym(L.Reshape(tuple(out), name=self.layer_name(node, "_out"))(t))
+        return Sym(self.call(node, L.Reshape(tuple(out), name=self.layer_name(node, "_out")), t))
 
     def _dense(self, node, x: Sym, w: np.ndarray, b):
         """A Dense layer with kernel ``w`` (in, out) in ONNX's feature order."""
         if x.flat_chw is not None:
             c, h, wd = x.flat_chw
+            if w.shape[0] != c * h * wd:
+                raise self._invalid(node, f"the kernel has {w.shape[0]} rows but the input has "
+                                          f"{c * h * wd} features")
             w = w.reshape(c, h, wd, -1).transpose(1, 2, 0, 3).reshape(c * h * wd, -1)
             x = Sym(x.t)
         elif x.layout == "nchw":
             x = self.as_plain(node, x)
         if x.t.shape[-1] != w.shape[0]:
-            raise self._fail(node, f"the kernel has {w.shape[0]} rows but the input has "
-                                   f"{x.t.shape[-1]} features")
+            raise self._invalid(node, f"the kernel has {w.shape[0]} rows but the input has "
+                                      f"{x.t.shape[-1]} features")
+        if w.shape[1] == 0:
+            raise self._invalid(node, f"a kernel of shape {w.shape} has no output")
         layer = L.Dense(w.shape[1], use_bias=b is not None, kernel_initializer="zeros",
                         name=self.layer_name(node))
         out = self.apply(layer, x)
@@ -633,18 +1189,20 @@ class _Importer:
 
     def op_Gemm(self, node, a):  # noqa: N802
         x = self.sym(node, 0)
-        if a.get("transA", 0):
+        if self._int(node, a, "transA", 0, lo=0, hi=1):
             raise self._fail(node, "transA=1 (the batch must stay the first axis of A)")
         w = np.asarray(self.const(node, 1, "B (the weights)"), np.float32)
-        if a.get("transB", 0):
+        if w.ndim != 2:
+            raise self._invalid(node, f"B must be a 2D constant, got shape {w.shape}")
+        if self._int(node, a, "transB", 0, lo=0, hi=1):
             w = w.T  # a view: _dense makes the one contiguous copy
-        alpha = float(a.get("alpha", 1.0))
+        alpha = self._float(node, a, "alpha", 1.0)
         if alpha != 1.0:
             w = w * np.float32(alpha)
         c = self.const(node, 2, "C (the bias)", optional=True)
         b = None
         if c is not None:
-            c = np.asarray(c, np.float64) * float(a.get("beta", 1.0))
+            c = np.asarray(c, np.float64) * self._float(node, a, "beta", 1.0)
             if c.size == 1:
                 b = np.full(w.shape[1], c.reshape(-1)[0])
             elif c.ndim == 1 or (c.ndim == 2 and c.shape[0] == 1):
@@ -653,7 +1211,8 @@ class _Importer:
                 raise self._fail(node, f"C of shape {c.shape}: only a bias per output feature "
                                        f"(shape (N,), (1, N) or a scalar) is supported")
             if b.shape[0] != w.shape[1]:
-                raise self._fail(node, f"C of shape {c.shape} does not fit {w.shape[1]} outputs")
+                raise self._invalid(node, f"C of shape {c.shape} does not fit {w.shape[1]} "
+                                          f"outputs")
         if len(x.onnx_shape) != 2 and x.flat_chw is None:
             raise self._fail(node, f"A must be 2D, got shape {x.onnx_shape}")
         return self._dense(node, x, w, b)
@@ -670,8 +1229,7 @@ class _Importer:
     def op_Flatten(self, node, a):  # noqa: N802
         x = self.sym(node, 0)
         rank = len(x.t.shape)
-        axis = int(a.get("axis", 1))
-        axis = axis + rank if axis < 0 else axis
+        axis = self._axis(node, self._int(node, a, "axis", 1), rank, inclusive=True)
         if axis != 1:
             raise self._fail(node, f"axis={a.get('axis')}: fastconv keeps the batch axis, so "
                                    f"only axis=1 is supported")
@@ -691,11 +1249,14 @@ class _Importer:
 
     def op_Reshape(self, node, a):  # noqa: N802
         x = self.sym(node, 0)
-        shape = [int(v) for v in np.asarray(self.const(node, 1, "shape")).reshape(-1)]
+        shape = self._int_list(node, self.const(node, 1, "shape"), "the shape")
+        allowzero = bool(self._int(node, a, "allowzero", 0, lo=0, hi=1))
+        if any(d < -1 for d in shape) or shape.count(-1) > 1:
+            raise self._invalid(node, f"reshape target {_short(shape, 80)}: entries must be "
+                                      f">= -1, with at most one -1")
         src = x.onnx_shape
         if x.flat_chw is not None:
             src = (src[0], math.prod(x.flat_chw))
-        allowzero = bool(a.get("allowzero", 0))
         rest = math.prod(src[1:]) if None not in src[1:] else None
         target = [src[i] if (d == 0 and not allowzero and i < len(src)) else d
                   for i, d in enumerate(shape)][1:]
@@ -705,10 +1266,10 @@ class _Importer:
                 or (first == -1 and rest is not None and all(d > 0 for d in target)
                     and math.prod(target) == rest))
         if not kept:
-            raise self._fail(node, f"reshaping {src} to {shape} changes the batch axis; "
-                                   f"fastconv keeps the batch axis")
+            raise self._fail(node, f"reshaping {src} to {_short(shape, 80)} changes the batch "
+                                   f"axis; fastconv keeps the batch axis")
         if any(d == 0 for d in target):
-            raise self._fail(node, f"zero-sized target shape {shape}")
+            raise self._fail(node, f"zero-sized target shape {_short(shape, 80)}")
         if len(target) == 1 and target[0] in (-1, rest):
             return self._flatten(node, x)
         x = self.as_plain(node, x)
@@ -716,8 +1277,11 @@ class _Importer:
 
     def op_Transpose(self, node, a):  # noqa: N802
         x = self.sym(node, 0)
-        perm = [int(p) for p in a.get("perm", ())]
         rank = len(x.t.shape)
+        perm = self._ints(node, a, "perm", list(range(rank - 1, -1, -1)))
+        if sorted(perm) != list(range(rank)):
+            raise self._invalid(node, f"perm {_short(perm, 60)} is not a permutation of the "
+                                      f"{rank} axes")
         if rank in (3, 4) and x.flat_chw is None:
             # fastconv holds images channels-last: these transposes only relabel the layout
             if x.layout == "plain" and perm == list(_TO_ONNX[rank]):
@@ -725,8 +1289,6 @@ class _Importer:
             if x.layout == "nchw" and perm == list(np.argsort(_TO_ONNX[rank])):
                 return Sym(x.t, "plain")
         x = self.as_plain(node, x)
-        rank = len(x.t.shape)
-        perm = [int(p) for p in a.get("perm", range(rank - 1, -1, -1))]
         if perm[0] != 0:
             raise self._fail(node, f"perm {perm} moves the batch axis")
         return self.apply(L.Permute(tuple(perm[1:]), name=self.layer_name(node)), x)
@@ -744,17 +1306,26 @@ class _Importer:
         return [self.as_plain(node, x) for x in xs]
 
     def _sum(self, node, names):
-        vals = [self.values.get(n) for n in names]
+        if not names:
+            raise self._invalid(node, "no inputs")
+        vals = [self.values.get(n) if n else None for n in names]
+        if any(v is None for v in vals):
+            raise self._invalid(node, "an input is missing or never produced")
         syms = [v for v in vals if isinstance(v, Sym)]
         consts = [v for v in vals if not isinstance(v, Sym)]
-        if any(v is None for v in vals):
-            raise self._fail(node, "an input is never produced")
         if len(syms) == 1 and not consts:
             return syms[0]
         if syms and consts:
             if len(syms) > 1:
                 raise self._fail(node, "a sum of several tensors and constants")
-            offset = sum(np.asarray(c, np.float64) for c in consts)
+            shapes = [np.shape(c) for c in consts]
+            try:
+                shape = np.broadcast_shapes(*shapes)
+            except ValueError:
+                raise self._invalid(node, f"constants of shapes {_short(shapes, 100)} do not "
+                                          f"broadcast") from None
+            self._charge(8 * math.prod(shape) * len(consts), f"{self._out(node)} (the sum)")
+            offset = sum(self._numbers(node, c) for c in consts)
             return self._scale(node, syms[0], 1.0, offset)
         xs = self._harmonise(node, syms)
         shapes = [x.onnx_shape for x in xs]
@@ -769,20 +1340,34 @@ class _Importer:
     def op_Sum(self, node, a):  # noqa: N802
         return self._sum(node, list(node.input))
 
+    def _numbers(self, node, v):
+        """A constant operand as float64 (a broadcast constant stays one value)."""
+        v = np.asarray(v)
+        if v.dtype.kind not in "biuf":
+            raise self._invalid(node, f"a {v.dtype} constant where numbers are expected")
+        if _lazy(v):
+            return np.broadcast_to(v.reshape(-1)[0].astype(np.float64), v.shape)
+        return v.astype(np.float64)
+
     def _scale(self, node, x: Sym, scale, offset):
         """``x * scale + offset`` with constants broadcast in ONNX's axes."""
+        shape = x.onnx_shape
+
         def held(v):
             v = np.asarray(v, np.float64)
             if v.ndim == 0 or v.size == 1:
                 return float(v.reshape(-1)[0])
-            if v.ndim > len(x.onnx_shape):
+            if v.ndim > len(shape):
                 raise self._fail(node, f"a constant of shape {v.shape} broadcasts over the batch")
-            v = v.reshape((1,) * (len(x.onnx_shape) - v.ndim) + v.shape)
+            v = v.reshape((1,) * (len(shape) - v.ndim) + v.shape)
             if v.shape[0] != 1:
                 raise self._fail(node, f"a constant of shape {v.shape} varies along the batch")
+            if any(c != 1 and d is not None and c != d for c, d in zip(v.shape[1:], shape[1:])):
+                raise self._invalid(node, f"a constant of shape {v.shape} does not broadcast "
+                                          f"to the input's shape {shape}")
             if x.layout == "nchw":
                 v = v.transpose(np.argsort(_TO_ONNX[v.ndim]))
-            return v[0]
+            return np.ascontiguousarray(v[0])
 
         if x.flat_chw is not None:
             x = self.as_plain(node, x)
@@ -790,20 +1375,25 @@ class _Importer:
         return self.apply(layer, x, x.layout)
 
     def _binary_const(self, node, kind):
-        v0, v1 = (self.values.get(n) for n in node.input[:2])
-        if isinstance(v0, Sym) and not isinstance(v1, Sym):
-            c = np.asarray(v1, np.float64)
-            if kind == "Mul":
-                return self._scale(node, v0, c, 0.0)
-            if kind == "Sub":
-                return self._scale(node, v0, 1.0, -c)
-            return self._scale(node, v0, 1.0 / c, 0.0)
-        if isinstance(v1, Sym) and not isinstance(v0, Sym):
-            c = np.asarray(v0, np.float64)
-            if kind == "Mul":
-                return self._scale(node, v1, c, 0.0)
-            if kind == "Sub":
-                return self._scale(node, v1, -1.0, c)
+        if len(node.input) < 2:
+            raise self._invalid(node, f"{kind} takes two inputs, got {len(node.input)}")
+        v0, v1 = (self.values.get(n) if n else None for n in node.input[:2])
+        if v0 is None or v1 is None:
+            raise self._invalid(node, "an input is missing or never produced")
+        with np.errstate(all="ignore"):
+            if isinstance(v0, Sym) and not isinstance(v1, Sym):
+                c = self._numbers(node, v1)
+                if kind == "Mul":
+                    return self._scale(node, v0, c, 0.0)
+                if kind == "Sub":
+                    return self._scale(node, v0, 1.0, -c)
+                return self._scale(node, v0, 1.0 / c, 0.0)
+            if isinstance(v1, Sym) and not isinstance(v0, Sym):
+                c = self._numbers(node, v0)
+                if kind == "Mul":
+                    return self._scale(node, v1, c, 0.0)
+                if kind == "Sub":
+                    return self._scale(node, v1, -1.0, c)
         raise self._fail(node, f"{kind} is supported between a tensor and a constant only")
 
     def op_Mul(self, node, a):  # noqa: N802
@@ -816,14 +1406,17 @@ class _Importer:
         return self._binary_const(node, "Div")
 
     def op_Concat(self, node, a):  # noqa: N802
-        xs = [self.values.get(n) for n in node.input]
+        xs = [self.values.get(n) if n else None for n in node.input]
+        if not xs or any(x is None for x in xs):
+            raise self._invalid(node, "an input is missing or never produced")
         if not all(isinstance(x, Sym) for x in xs):
             raise self._fail(node, "concatenating constants with tensors")
         xs = [self.as_plain(node, x) if x.flat_chw is not None else x for x in xs]
         xs = self._harmonise(node, xs)
         rank = len(xs[0].t.shape)
-        axis = int(a["axis"])
-        axis = axis + rank if axis < 0 else axis
+        if "axis" not in a:
+            raise self._invalid(node, "missing attribute 'axis'")
+        axis = self._axis(node, self._int(node, a, "axis"), rank)
         if axis == 0:
             raise self._fail(node, "concatenation along the batch axis")
         if len(xs) == 1:
@@ -834,7 +1427,7 @@ class _Importer:
         return self.apply(layer, xs, xs[0].layout)
 
     def op_BatchNormalization(self, node, a):  # noqa: N802
-        if a.get("training_mode", 0):
+        if self._int(node, a, "training_mode", 0, lo=0, hi=1):
             raise self._fail(node, "training_mode=1 (batch statistics at inference)")
         x = self.sym(node, 0)
         if x.flat_chw is not None:
@@ -842,66 +1435,92 @@ class _Importer:
         params = [np.asarray(self.const(node, i, what), np.float32).reshape(-1)
                   for i, what in enumerate(("scale", "B", "mean", "var"), start=1)]
         rank = len(x.t.shape)
+        if rank < 2:
+            raise self._invalid(node, f"an input of shape {x.onnx_shape} has no channel axis")
         axis = -1 if x.layout == "nchw" or rank == 2 else 1
-        layer = L.BatchNormalization(axis=axis, epsilon=float(a.get("epsilon", 1e-5)),
-                                     momentum=float(a.get("momentum", 0.9)),
+        channels = x.t.shape[axis]
+        if any(p.size != channels for p in params):
+            raise self._invalid(node, f"scale, B, mean and var of sizes "
+                                      f"{[p.size for p in params]} for {channels} channels")
+        layer = L.BatchNormalization(axis=axis, epsilon=self._float(node, a, "epsilon", 1e-5),
+                                     momentum=self._float(node, a, "momentum", 0.9),
                                      name=self.layer_name(node))
         out = self.apply(layer, x, x.layout)
         self.pending_weights.append((layer, params))
         return out
 
     def op_LRN(self, node, a):  # noqa: N802
-        size = int(a["size"])
+        if "size" not in a:
+            raise self._invalid(node, "missing attribute 'size'")
+        size = self._int(node, a, "size", lo=1)
         if size % 2 == 0:
             raise self._fail(node, f"size={size}: an even window is asymmetric; fastconv's LRN "
                                    f"takes odd sizes")
         x = self.as_nchw(node, self.sym(node, 0))
+        channels = x.t.shape[-1]
+        radius = (size - 1) // 2
+        if channels is not None:
+            # a window reaching past every channel sums them all: the same as one that just
+            # reaches them (alpha is divided by the ONNX size either way)
+            radius = min(radius, channels - 1)
         layer = L.LocalResponseNormalization(
-            (size - 1) // 2, float(a.get("bias", 1.0)), float(a.get("alpha", 1e-4)) / size,
-            float(a.get("beta", 0.75)), name=self.layer_name(node))
+            radius, self._float(node, a, "bias", 1.0), self._float(node, a, "alpha", 1e-4) / size,
+            self._float(node, a, "beta", 0.75), name=self.layer_name(node))
         return self.apply(layer, x, "nchw")
 
     def op_Pad(self, node, a):  # noqa: N802
-        mode = a.get("mode", b"constant")
-        mode = mode.decode() if isinstance(mode, bytes) else mode
+        mode = self._str(node, a, "mode", "constant")
         if mode != "constant":
-            raise self._fail(node, f"mode={mode!r}: only constant (zero) padding is supported")
+            raise self._fail(node, f"mode={_short(mode, 40)!r}: only constant (zero) padding is "
+                                   f"supported")
         x = self.sym(node, 0)
         rank = len(x.onnx_shape)
         if self.opset < 11:
-            pads = [int(p) for p in a["pads"]]
-            value = float(a.get("value", 0.0))
+            if "pads" not in a:
+                raise self._invalid(node, "missing attribute 'pads'")
+            pads = self._ints(node, a, "pads")
+            value = self._float(node, a, "value", 0.0)
             axes = list(range(rank))
         else:
-            pads = [int(p) for p in np.asarray(self.const(node, 1, "pads")).reshape(-1)]
+            pads = self._int_list(node, self.const(node, 1, "pads"), "pads")
             cv = self.const(node, 2, "constant_value", optional=True)
             value = 0.0 if cv is None or np.asarray(cv).size == 0 else float(
-                np.asarray(cv).reshape(-1)[0])
+                self._scalar(node, cv, "constant_value"))
             ax = self.const(node, 3, "axes", optional=True)
             axes = (list(range(rank)) if ax is None
-                    else [int(v) % rank for v in np.asarray(ax).reshape(-1)])
+                    else [self._axis(node, v, rank) for v in self._int_list(node, ax, "axes")])
         k = len(axes)
+        if len(pads) != 2 * k or len(set(axes)) != k:
+            raise self._invalid(node, f"pads {_short(pads, 80)} for axes {_short(axes, 40)}: "
+                                      f"expected two pads (begin, end) for each of distinct axes")
         before = dict(zip(axes, pads[:k]))
         after = dict(zip(axes, pads[k:]))
         if rank not in (3, 4) or any(before.get(i, 0) or after.get(i, 0) for i in (0, 1)):
-            raise self._fail(node, f"pads {pads}: only padding of H and W (axes 2, 3 of NCHW) "
-                                   f"or of L (axis 2 of NCL) is supported")
+            raise self._fail(node, f"pads {_short(pads, 80)}: only padding of H and W (axes 2, "
+                                   f"3 of NCHW) or of L (axis 2 of NCL) is supported")
         if min(pads) < 0:
-            raise self._fail(node, f"negative pads {pads} (cropping)")
+            raise self._fail(node, f"negative pads {_short(pads, 80)} (cropping)")
         x = self.as_nchw(node, x, ranks=(3,))
         if rank == 3:
             if value != 0.0:
                 raise self._fail(node, f"constant_value={value}: 1D padding takes zeros only")
+            self._check_pads(node, (0, 0, before.get(2, 0), after.get(2, 0)),
+                             (1, x.onnx_shape[2]), channels=x.t.shape[-1])
             x2, _ = self._as_2d(node, x, {})
             layer = L.ZeroPadding2D(((0, 0), (before.get(2, 0), after.get(2, 0))),
                                     name=self.layer_name(node))
             return self._as_1d(node, self.apply(layer, x2, "nchw"))
         padding = ((before.get(2, 0), after.get(2, 0)), (before.get(3, 0), after.get(3, 0)))
+        self._check_pads(node, (*padding[0], *padding[1]), x.onnx_shape[2:],
+                         channels=x.t.shape[-1])
         y = self.apply(L.ZeroPadding2D(padding, name=self.layer_name(node)), x, "nchw")
         if value == 0.0:
             return y
         # another value: added where the zeros are (x * 1 + 0 inside, exactly x)
         _, h, w, _ = y.t.shape
+        if h is None or w is None:
+            raise self._fail(node, f"constant_value={value} on an image of unknown size")
+        self._charge(h * w * 8, f"{self._out(node)} (the padding value)")
         (t, b), (left, r) = padding
         border = np.full((h, w, 1), value)
         border[t:h - b, left:w - r] = 0.0
@@ -918,76 +1537,60 @@ class _FakeNode:
 
 _FOLDABLE = ("Add", "Sub", "Mul", "Div", "Reshape", "Flatten", "Transpose", "Identity", "Concat")
 
+_MANY = 1 << 31
+#: (fewest, most) inputs of each operator read (trailing optional inputs may be "").
+_ARITY = {
+    "Conv": (2, 3), "Relu": (1, 1), "LeakyRelu": (1, 1), "Sigmoid": (1, 1), "Tanh": (1, 1),
+    "Clip": (1, 3), "MaxPool": (1, 1), "AveragePool": (1, 1), "GlobalAveragePool": (1, 1),
+    "GlobalMaxPool": (1, 1), "ReduceMean": (1, 2), "Gemm": (2, 3), "MatMul": (2, 2),
+    "Flatten": (1, 1), "Reshape": (2, 2), "Add": (2, 2), "Sum": (1, _MANY), "Mul": (2, 2),
+    "Sub": (2, 2), "Div": (2, 2), "Concat": (1, _MANY), "BatchNormalization": (5, 5),
+    "LRN": (1, 1), "Softmax": (1, 1), "Dropout": (1, 3), "Identity": (1, 1),
+    "Constant": (0, 0), "ConstantOfShape": (1, 1), "Pad": (1, 4), "Transpose": (1, 1),
+    "Unsqueeze": (1, 2), "Squeeze": (1, 2), "Shape": (1, 1), "Cast": (1, 1), "Gather": (2, 2),
+    "Slice": (1, 5),
+}
 
-def _fold(op, a, ins, opset):
-    """``op`` on constant NumPy inputs, or None."""
-    x = None if not ins else ins[0]
+
+def _uniform(v) -> bool:
+    """A broadcast constant or a single value: computed once, then broadcast."""
+    return v.size == 1 or _lazy(v)
+
+
+def _fold(op, ins, shape, dtype, extra):
+    """``op`` on constant NumPy inputs, giving ``shape`` and ``dtype`` (``_fold_shape``'s
+    sizing, already charged; ``extra`` from it too). Broadcast constants stay broadcast
+    through element-wise ops."""
+    x = np.asarray(ins[0])
     if op in ("Add", "Sub", "Mul", "Div"):
-        np.broadcast_shapes(np.shape(ins[0]), np.shape(ins[1]))
+        y = np.asarray(ins[1])
         f = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide}[op]
-        out = f(ins[0], ins[1])
-        return np.asarray(out, dtype=np.result_type(ins[0], ins[1]))
+        if math.prod(shape) > 1 and _uniform(x) and _uniform(y):
+            one = np.asarray(f(x.reshape(-1)[0], y.reshape(-1)[0])).astype(dtype)
+            return np.broadcast_to(one, shape)
+        return np.asarray(f(x, y)).astype(dtype, copy=False)
     if op == "Identity":
-        return np.asarray(x)
-    if op == "Cast":
-        from onnx import helper
-
-        return np.asarray(x).astype(helper.tensor_dtype_to_np_dtype(a["to"]))
-    if op == "Shape":
-        return np.asarray(np.shape(x), dtype=np.int64)
-    if op in ("Unsqueeze", "Squeeze"):
-        axes = a.get("axes")
-        if axes is None and len(ins) > 1 and ins[1] is not None:
-            axes = np.asarray(ins[1]).reshape(-1).tolist()
-        x = np.asarray(x)
-        if op == "Squeeze":
-            return np.squeeze(x, axis=None if axes is None else tuple(int(v) for v in axes))
-        rank = x.ndim + len(axes)
-        for ax in sorted(int(v) % rank for v in axes):
-            x = np.expand_dims(x, ax)
         return x
-    if op == "Gather":
-        return np.take(np.asarray(x), np.asarray(ins[1]), axis=int(a.get("axis", 0)))
-    if op == "Reshape":
-        shape = [int(v) for v in np.asarray(ins[1]).reshape(-1)]
-        shape = [np.shape(x)[i] if d == 0 and not a.get("allowzero", 0) else d
-                 for i, d in enumerate(shape)]
+    if op == "Cast":
+        if _lazy(x):
+            return np.broadcast_to(x.reshape(-1)[:1].astype(dtype).reshape(()), shape)
+        return x.astype(dtype)
+    if op == "Shape":
+        start, end = extra
+        return np.asarray(x.shape[start:end], dtype=np.int64)
+    if op in ("Unsqueeze", "Squeeze", "Reshape", "Flatten"):
         return np.reshape(x, shape)
-    if op == "Flatten":
-        axis = int(a.get("axis", 1)) % max(np.ndim(x), 1)
-        return np.reshape(x, (math.prod(np.shape(x)[:axis]), -1))
+    if op == "Gather":
+        if _lazy(x):
+            return np.broadcast_to(x.reshape(-1)[0], shape)
+        return np.take(x, np.asarray(ins[1]), axis=extra)
     if op == "Transpose":
-        perm = a.get("perm")
-        return np.transpose(x, perm)
+        return np.transpose(x, extra)
     if op == "Slice":
-        x = np.asarray(x)
-        if len(ins) == 1:  # opset < 10: attributes
-            starts, ends = a["starts"], a["ends"]
-            axes, steps = a.get("axes", range(len(starts))), [1] * len(starts)
-        else:
-            starts = np.asarray(ins[1]).reshape(-1).tolist()
-            ends = np.asarray(ins[2]).reshape(-1).tolist()
-            axes = (range(len(starts)) if len(ins) < 4 or ins[3] is None
-                    else np.asarray(ins[3]).reshape(-1).tolist())
-            steps = ([1] * len(starts) if len(ins) < 5 or ins[4] is None
-                     else np.asarray(ins[4]).reshape(-1).tolist())
-        index = [slice(None)] * x.ndim
-        for st, en, ax, sp in zip(starts, ends, axes, steps):
-            index[int(ax) % x.ndim] = slice(int(st), int(en), int(sp))
-        return x[tuple(index)]
+        return x[extra]
     if op == "Concat":
-        return np.concatenate([np.asarray(v) for v in ins], axis=int(a["axis"]))
-    return None
-
-
-def _tensor_nbytes(init) -> int:
-    from onnx import helper
-
-    try:
-        itemsize = np.dtype(helper.tensor_dtype_to_np_dtype(init.data_type)).itemsize
-    except (KeyError, TypeError, ValueError):
-        itemsize = 8
-    return math.prod(init.dims) * itemsize
+        return np.concatenate([np.asarray(v) for v in ins], axis=extra)
+    raise AssertionError(op)
 
 
 def require_onnx():
@@ -1001,26 +1604,43 @@ def require_onnx():
 
 
 def read_model(path):
-    """The ModelProto in ``path``; InvalidModelFileError naming the file otherwise."""
-    onnx = require_onnx()
-    from google.protobuf.message import DecodeError
-
+    """``(ModelProto, size)`` of the ONNX file ``path`` (external data not read yet: see
+    ``fastconv.io.onnx_file``); InvalidModelFileError naming the file otherwise."""
+    require_onnx()
     path = os.fspath(path)
     try:
-        size = os.path.getsize(path)
-    except OSError as exc:
-        raise InvalidModelFileError(f"{path}: cannot read the ONNX file: {exc}") from None
-    try:
-        model = onnx.load(path, load_external_data=False)
-    except (DecodeError, ValueError, RuntimeError, UnicodeDecodeError, OSError) as exc:
-        raise InvalidModelFileError(f"{path}: not an ONNX model file ({exc})") from None
+        model, size = onnx_file.read_onnx(path)
+    except FileNotFoundError:
+        raise InvalidModelFileError(f"{path}: cannot read the ONNX file: no such "
+                                    f"file") from None
+    except InvalidModelFileError as exc:
+        text = str(exc)
+        raise InvalidModelFileError(text if path in text else f"{path}: {text}") from None
     if not model.graph.node or not model.graph.output:
         raise InvalidModelFileError(f"{path}: not an ONNX model file (no graph)")
-    for init in model.graph.initializer:
-        if init.data_location == onnx.TensorProto.EXTERNAL:
-            raise InvalidModelFileError(f"{path}: initializer '{init.name}' keeps its data in an "
-                                        f"external file, which fastconv does not read")
     return model, size
+
+
+def _import(model, where: str, size: int, model_path, constants, expand_groups):
+    importer = None
+    try:
+        external = onnx_file.ExternalData(model, model_path, where)
+        budget = max(MIN_CONSTANT_BUDGET, 16 * (size + external.file_bytes))
+        importer = _Importer(model, where, budget, constants, expand_groups)
+        importer.check_operators()
+        external.read(lambda nbytes, desc: importer._charge(nbytes, desc, described=True))
+        importer.load_initializers()
+        with np.errstate(all="ignore"):
+            return importer.run()
+    except (InvalidModelFileError, UnsupportedOnnxError):
+        raise
+    except _LayerArgumentError as exc:  # an input's or an output's layer
+        raise InvalidModelFileError(f"{where}: {_short(exc, 300)}") from None
+    except _DAMAGE as exc:
+        node = importer.current if importer is not None else None
+        at = f"{_Importer._who(node)}: " if node is not None else ""
+        raise InvalidModelFileError(f"{where}: {at}the file is damaged or inconsistent "
+                                    f"({type(exc).__name__}: {_short(exc, 300)})") from exc
 
 
 def import_model(model, where: str = "ONNX model", size: int | None = None,
@@ -1029,11 +1649,11 @@ def import_model(model, where: str = "ONNX model", size: int | None = None,
     ``"nchw"`` where fastconv holds the tensor as NHWC. ``constants`` binds graph inputs to
     values (weights given as inputs); ``expand_groups`` runs a grouped Conv as one convolution
     with a block-diagonal kernel (``group`` times the work, exact; fine-tuning may then fill the
-    zero blocks) instead of refusing it."""
+    zero blocks) instead of refusing it. A ModelProto has no folder: a tensor keeping its data
+    in an external file is refused (``load`` reads it from the model file's folder)."""
     if size is None:
         size = model.ByteSize()
-    budget = max(MIN_CONSTANT_BUDGET, 16 * size)
-    return _Importer(model, where, budget, constants, expand_groups).run()
+    return _import(model, where, size, None, constants, expand_groups)
 
 
 def load(path, expand_groups: bool = False):
@@ -1041,10 +1661,13 @@ def load(path, expand_groups: bool = False):
 
     ONNX's NCHW images become fastconv's NHWC (a 4D input ``(N, C, H, W)`` becomes
     ``Input((H, W, C))``, a 4D output comes out NHWC); kernels are converted to HWIO.
-    Raises UnsupportedOnnxError listing every unsupported operator of the file, and
-    fastconv.saving.InvalidModelFileError naming the file when it is not a readable ONNX model.
-    ``expand_groups``: see ``import_model``.
+    Tensors kept in external data files (``model.onnx.data``, as PyTorch writes them) are read
+    from the model file's folder only. Raises UnsupportedOnnxError listing every unsupported
+    operator of the file, and fastconv.saving.InvalidModelFileError naming the file when it is
+    not a readable ONNX model, or is damaged or inconsistent. ``expand_groups``: see
+    ``import_model``.
     """
     model, size = read_model(path)
-    out, _, _ = import_model(model, os.fspath(path), size, expand_groups=expand_groups)
+    path = os.fspath(path)
+    out, _, _ = _import(model, path, size, path, None, expand_groups)
     return out
