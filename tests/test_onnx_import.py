@@ -189,17 +189,29 @@ def test_unsupported_operators_listed_in_one_error(tmp_path):
     assert "Supported: Conv, Relu" in msg and "ConstantOfShape" in msg
 
 
-def test_grouped_conv_is_refused_clearly_or_expanded(tmp_path):
-    w = np.random.default_rng(0).standard_normal((4, 1, 3, 3)).astype(np.float32)
-    nodes = [helper.make_node("Conv", ["x", "w"], ["y"], group=2, pads=[1, 1, 1, 1])]
-    onnx.save(_graph(nodes, {"w": w}, (1, 2, 6, 6)), tmp_path / "g.onnx")
-    with pytest.raises(fo.UnsupportedOnnxError, match="group=2.*group=1 only"):
-        fo.load(tmp_path / "g.onnx")
-    model = fo.load(tmp_path / "g.onnx", expand_groups=True)
-    x = np.random.default_rng(1).standard_normal((1, 2, 6, 6)).astype(np.float32)
-    want = torch.nn.functional.conv2d(torch.tensor(x), torch.tensor(w), padding=1, groups=2)
-    got = model.predict(np.ascontiguousarray(x.transpose(0, 2, 3, 1)), verbose=0)
-    np.testing.assert_allclose(got, want.permute(0, 2, 3, 1).numpy(), rtol=1e-5, atol=1e-5)
+@pytest.mark.parametrize("group, shape", [(2, (4, 1, 3, 3)), (3, (6, 1, 3, 3)),
+                                          (2, (6, 3, 3, 3))])
+def test_grouped_and_depthwise_convs_load_as_grouped_layers(tmp_path, group, shape):
+    """group > 1 becomes Conv2D(groups=group) (depthwise when each group holds one channel);
+    expand_groups still runs it as one block-diagonal convolution, with the same result."""
+    w = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    b = np.random.default_rng(2).standard_normal(shape[0]).astype(np.float32)
+    channels = shape[1] * group
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["y"], group=group,
+                              pads=[1, 0, 1, 2], strides=[1, 2])]
+    onnx.save(_graph(nodes, {"w": w, "b": b}, (1, channels, 7, 6)), tmp_path / "g.onnx")
+    x = np.random.default_rng(1).standard_normal((2, channels, 7, 6)).astype(np.float32)
+    want = torch.nn.functional.conv2d(torch.nn.functional.pad(torch.tensor(x), (0, 2, 1, 1)),
+                                      torch.tensor(w), torch.tensor(b), stride=(1, 2),
+                                      groups=group).permute(0, 2, 3, 1).numpy()
+    nhwc = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+    model = fo.load(tmp_path / "g.onnx")
+    conv = next(la for la in model.layers if type(la).__name__ == "Conv2D")
+    assert conv.groups == group
+    np.testing.assert_allclose(model.predict(nhwc, verbose=0), want, rtol=1e-5, atol=1e-5)
+    expanded = fo.load(tmp_path / "g.onnx", expand_groups=True)
+    assert all(getattr(la, "groups", 1) == 1 for la in expanded.layers)
+    np.testing.assert_allclose(expanded.predict(nhwc, verbose=0), want, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("content", [b"", b"not an onnx file at all \x00\xff" * 10,

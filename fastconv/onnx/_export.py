@@ -157,22 +157,53 @@ class _Exporter:
         return name, layout
 
     # -- convolution and dense -------------------------------------------------------------------
-    def _conv(self, layer, x, kernel, pads, strides, dilations, rank):
-        w = layer.kernel.numpy().astype(np.float32)
-        inputs = [self.get(x, "cf"), self.const(f"{layer.name}_W", kernel(w))]
-        if layer.bias is not None:
-            inputs.append(self.const(f"{layer.name}_B", layer.bias.numpy().astype(np.float32)))
-        y = self.node("Conv", inputs, f"{layer.name}_conv" if layer.activation != "linear"
-                      else layer.name, pads=list(pads), strides=list(strides),
-                      dilations=list(dilations), kernel_shape=list(w.shape[:rank]))
-        return self.activation(layer.activation, y, "cf", x.rank, layer.name), "cf"
+    def _conv(self, layer, x, kernel, pads, strides, dilations, rank, w=None, bias=None,
+              groups=1, activation=None, name=None):
+        """A Conv node (``group`` = ``groups``) on ``x`` (channels first) with the HWIO kernel
+        ``w`` (default: the layer's) turned into ONNX's OIHW by ``kernel``; the layer's bias
+        and activation unless given."""
+        w = layer.kernel.numpy().astype(np.float32) if w is None else w
+        bias = layer.bias if bias is None else bias
+        activation = layer.activation if activation is None else activation
+        name = layer.name if name is None else name
+        inputs = [self.get(x, "cf"), self.const(f"{name}_W", kernel(w))]
+        if bias is not False and bias is not None:
+            inputs.append(self.const(f"{name}_B", bias.numpy().astype(np.float32)))
+        y = self.node("Conv", inputs, f"{name}_conv" if activation != "linear" else name,
+                      pads=list(pads), strides=list(strides), dilations=list(dilations),
+                      kernel_shape=list(w.shape[:rank]), group=int(groups))
+        return self.activation(activation, y, "cf", x.rank, name), "cf"
 
-    def l_Conv2D(self, layer, x, out_shape):  # noqa: N802
+    def _pads_2d(self, layer, x):
         _, h, w, _ = x.shape
         t, b, left, r = resolve_padding(layer.padding, layer.kernel_size, layer.strides,
                                         layer.dilation_rate, (h, w))
-        return self._conv(layer, x, lambda k: k.transpose(3, 2, 0, 1), (t, left, b, r),
-                          layer.strides, layer.dilation_rate, 2)
+        return (t, left, b, r)
+
+    def l_Conv2D(self, layer, x, out_shape):  # noqa: N802
+        return self._conv(layer, x, lambda k: k.transpose(3, 2, 0, 1), self._pads_2d(layer, x),
+                          layer.strides, layer.dilation_rate, 2, groups=layer.groups)
+
+    def _depthwise(self, layer, x, bias, activation, name):
+        """The depthwise part of DepthwiseConv2D / SeparableConv2D: a Conv with group = C on
+        the kernel seen as (kh, kw, 1, C * depth_multiplier)."""
+        channels = x.shape[-1]
+        w = layer.depthwise_kernel.numpy().astype(np.float32).reshape(
+            *layer.kernel_size, 1, channels * layer.depth_multiplier)
+        return self._conv(layer, x, lambda k: k.transpose(3, 2, 0, 1), self._pads_2d(layer, x),
+                          layer.strides, layer.dilation_rate, 2, w=w, bias=bias,
+                          groups=channels, activation=activation, name=name)
+
+    def l_DepthwiseConv2D(self, layer, x, out_shape):  # noqa: N802
+        return self._depthwise(layer, x, layer.bias if layer.bias is not None else False,
+                               layer.activation, layer.name)
+
+    def l_SeparableConv2D(self, layer, x, out_shape):  # noqa: N802
+        name, _ = self._depthwise(layer, x, False, "linear", f"{layer.name}_depthwise")
+        mid = _Val(name, "cf", (*out_shape[:3], x.shape[-1] * layer.depth_multiplier))
+        w = layer.pointwise_kernel.numpy().astype(np.float32)
+        return self._conv(layer, mid, lambda k: k.transpose(3, 2, 0, 1), (0, 0, 0, 0), (1, 1),
+                          (1, 1), 2, w=w, bias=layer.bias if layer.bias is not None else False)
 
     def l_Conv1D(self, layer, x, out_shape):  # noqa: N802
         steps = x.shape[1]
@@ -185,7 +216,7 @@ class _Exporter:
         else:
             pads = (0, 0)
         return self._conv(layer, x, lambda w: w.transpose(2, 1, 0), (pads[0], pads[1]), (s,),
-                          (d,), 1)
+                          (d,), 1, groups=layer.groups)
 
     def l_Dense(self, layer, x, out_shape):  # noqa: N802
         name = self.get(x, "cl")

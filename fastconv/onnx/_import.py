@@ -1045,18 +1045,14 @@ class _Importer:
         if kernel != w.shape[2:]:
             raise self._invalid(node, f"kernel_shape {list(kernel)} disagrees with the kernel's "
                                       f"shape {w.shape}")
-        if group != 1:
-            if not self.expand_groups:
-                raise self._fail(node, f"group={group}: grouped and depthwise convolutions are "
-                                       f"not supported (group=1 only; load(..., "
-                                       f"expand_groups=True) runs them as one convolution with "
-                                       f"a block-diagonal kernel)")
+        if group != 1 and self.expand_groups:
             self._charge(w.size * group * 4, f"{self._out(node)} (the kernel, expanded)")
             full = np.zeros((o, ig * group, *w.shape[2:]), np.float32)
             og = o // group
             for g in range(group):
                 full[g * og:(g + 1) * og, g * ig:(g + 1) * ig] = w[g * og:(g + 1) * og]
             w = full
+            group = 1
         strides, dil, pads = self._spatial(node, a, x, kernel)
         if strides != (1, 1) and dil != (1, 1):
             raise self._fail(node, "strides > 1 together with dilations > 1")
@@ -1075,7 +1071,7 @@ class _Importer:
                                                name=self.layer_name(node, "_pad")), x, "nchw")
         # zeros: the file's weights replace them at once (no random draw of a large kernel)
         layer = L.Conv2D(w.shape[0], kernel, strides, padding, dilation_rate=dil,
-                         use_bias=b is not None, kernel_initializer="zeros",
+                         groups=group, use_bias=b is not None, kernel_initializer="zeros",
                          name=self.layer_name(node))
         out = self.apply(layer, t, "nchw")
         weights = [w.transpose(2, 3, 1, 0)]
@@ -1647,9 +1643,10 @@ def import_model(model, where: str = "ONNX model", size: int | None = None,
                  constants: dict | None = None, expand_groups: bool = False):
     """``(fastconv model, input layouts, output layouts)`` from a ModelProto; a layout is
     ``"nchw"`` where fastconv holds the tensor as NHWC. ``constants`` binds graph inputs to
-    values (weights given as inputs); ``expand_groups`` runs a grouped Conv as one convolution
+    values (weights given as inputs). A grouped Conv becomes ``Conv2D(groups=group)`` (grouped and
+    depthwise kernels of its own); ``expand_groups`` runs it instead as one convolution
     with a block-diagonal kernel (``group`` times the work, exact; fine-tuning may then fill the
-    zero blocks) instead of refusing it. A ModelProto has no folder: a tensor keeping its data
+    zero blocks). A ModelProto has no folder: a tensor keeping its data
     in an external file is refused (``load`` reads it from the model file's folder)."""
     if size is None:
         size = model.ByteSize()
