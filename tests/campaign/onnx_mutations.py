@@ -32,6 +32,14 @@ outside the folder found in a loaded model's weights, or a loaded model whose pr
 zero sample fails (models of up to ``PREDICT_ELEMENTS`` activations per sample are run). The
 command prints the counts per class and outcome and exits with 1 on any defect. CI runs a
 sample (``tests/test_onnx_hostile.py::test_mutation_sample_has_no_defect``).
+
+Figures (the project's 2-core machine, shared with other work): ``--examples 1500`` with
+``--seed 21`` (606 s) and with ``--seed 22`` (1172 s, beside another run), 3,000 files in all:
+external 35 loaded / 465 refused, dims 9 / 491, deep 412 / 88, wide 500 / 0, attributes
+36 / 464, bytes 27 / 473; 0 defects, 0 last-line wraps, largest peak of traced memory 32 MiB,
+slowest load 8.1 s of CPU (a 10,000-node chain). Before the fixes the first hundred files gave
+TypeErrors (names that are not UTF-8), ValueErrors from layers and NumPy, and the last-line
+wrap for BatchNormalization's epsilon, Sum's constants and attributes without a value.
 """
 
 from __future__ import annotations
