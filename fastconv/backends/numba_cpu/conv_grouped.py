@@ -54,7 +54,7 @@ from ...geometry import (
     CONV_SW,
 )
 from ..derived import DerivedCache
-from .conv_im2col import next_origin, pixel_origin
+from .conv_im2col import patch_pointers
 from .elementwise import ACTIVATION_CODES, RELU
 from .gemm import store_tile
 from .jit import CONV_SERIAL_FLOPS, helper, sized_kernel
@@ -330,32 +330,6 @@ def depthwise_forward(x, w, b, act, g, mult, y):
 # -- grouped forward (micro-kernel) ------------------------------------------------------------
 
 @helper
-def _tile_pointers(x, g, q0, rows, zeros, ptrs):
-    """ptrs[tap*MRG + r] = address of x[n, ih, iw, 0] for output pixel q0 + r and tap (i, j),
-    or of ``zeros`` where the tap is in the padding or r >= rows."""
-    n, h, w, c, o, kh, kw, sh, sw, dh, dw, pt, pb, pl, pr, oh, ow = g
-    base = x.ctypes.data
-    item = x.itemsize
-    zero = zeros.ctypes.data
-    img, y0, x0 = pixel_origin(g, q0)
-    for r in range(MRG):
-        if r >= rows:
-            for tap in range(kh * kw):
-                ptrs[tap * MRG + r] = zero
-            continue
-        for i in range(kh):
-            ih = y0 + i * dh
-            for j in range(kw):
-                iw = x0 + j * dw
-                tap = i * kw + j
-                if 0 <= ih < h and 0 <= iw < w:
-                    ptrs[tap * MRG + r] = base + (((img * h + ih) * w + iw) * c) * item
-                else:
-                    ptrs[tap * MRG + r] = zero
-        img, y0, x0 = next_origin(g, img, y0, x0)
-
-
-@helper
 def _group_tiles(x, wp, bp, act, g, groups, r0, r1, zeros, ptrs, gptrs, tile, y2):
     """act(conv + b) of output pixels r0 .. r1-1 (flat over N, OH, OW), in blocks of
     ``ptrs.shape[0]`` tiles: the block's patch-row pointers once, then group by group every
@@ -372,7 +346,7 @@ def _group_tiles(x, wp, bp, act, g, groups, r0, r1, zeros, ptrs, gptrs, tile, y2
     for b0 in range(r0, r1, block):
         b1 = min(r1, b0 + block)
         for t, q0 in enumerate(range(b0, b1, MRG)):
-            _tile_pointers(x, g, q0, min(MRG, b1 - q0), zeros, ptrs[t])
+            patch_pointers(x, g, q0, min(MRG, b1 - q0), zeros, ptrs[t], MRG)
         for gi in range(groups):
             shift = gi * cg * x.itemsize  # the group's channels (padding: inside ``zeros``)
             for t, q0 in enumerate(range(b0, b1, MRG)):

@@ -63,18 +63,19 @@ def next_origin(g, img, y0, x0):
 
 
 @helper
-def patch_pointers(x, g, q0, rows, zeros, ptrs):
-    """ptrs[tap*MR + r] = address of x[n, ih, iw, 0] for output pixel q0 + r and tap (i, j),
-    or of ``zeros`` where the tap is in the padding or r >= rows."""
+def patch_pointers(x, g, q0, rows, zeros, ptrs, mr):
+    """ptrs[tap*mr + r] = address of x[n, ih, iw, 0] for output pixel q0 + r and tap (i, j),
+    or of ``zeros`` where the tap is in the padding or r >= rows (``mr``: the tile's rows,
+    ``MR`` here, the grouped micro-kernel's own in conv_grouped)."""
     n, h, w, c, o, kh, kw, sh, sw, dh, dw, pt, pb, pl, pr, oh, ow = g
     base = x.ctypes.data
     item = x.itemsize
     zero = zeros.ctypes.data
     img, y0, x0 = pixel_origin(g, q0)
-    for r in range(MR):
+    for r in range(mr):
         if r >= rows:
             for tap in range(kh * kw):
-                ptrs[tap * MR + r] = zero
+                ptrs[tap * mr + r] = zero
             continue
         for i in range(kh):
             ih = y0 + i * dh
@@ -82,9 +83,9 @@ def patch_pointers(x, g, q0, rows, zeros, ptrs):
                 iw = x0 + j * dw
                 tap = i * kw + j
                 if 0 <= ih < h and 0 <= iw < w:
-                    ptrs[tap * MR + r] = base + (((img * h + ih) * w + iw) * c) * item
+                    ptrs[tap * mr + r] = base + (((img * h + ih) * w + iw) * c) * item
                 else:
-                    ptrs[tap * MR + r] = zero
+                    ptrs[tap * mr + r] = zero
         img, y0, x0 = next_origin(g, img, y0, x0)
 
 
@@ -159,7 +160,7 @@ def conv_pixels(x, wp, b, act, g, mode, q_start, count, zeros, ptrs, tile, cols,
             pack_patch_rows(x, g, q0, rows, cols)
             matrix_rows(cols, 0, MR, k, zeros, ptrs)
         else:
-            patch_pointers(x, g, q0, rows, zeros, ptrs)
+            patch_pointers(x, g, q0, rows, zeros, ptrs, MR)
         row_tile_bias_act(ptrs, nseg, seglen, wp, o, out, out_off + (q0 - q_start) * o, o, rows,
                           b, act == RELU, tile, x)
 
