@@ -13,7 +13,7 @@ import sys
 import time
 
 from .io.atomic import atomic_write
-from .io.files import check_outputs, open_regular
+from .io.files import check_outputs, open_regular, read_npy_header
 
 SIMD_FLAGS = ("sse4.2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512dq",
               "avx512vnni", "avx512bf16", "avx512fp16", "amx-tile", "neon", "sve")
@@ -386,13 +386,7 @@ def _load_npy(path: str):
             raise ValueError(f"{path!r} is {what}; fastconv predict reads .npy files "
                              f"(numpy.save) of numbers, and never unpickles input")
         try:
-            version = np.lib.format.read_magic(fh)
-            if version == (1, 0):
-                shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
-            elif version == (2, 0):
-                shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
-            else:
-                raise ValueError(f"version {version} of the .npy format is not supported")
+            shape, _, dtype = read_npy_header(fh)
         except (ValueError, OSError, EOFError) as exc:
             raise ValueError(f"{path!r} is not a readable .npy file ({exc})") from None
         if dtype.hasobject:

@@ -29,7 +29,7 @@ import numpy as np
 from .. import allocation
 from .._version import __version__
 from .errors import InvalidModelFileError
-from .files import open_regular
+from .files import open_regular, read_npy_header
 from .jsontext import json_depth
 
 FORMAT_VERSION = 1
@@ -193,13 +193,7 @@ class Archive:
         info = self._member(entry["file"], what)
         head = io.BytesIO(self._read(info, f"array {entry['name']!r}", _NPY_HEADER_BYTES))
         try:
-            version = np.lib.format.read_magic(head)
-            if version == (1, 0):
-                shape, fortran, dtype = np.lib.format.read_array_header_1_0(head)
-            elif version == (2, 0):
-                shape, fortran, dtype = np.lib.format.read_array_header_2_0(head)
-            else:
-                raise ValueError(f".npy version {version} is not supported")
+            shape, _, dtype = read_npy_header(head)
         except Exception as exc:  # noqa: BLE001 - a malformed header
             raise self.error(f"{what} has no valid .npy header ({exc})") from None
         if dtype.hasobject:

@@ -96,3 +96,17 @@ def check_outputs(outputs: dict, inputs: dict) -> None:
             if src is not None and same_file(out, src):
                 raise ValueError(f"{out_name} {os.fspath(out)!r} is the {in_name} this command "
                                  f"reads; writing it would destroy it. Choose another path")
+
+
+def read_npy_header(fh) -> tuple[tuple, bool, object]:
+    """``(shape, fortran_order, dtype)`` of the ``.npy`` header at ``fh``'s position (format
+    versions 1.0 and 2.0), nothing of the data read; ValueError (or EOFError) for a malformed
+    header."""
+    import numpy as np
+
+    version = np.lib.format.read_magic(fh)
+    if version == (1, 0):
+        return np.lib.format.read_array_header_1_0(fh)
+    if version == (2, 0):
+        return np.lib.format.read_array_header_2_0(fh)
+    raise ValueError(f"version {version} of the .npy format is not supported")
