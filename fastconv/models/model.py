@@ -387,10 +387,10 @@ class Model(Layer):
         config = {"optimizer": serialize_optimizer(self.optimizer)}
         if len(self._losses) == 1:
             config["loss"] = serialize_loss(self._losses[0])
-            config["metrics"] = [m.name for m in self._metrics]
+            config["metrics"] = [metrics_mod.serialize(m) for m in self._metrics]
             return config
         config["loss"] = [serialize_loss(loss) for loss in self._losses]
-        config["metrics"] = [[m.name for i, m, _ in self._metric_specs if i == k]
+        config["metrics"] = [[metrics_mod.serialize(m) for i, m, _ in self._metric_specs if i == k]
                              for k in range(len(self._losses))]
         config["loss_weights"] = list(self._loss_weights)
         return config
@@ -489,39 +489,41 @@ class Model(Layer):
         return [loss.labels(y, p) for loss, y, p in zip(self._losses, ys, preds)]
 
     def _step_results(self, loss, parts, labels, preds) -> tuple[list[float], list]:
-        """The step's losses and each metric's (sum, count), brought to the host together: on a
+        """The step's losses and each metric's (totals, count), brought to the host together: on a
         GPU one device-to-host copy per step, of a few numbers."""
         backend = self.backend
         xp = backend.xp
         scalars = [loss.data] + [p.data for p in parts]
-        counts, host_metrics = [], {}
+        counts, sizes, host_metrics = [], [], {}
         for k, (i, m, _) in enumerate(self._metric_specs):
             y = labels[i]
-            if isinstance(y, Labels):  # labels on the backend: compute there, bring the sum
-                values = m.values(y.array, preds[i].data)
-                scalars.append(values.sum())
-                counts.append(int(values.size))
+            if isinstance(y, Labels):  # labels on the backend: compute there, bring the totals
+                totals, count = m.batch_totals(y.array, preds[i].data)
+                scalars.append(totals)
+                sizes.append(int(totals.size))
+                counts.append(count)
             else:  # a custom loss's own labels: compare on the host
                 host_metrics[k] = (y, preds[i])
                 counts.append(None)
-        host = backend.to_host(xp.stack([xp.asarray(v, dtype=xp.float64).reshape(())
-                                         for v in scalars]))
+        host = backend.to_host(xp.concatenate([xp.asarray(v, dtype=xp.float64).reshape(-1)
+                                               for v in scalars]))
         n_losses = 1 + len(parts)
         losses = [float(v) for v in host[:n_losses]]
-        sums = iter(float(v) for v in host[n_losses:])
+        offsets = np.cumsum([n_losses, *sizes])
+        device_totals = iter(host[a:b] for a, b in zip(offsets[:-1], offsets[1:]))
         results = []
         for k, count in enumerate(counts):
             if count is None:
                 y, pred = host_metrics[k]
-                v = self._metric_specs[k][1].values(np.asarray(y), pred.numpy())
-                results.append((float(v.sum()), int(v.size)))
+                totals, count = self._metric_specs[k][1].batch_totals(np.asarray(y), pred.numpy())
+                results.append((np.asarray(totals, dtype=np.float64), count))
             else:
-                results.append((next(sums), count))
+                results.append((next(device_totals), count))
         return losses, results
 
     # -- one step ----------------------------------------------------------------------------
     def _train_step(self, xs, ys, update_when_not_finite=False) -> tuple[list[float], list]:
-        """One optimisation step -> (losses, each metric's (sum, count)). A loss that is not
+        """One optimisation step -> (losses, each metric's (totals, count)). A loss that is not
         finite skips the backward pass and the update, unless ``update_when_not_finite`` (a
         compiling process's dry run, fastconv.warmup, whose kernels compute nothing)."""
         variables = self.trainable_weights
@@ -623,8 +625,11 @@ class Model(Layer):
 
     def _run_epochs(self, cbs, xs, ys, batch_size, epochs, initial_epoch, shuffle, verbose,
                     history, validation_data, val_batch) -> None:
+        self._initial_epoch = None
         for cb in cbs:
             cb.on_train_begin()
+        # a callback that restores an interrupted run (BackupAndRestore) sets where it resumes
+        initial_epoch = self.__dict__.pop("_initial_epoch", None) or initial_epoch
         for epoch in range(initial_epoch, epochs):
             for cb in cbs:
                 cb.on_epoch_begin(epoch)
@@ -667,6 +672,10 @@ class Model(Layer):
             losses, metric_results = self._train_step(xb, yb)
             loss = losses[0]
             if not math.isfinite(loss):
+                logs = {**self._epoch_values(sums, seen), "loss": loss}
+                if self._stopped_on_non_finite(cbs, step, logs):
+                    bar.finish(logs)
+                    return logs
                 bar.finish(self._epoch_values(sums, seen))
                 message = (f"the loss became {loss} at epoch {epoch + 1}, batch {step + 1}: "
                            f"training stopped (try a smaller learning rate, or check the data "
@@ -687,6 +696,14 @@ class Model(Layer):
             logs.update({f"val_{k}": v for k, v in val.items()})
         bar.finish(logs)
         return logs
+
+    def _stopped_on_non_finite(self, cbs, step: int, logs: dict) -> bool:
+        """Show the callbacks the batch whose loss is not finite (its update was skipped);
+        True when one of them stops training (``TerminateOnNaN``), which then ends the epoch
+        instead of raising ``NonFiniteLossError``."""
+        for cb in cbs:
+            cb.on_train_batch_end(step, logs)
+        return self.stop_training
 
     def _epoch_values(self, sums: list[float], seen: int) -> dict:
         """Keras 3 logs order: metrics and losses (with several outputs, each output's loss as

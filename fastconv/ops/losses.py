@@ -1,4 +1,5 @@
-"""Loss ops: fused softmax cross-entropy, cross-entropy on probabilities, mean squared error."""
+"""Loss ops: fused softmax cross-entropy, cross-entropy on probabilities, binary cross-entropy
+(on probabilities or logits), mean squared error."""
 
 from __future__ import annotations
 
@@ -30,6 +31,11 @@ def cross_entropy_labels(y_pred: Tensor, y_true, sparse: bool) -> Labels:
 def mean_squared_error_labels(y_pred: Tensor, y_true) -> Labels:
     """Targets checked against predictions ``y_pred`` and uploaded."""
     return Labels(_target_array(y_pred, y_true))
+
+
+def binary_crossentropy_labels(y_pred: Tensor, y_true) -> Labels:
+    """Binary targets (one per prediction element) checked and uploaded."""
+    return Labels(_target_array(y_pred, y_true, "binary_crossentropy"))
 
 
 def _labels_array(backend, y_true, n: int, classes: int, sparse: bool, dtype):
@@ -164,7 +170,7 @@ def mean_squared_error(y_pred, y_true) -> Tensor:
     return MeanSquaredErrorOp.apply(y_pred, target=_target_array(y_pred, y_true))
 
 
-def _target_array(y_pred: Tensor, y_true):
+def _target_array(y_pred: Tensor, y_true, op: str = "mean_squared_error"):
     if isinstance(y_true, Labels):
         return y_true.array
     target = y_true.data if isinstance(y_true, Tensor) else y_true
@@ -173,6 +179,58 @@ def _target_array(y_pred: Tensor, y_true):
         if target.size == y_pred.size:
             target = target.reshape(y_pred.shape)
         else:
-            raise ValueError(f"mean_squared_error: targets of shape {target.shape} do not match "
+            raise ValueError(f"{op}: targets of shape {target.shape} do not match "
                              f"predictions of shape {y_pred.shape}")
     return target
+
+
+class BinaryCrossEntropyOp(Function):
+    """Mean over every element of ``-(y log c + (1 - y) log(1 - c))``, ``c = clip(p, eps,
+    1 - eps)`` (Keras, probabilities). Backward: ``(c - y) / (c (1 - c)) / size`` where ``p`` is
+    inside the clip, 0 outside."""
+
+    def forward(self, p, *, target, eps):
+        xp = self.backend.xp
+        c = xp.clip(p, eps, 1 - eps)
+        loss = -(target * xp.log(c) + (1 - target) * xp.log(1 - c)).mean()
+        self.p, self.c, self.target, self.eps = p, c, target, eps
+        return xp.asarray(loss, dtype=p.dtype)
+
+    def backward(self, dy):
+        c, y = self.c, self.target
+        inside = (self.p > self.eps) & (self.p < 1 - self.eps)
+        g = (c - y) / (c * (1 - c))
+        return (g * inside * (dy / c.size),)
+
+
+class BinaryCrossEntropyLogitsOp(Function):
+    """Mean over every element of ``max(z, 0) - z y + log(1 + exp(-|z|))``, the binary
+    cross-entropy of ``sigmoid(z)`` written stably. Backward: ``(sigmoid(z) - y) / size``."""
+
+    def forward(self, z, *, target):
+        xp = self.backend.xp
+        loss = (xp.maximum(z, 0) - z * target + xp.log1p(xp.exp(-abs(z)))).mean()
+        self.z, self.target = z, target
+        return xp.asarray(loss, dtype=z.dtype)
+
+    def backward(self, dy):
+        xp = self.backend.xp
+        z = self.z
+        # sigmoid without overflow: exp of a non-positive number only
+        e = xp.exp(-abs(z))
+        sigmoid = xp.where(z >= 0, 1 / (1 + e), e / (1 + e))
+        return ((sigmoid - self.target) * (dy / z.size),)
+
+
+def binary_crossentropy(y_pred, y_true, from_logits: bool = False, label_smoothing: float = 0.0,
+                        eps: float = 1e-7) -> Tensor:
+    """Keras's binary cross-entropy, the mean over every element; ``label_smoothing`` moves the
+    targets towards 0.5: ``y (1 - s) + s / 2``."""
+    y_pred = as_tensor(y_pred, "predictions")
+    _not_empty("binary_crossentropy", y_pred.shape)
+    target = _target_array(y_pred, y_true, "binary_crossentropy")
+    if label_smoothing:
+        target = target * (1 - label_smoothing) + 0.5 * label_smoothing
+    if from_logits:
+        return BinaryCrossEntropyLogitsOp.apply(y_pred, target=target)
+    return BinaryCrossEntropyOp.apply(y_pred, target=target, eps=eps)
