@@ -20,7 +20,8 @@ KERAS_CLASSES = (
     "Reshape", "Dropout", "Activation",
     "MaxPooling1D", "MaxPooling2D", "AveragePooling1D", "AveragePooling2D",
     "GlobalAveragePooling2D", "GlobalMaxPooling2D", "BatchNormalization", "ZeroPadding2D",
-    "Add", "Concatenate", "Rescaling",
+    "Add", "Concatenate", "Rescaling", "LayerNormalization", "Multiply", "Subtract", "Average",
+    "Maximum", "Minimum",
 )
 
 #: Options dropped on reading: they do not change what the layer computes from given weights.

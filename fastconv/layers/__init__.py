@@ -2,9 +2,24 @@
 
 from .base import Input, InputLayer, Layer
 from .convolutional import Conv1D, Conv2D, DepthwiseConv2D, SeparableConv2D
-from .core import Activation, Clip, Dense, Dropout, Flatten, LeakyReLU, Permute, Reshape
-from .merge import Add, Concatenate
-from .normalization import LRN, BatchNormalization, LocalResponseNormalization
+from .core import (
+    Activation,
+    Clip,
+    Dense,
+    Dropout,
+    Elementwise,
+    Flatten,
+    LeakyReLU,
+    Permute,
+    Reshape,
+)
+from .merge import Add, Average, Concatenate, Divide, Maximum, Minimum, Multiply, Subtract
+from .normalization import (
+    LRN,
+    BatchNormalization,
+    LayerNormalization,
+    LocalResponseNormalization,
+)
 from .pooling import (
     AveragePooling1D,
     AveragePooling2D,
@@ -13,7 +28,7 @@ from .pooling import (
     MaxPooling1D,
     MaxPooling2D,
 )
-from .reshaping import Rescaling, ZeroPadding2D
+from .reshaping import Rescaling, Slice, ZeroPadding2D
 
 # Keras aliases
 MaxPool2D = MaxPooling2D
@@ -32,6 +47,7 @@ __all__ = [
     "GlobalMaxPooling2D", "MaxPooling1D", "AveragePooling1D", "MaxPool2D", "AvgPool2D",
     "MaxPool1D", "AvgPool1D", "GlobalAvgPool2D", "GlobalMaxPool2D", "Convolution1D",
     "Convolution2D", "BatchNormalization", "LocalResponseNormalization", "LRN", "Add",
-    "Concatenate", "ZeroPadding2D", "Rescaling", "LeakyReLU", "Clip", "Permute",
-    "DepthwiseConv2D", "SeparableConv2D", "SeparableConvolution2D",
+    "Concatenate", "ZeroPadding2D", "Rescaling", "LeakyReLU", "Clip", "Permute", "Slice",
+    "DepthwiseConv2D", "SeparableConv2D", "SeparableConvolution2D", "LayerNormalization",
+    "Multiply", "Subtract", "Average", "Maximum", "Minimum", "Divide", "Elementwise",
 ]

@@ -1,4 +1,5 @@
-"""Dense, Flatten, Dropout, Activation and Reshape."""
+"""Dense, Flatten, Dropout, Activation, Reshape, and the element-wise layers (LeakyReLU, Clip,
+Elementwise) and Permute."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import numbers
 from .. import activations, initializers
 from .. import functional as F
 from ..backends import FUSED_ACTIVATIONS
-from ..ops.activation import ClipOp, LeakyReLUOp, clip, leaky_relu
+from ..ops.activation import ClipOp, LeakyReLUOp, clip, elementwise_op, leaky_relu
 from ..ops.shape import TransposeOp, transpose
 from .base import Layer, _identity, register
 
@@ -175,7 +176,9 @@ class Dropout(Layer):
 
 @register
 class Activation(Layer):
-    """Apply an activation by name: relu, sigmoid, tanh, softmax, linear."""
+    """Apply an activation by its Keras name: linear, relu, sigmoid, tanh, softmax, swish (silu),
+    gelu, hard_sigmoid, hard_swish (hard_silu), elu, selu, softplus, relu6, leaky_relu (see
+    ``fastconv.activations``)."""
 
     def __init__(self, activation, **kwargs):
         super().__init__(**kwargs)
@@ -276,3 +279,28 @@ class Permute(Layer):
 
     def get_config(self):
         return {**super().get_config(), "dims": list(self.dims)}
+
+
+@register
+class Elementwise(Layer):
+    """An element-wise function of one tensor by name (fastconv's own layer, for ONNX's unary
+    operators; Keras has no counterpart): ``sqrt``, ``square``, ``exp``, ``log`` (natural),
+    ``abs``, ``neg`` (``-x``), ``reciprocal`` (``1 / x``), ``erf``, or ``pow``
+    (``x ** exponent``, which needs a number as ``exponent``)."""
+
+    def __init__(self, function, exponent=None, **kwargs):
+        super().__init__(**kwargs)
+        self._op, self._op_kwargs = elementwise_op(function, exponent,
+                                                   f"Elementwise layer '{self.name}'")
+        self.function = function
+        self.exponent = self._op_kwargs.get("exponent")
+
+    def call(self, x, training=False):
+        return F.elementwise(x, self.function, self.exponent)
+
+    def inference_step(self, input_shape, backend):
+        op, kwargs = self._op, self._op_kwargs
+        return lambda a: op.evaluate(backend, a, **kwargs)
+
+    def get_config(self):
+        return {**super().get_config(), "function": self.function, "exponent": self.exponent}

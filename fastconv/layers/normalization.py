@@ -1,5 +1,6 @@
-"""Normalisation layers: BatchNormalization (Keras's) and LocalResponseNormalization
-(TensorFlow's ``tf.nn.local_response_normalization`` as a layer, alias ``LRN``)."""
+"""Normalisation layers: BatchNormalization and LayerNormalization (Keras's) and
+LocalResponseNormalization (TensorFlow's ``tf.nn.local_response_normalization`` as a layer, alias
+``LRN``)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import numbers
 
 from .. import functional as F
 from .. import initializers
+from ..ops.normalization import LayerNormOp, layer_norm_axes
 from .base import Layer, register
 from .core import unsupported
 
@@ -147,6 +149,101 @@ class BatchNormalization(Layer):
                 "gamma_initializer": self.gamma_initializer,
                 "moving_mean_initializer": self.moving_mean_initializer,
                 "moving_variance_initializer": self.moving_variance_initializer}
+
+
+@register
+class LayerNormalization(Layer):
+    """Layer normalisation (Ba et al. 2016) as Keras 3's layer: each sample is normalised over
+    ``axis`` (an int or a list of ints; not the batch axis) with its own mean and biased
+    variance::
+
+        y = (x - mean) / sqrt(var + epsilon) * gamma + beta
+
+    ``gamma`` (``scale=True``) and ``beta`` (``center=True``) have the sizes of the normalised
+    axes, in increasing axis order (Keras's shapes and weight order). ``rms_scaling=True`` is
+    Keras's deprecated variant ``x / sqrt(var + epsilon) * gamma``: x is not centred, there is
+    no beta, and gamma is made even with ``scale=False``.
+    """
+
+    def __init__(self, axis=-1, epsilon=1e-3, center=True, scale=True, rms_scaling=False,
+                 beta_initializer="zeros", gamma_initializer="ones", beta_regularizer=None,
+                 gamma_regularizer=None, beta_constraint=None, gamma_constraint=None,
+                 **kwargs):
+        super().__init__(**kwargs)
+        where = f"LayerNormalization layer '{self.name}'"
+        unsupported(where, beta_regularizer=beta_regularizer,
+                    gamma_regularizer=gamma_regularizer, beta_constraint=beta_constraint,
+                    gamma_constraint=gamma_constraint)
+        if isinstance(axis, (list, tuple)):
+            if not axis or any(not isinstance(a, numbers.Integral) or isinstance(a, bool)
+                               for a in axis):
+                raise ValueError(f"{where}: axis must be an int or a non-empty list of ints, "
+                                 f"got {axis!r}")
+            if any(a < 0 for a in axis) and any(a >= 0 for a in axis):
+                raise ValueError(f"{where}: axis {list(axis)!r} mixes negative and non-negative "
+                                 f"axes; give all of them counted from the start or all from "
+                                 f"the end (Keras orders gamma and beta by the numbers as "
+                                 f"given)")
+            axis = sorted(int(a) for a in axis)
+        elif not isinstance(axis, numbers.Integral) or isinstance(axis, bool):
+            raise ValueError(f"{where}: axis must be an int or a non-empty list of ints, got "
+                             f"{axis!r}")
+        else:
+            axis = int(axis)
+        self.axis = axis
+        self.epsilon = _number(epsilon, f"{where}: epsilon")
+        if self.epsilon < 0:
+            raise ValueError(f"{where}: epsilon must be >= 0, got {epsilon!r}")
+        self.center, self.scale = bool(center), bool(scale)
+        self.rms_scaling = bool(rms_scaling)
+        self.beta_initializer = initializers.check(beta_initializer, where)
+        self.gamma_initializer = initializers.check(gamma_initializer, where)
+
+    def _axes(self, input_shape) -> tuple[int, ...]:
+        where = f"LayerNormalization layer '{self.name}'"
+        axes = layer_norm_axes(self.axis, len(input_shape), where)
+        if 0 in axes:
+            raise ValueError(f"{where}: axis {self.axis!r} includes the batch axis of inputs of "
+                             f"shape {tuple(input_shape)}; normalise over feature axes")
+        return axes
+
+    def check_input_shape(self, shape) -> None:
+        super().check_input_shape(shape)
+        self._axes(shape)
+
+    def build(self, input_shape):
+        axes = self._axes(input_shape)
+        shape = tuple(input_shape[a] for a in axes)
+        if (self.scale or self.rms_scaling or self.center) and None in shape:
+            raise ValueError(f"LayerNormalization layer '{self.name}' needs known sizes on axis "
+                             f"{self.axis!r}, got input shape {tuple(input_shape)}")
+        self.gamma = (self.add_weight("gamma", shape, self.gamma_initializer)
+                      if self.scale or self.rms_scaling else None)
+        self.beta = (self.add_weight("beta", shape, self.beta_initializer)
+                     if self.center and not self.rms_scaling else None)
+
+    def call(self, x, training=False):
+        return F.layer_norm(x, self.gamma, self.beta, self._axes(x.shape), self.epsilon,
+                            self.rms_scaling)
+
+    def inference_step(self, input_shape, backend):
+        axes = self._axes(input_shape)
+        gamma, beta, eps, rms = self.gamma, self.beta, self.epsilon, self.rms_scaling
+        xp = backend.xp
+
+        def step(a):
+            shape = tuple(a.shape[i] for i in axes)
+            g = xp.ones(shape, a.dtype) if gamma is None else gamma.data
+            b = xp.zeros(shape, a.dtype) if beta is None else beta.data
+            return LayerNormOp.evaluate(backend, a, g, b, axes=axes, eps=eps, rms=rms)
+
+        return step
+
+    def get_config(self):
+        return {**super().get_config(), "axis": self.axis, "epsilon": self.epsilon,
+                "center": self.center, "scale": self.scale, "rms_scaling": self.rms_scaling,
+                "beta_initializer": self.beta_initializer,
+                "gamma_initializer": self.gamma_initializer}
 
 
 @register

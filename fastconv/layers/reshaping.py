@@ -1,4 +1,4 @@
-"""ZeroPadding2D and Rescaling."""
+"""ZeroPadding2D, Rescaling and Slice."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import numbers
 import numpy as np
 
 from .. import functional as F
-from ..ops.shape import zero_pad_pads
+from ..ops.shape import SliceOp, slice_axis, zero_pad_pads
 from .base import Layer, register
 from .convolutional import check_data_format
 
@@ -107,3 +107,59 @@ class Rescaling(Layer):
             return v if isinstance(v, float) else v.tolist()
 
         return {**super().get_config(), "scale": plain(self.scale), "offset": plain(self.offset)}
+
+
+@register
+class Slice(Layer):
+    """``x`` sliced along one axis, as Python's ``start:stop:step`` (fastconv's layer: Keras
+    writes it as a Lambda; ONNX's Slice and Split import as it). ``axis`` counts the batch as 0
+    (negative from the last) and may not be the batch axis; ``stop=None`` runs to the end."""
+
+    def __init__(self, axis, start=0, stop=None, step=1, **kwargs):
+        super().__init__(**kwargs)
+        where = f"Slice layer '{self.name}'"
+        for key, v in (("axis", axis), ("start", start), ("step", step)):
+            if not isinstance(v, numbers.Integral) or isinstance(v, bool):
+                raise ValueError(f"{where}: {key} must be an integer, got {v!r}")
+        if stop is not None and (not isinstance(stop, numbers.Integral) or isinstance(stop, bool)):
+            raise ValueError(f"{where}: stop must be an integer or None, got {stop!r}")
+        if axis == 0 or step == 0:
+            raise ValueError(f"{where}: axis {axis} (the batch axis is 0) and step {step} (not 0) "
+                             f"are not allowed")
+        self.axis, self.start, self.step = int(axis), int(start), int(step)
+        self.stop = None if stop is None else int(stop)
+
+    def _index(self, rank: int) -> tuple:
+        axis = self.axis + rank if self.axis < 0 else self.axis
+        if not 1 <= axis < rank:
+            raise ValueError(f"Slice layer '{self.name}': axis {self.axis} is out of range for "
+                             f"inputs of rank {rank} (the batch axis is 0)")
+        index = [slice(None)] * rank
+        index[axis] = slice(self.start, self.stop, self.step)
+        return tuple(index)
+
+    def compute_output_shape(self, input_shape):
+        shape = list(input_shape)
+        index = self._index(len(shape))
+        for axis, s in enumerate(index):
+            if shape[axis] is not None and s != slice(None):
+                shape[axis] = len(range(*s.indices(shape[axis])))
+                if shape[axis] == 0:
+                    raise ValueError(f"Slice layer '{self.name}': {s.start}:{s.stop}:{s.step} "
+                                     f"of an axis of length {input_shape[axis]} is empty")
+        return tuple(shape)
+
+    def check_input_shape(self, shape) -> None:
+        super().check_input_shape(shape)
+        self.compute_output_shape(shape)
+
+    def call(self, x, training=False):
+        return slice_axis(x, self.axis, self.start, self.stop, self.step)
+
+    def inference_step(self, input_shape, backend):
+        index = self._index(len(input_shape))
+        return lambda a: SliceOp.evaluate(backend, a, index=index)
+
+    def get_config(self):
+        return {**super().get_config(), "axis": self.axis, "start": self.start,
+                "stop": self.stop, "step": self.step}

@@ -13,18 +13,51 @@ Layouts: NHWC activations, HWIO convolution kernels, (in, out) dense kernels.
 
 from ..tensor import is_grad_enabled
 from .activation import (
+    AbsOp,
     ClipOp,
+    ELUOp,
+    ErfOp,
+    ExpOp,
+    GELUOp,
+    HardSigmoidOp,
+    HardSwishOp,
     LeakyReLUOp,
+    LogOp,
+    PowerOp,
+    ReciprocalOp,
     ReLUOp,
     SigmoidOp,
     SoftmaxOp,
+    SoftplusOp,
+    SqrtOp,
+    SquareOp,
+    SwishOp,
     TanhOp,
+    abs,
     clip,
+    elementwise,
+    elu,
+    erf,
+    exp,
+    gelu,
+    hard_sigmoid,
+    hard_silu,
+    hard_swish,
     leaky_relu,
     linear,
+    log,
+    power,
+    reciprocal,
     relu,
+    relu6,
+    selu,
     sigmoid,
+    silu,
     softmax,
+    softplus,
+    sqrt,
+    square,
+    swish,
     tanh,
 )
 from .arithmetic import (
@@ -47,20 +80,25 @@ from .base import as_tensor
 from .conv import Conv2DOp, conv1d, conv2d
 from .dense import DenseOp, dense
 from .losses import (
+    BinaryCrossEntropyLogitsOp,
+    BinaryCrossEntropyOp,
     MeanSquaredErrorOp,
     ProbabilityCrossEntropyOp,
     SoftmaxCrossEntropyOp,
+    binary_crossentropy,
     cross_entropy,
     mean_squared_error,
     softmax_cross_entropy,
 )
-from .merge import AddOp, ConcatenateOp, add, concatenate
+from .merge import AddOp, ConcatenateOp, MaximumOp, MinimumOp, add, concatenate, maximum, minimum
 from .normalization import (
     BatchNormOp,
+    LayerNormOp,
     LocalResponseNormOp,
     batch_norm,
     batch_norm_training,
     fold_batch_norm,
+    layer_norm,
     local_response_normalization,
 )
 from .pool import (
@@ -74,7 +112,17 @@ from .pool import (
     max_pool2d,
 )
 from .regularization import DropoutOp, dropout
-from .shape import ReshapeOp, TransposeOp, ZeroPad2DOp, flatten, reshape, transpose, zero_pad2d
+from .shape import (
+    ReshapeOp,
+    SliceOp,
+    TransposeOp,
+    ZeroPad2DOp,
+    flatten,
+    reshape,
+    slice_axis,
+    transpose,
+    zero_pad2d,
+)
 
 #: The functional API: what ``fastconv.functional`` exports.
 FUNCTIONAL_API = (
@@ -84,6 +132,9 @@ FUNCTIONAL_API = (
     "divide", "negative", "matmul", "concatenate", "sum", "mean", "batch_norm",
     "batch_norm_training", "local_response_normalization", "softmax_cross_entropy",
     "cross_entropy", "mean_squared_error", "is_grad_enabled", "leaky_relu", "clip", "transpose",
+    "swish", "silu", "gelu", "hard_sigmoid", "hard_swish", "hard_silu", "elu", "selu",
+    "softplus", "relu6", "erf", "sqrt", "square", "exp", "log", "abs", "reciprocal", "power",
+    "elementwise", "maximum", "minimum", "layer_norm", "slice_axis", "binary_crossentropy",
 )
 
 __all__ = [
@@ -95,5 +146,8 @@ __all__ = [
     "SoftmaxOp", "ReshapeOp", "ZeroPad2DOp", "DropoutOp", "AddOp", "SubtractOp", "MultiplyOp",
     "DivideOp", "NegativeOp", "MatMulOp", "ConcatenateOp", "SumOp", "ScaleOp", "BatchNormOp",
     "LocalResponseNormOp", "SoftmaxCrossEntropyOp", "ProbabilityCrossEntropyOp",
-    "MeanSquaredErrorOp", "LeakyReLUOp", "ClipOp", "TransposeOp",
+    "MeanSquaredErrorOp", "LeakyReLUOp", "ClipOp", "TransposeOp", "SwishOp", "GELUOp",
+    "HardSigmoidOp", "HardSwishOp", "ELUOp", "SoftplusOp", "ErfOp", "SqrtOp", "SquareOp", "ExpOp",
+    "LogOp", "AbsOp", "ReciprocalOp", "PowerOp", "MaximumOp", "MinimumOp", "LayerNormOp",
+    "SliceOp", "BinaryCrossEntropyOp", "BinaryCrossEntropyLogitsOp",
 ]

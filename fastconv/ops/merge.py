@@ -1,4 +1,5 @@
-"""Ops that combine tensors: element-wise sum (residual connections) and concatenation."""
+"""Ops that combine tensors: element-wise sum (residual connections), maximum and minimum (NumPy
+broadcasting; gradients summed back over broadcast axes), and concatenation."""
 
 from __future__ import annotations
 
@@ -21,6 +22,52 @@ def add(a, b) -> Tensor:
     """Element-wise sum with NumPy broadcasting (residual connections). A plain number takes
     the other operand's dtype."""
     return AddOp.apply(*broadcast_operands("add", a, b))
+
+
+class MaximumOp(Function):
+    """``y = max(a, b)`` element-wise (NaN propagates). Backward: ``dy`` goes to ``a`` where
+    ``a >= b`` (ties to the first operand), to ``b`` elsewhere, each summed over its broadcast
+    axes."""
+
+    def forward(self, a, b):
+        self.shapes = (a.shape, b.shape)
+        self.first = a >= b
+        return self.backend.xp.maximum(a, b)
+
+    def backward(self, dy):
+        return _split(self, dy)
+
+
+class MinimumOp(Function):
+    """``y = min(a, b)`` element-wise (NaN propagates). Backward: ``dy`` goes to ``a`` where
+    ``a <= b`` (ties to the first operand), to ``b`` elsewhere, each summed over its broadcast
+    axes."""
+
+    def forward(self, a, b):
+        self.shapes = (a.shape, b.shape)
+        self.first = a <= b
+        return self.backend.xp.minimum(a, b)
+
+    def backward(self, dy):
+        return _split(self, dy)
+
+
+def _split(fn, dy):
+    """``dy`` split between the two operands of a maximum or minimum by ``fn.first``."""
+    xp, zero, need = fn.backend.xp, dy.dtype.type(0), fn.needs_input_grad
+    da = unbroadcast(xp.where(fn.first, dy, zero), fn.shapes[0]) if need[0] else None
+    db = unbroadcast(xp.where(fn.first, zero, dy), fn.shapes[1]) if need[1] else None
+    return da, db
+
+
+def maximum(a, b) -> Tensor:
+    """Element-wise maximum with NumPy broadcasting."""
+    return MaximumOp.apply(*broadcast_operands("maximum", a, b))
+
+
+def minimum(a, b) -> Tensor:
+    """Element-wise minimum with NumPy broadcasting."""
+    return MinimumOp.apply(*broadcast_operands("minimum", a, b))
 
 
 class ConcatenateOp(Function):

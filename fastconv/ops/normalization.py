@@ -1,7 +1,8 @@
 """Normalisation ops: batch normalisation (training and inference forms) and local response
 normalisation across channels, each a primitive of every backend (``batch_norm_*``,
-``lrn_*``); and :func:`fold_batch_norm`, which folds an inference-mode batch normalisation
-into the convolution or dense layer before it."""
+``lrn_*``); layer normalisation over chosen axes (array code of ``backend.xp``); and
+:func:`fold_batch_norm`, which folds an inference-mode batch normalisation into the convolution
+or dense layer before it."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import numbers
 import numpy as np
 
 from ..tensor import Function, Tensor
-from .base import as_tensor, same_dtype
+from .base import as_tensor, same_backend, same_dtype
 
 
 def _rows(xp, a, axis: int):
@@ -103,6 +104,106 @@ def batch_norm_training(x, gamma=None, beta=None, epsilon: float = 1e-3,
     mean, var = be.batch_norm_statistics(_rows(be.xp, x.data, ax))
     y = BatchNormOp.apply(x, gamma, beta, mean=mean, var=var, eps=eps, training=True, axis=ax)
     return y, Tensor(mean, backend=be), Tensor(var, backend=be)
+
+
+class LayerNormOp(Function):
+    """Layer normalisation over ``axes`` (sorted, non-negative) of each sample, Keras 3's
+    ``ops.layer_normalization``; ``gamma`` and ``beta`` have the shape of those axes::
+
+        mean, var = mean and biased variance of x over axes
+        r = 1 / sqrt(var + eps)
+        xhat = (x - mean) * r      (rms=False)
+        xhat = x * r               (rms=True: Keras's rms_scaling, x scaled by its variance)
+        y = xhat * gamma + beta
+
+    Backward, with ``g = dy * gamma`` and means over ``axes``::
+
+        dx = r * (g - mean(g) - xhat * mean(g * xhat))          (rms=False)
+        dx = r * g - r^3 * (x - mean) * mean(g * x)             (rms=True)
+        dgamma = sum(dy * xhat), dbeta = sum(dy) over the other axes
+    """
+
+    def forward(self, x, gamma, beta, *, axes, eps, rms):
+        xp = self.backend.xp
+        shape = [1] * x.ndim
+        for a in axes:
+            shape[a] = x.shape[a]
+        mean = x.mean(axis=axes, keepdims=True)
+        xc = x - mean
+        var = (xc * xc).mean(axis=axes, keepdims=True)
+        r = 1 / xp.sqrt(var + x.dtype.type(eps))
+        xhat = (x if rms else xc) * r
+        g = gamma.reshape(shape)
+        self.xhat, self.r, self.g, self.axes, self.rms = xhat, r, g, axes, rms
+        self.others = tuple(i for i in range(x.ndim) if i not in axes)
+        self.param_shape = gamma.shape
+        if rms:
+            self.x, self.xc = x, xc
+        return xhat * g + beta.reshape(shape)
+
+    def backward(self, dy):
+        axes, need = self.axes, self.needs_input_grad
+        dx = dgamma = dbeta = None
+        if need[0]:
+            g = dy * self.g
+            if self.rms:
+                dx = self.r * g - self.r ** 3 * self.xc * (g * self.x).mean(axis=axes,
+                                                                             keepdims=True)
+            else:
+                dx = self.r * (g - g.mean(axis=axes, keepdims=True)
+                               - self.xhat * (g * self.xhat).mean(axis=axes, keepdims=True))
+        if need[1]:
+            dgamma = (dy * self.xhat).sum(axis=self.others).reshape(self.param_shape)
+        if need[2]:
+            dbeta = dy.sum(axis=self.others).reshape(self.param_shape)
+        return dx, dgamma, dbeta
+
+
+def layer_norm_axes(axis, ndim: int, where: str = "layer_norm") -> tuple[int, ...]:
+    """``axis`` (an int or a list of ints, negative counting from the end) as sorted
+    non-negative axes of a ``ndim``-D input; duplicates and axes out of range are refused."""
+    given = list(axis) if isinstance(axis, (list, tuple)) else [axis]
+    if not given or any(not isinstance(a, numbers.Integral) or isinstance(a, bool)
+                        for a in given):
+        raise ValueError(f"{where}: axis must be an int or a non-empty list of ints, got "
+                         f"{axis!r}")
+    if any(not -ndim <= a < ndim for a in given):
+        raise ValueError(f"{where}: axis {axis!r} is out of range for {ndim}D inputs")
+    axes = sorted(int(a) % ndim for a in given)
+    if len(set(axes)) != len(axes):
+        raise ValueError(f"{where}: axis {axis!r} names an axis twice")
+    return tuple(axes)
+
+
+def layer_norm(x, gamma=None, beta=None, axis=-1, epsilon: float = 1e-3,
+               rms_scaling: bool = False) -> Tensor:
+    """Layer normalisation of ``x`` over ``axis`` (an int or a list of ints), as Keras 3's
+    ``keras.ops.layer_normalization``: ``(x - mean) / sqrt(var + epsilon) * gamma + beta``
+    with the mean and biased variance over those axes. ``gamma`` and ``beta`` have the sizes of
+    the normalised axes in increasing axis order (None: 1 and 0). ``rms_scaling=True`` is
+    Keras's (deprecated) variant ``x / sqrt(var + epsilon) * gamma``, which takes no beta."""
+    x = as_tensor(x, "layer_norm input")
+    axes = layer_norm_axes(axis, x.ndim)
+    if not isinstance(epsilon, numbers.Real) or isinstance(epsilon, bool) or not epsilon >= 0:
+        raise ValueError(f"layer_norm: epsilon must be a number >= 0, got {epsilon!r}")
+    if rms_scaling and beta is not None:
+        raise ValueError("layer_norm: rms_scaling=True takes no beta (Keras's rms_scaling "
+                         "computes x / sqrt(var + epsilon) * gamma)")
+    shape = tuple(x.shape[a] for a in axes)
+    xp = x._backend.xp
+    params = []
+    for name, t, fill in (("gamma", gamma, 1.0), ("beta", beta, 0.0)):
+        if t is None:  # scale=False / center=False: a constant, no gradient
+            t = Tensor(xp.full(shape, fill, dtype=x.dtype), backend=x._backend)
+        t = as_tensor(t, f"layer_norm {name}")
+        if t.shape != shape:
+            raise ValueError(f"layer_norm: {name} must have shape {shape} (the sizes of axes "
+                             f"{list(axes)} of the input {x.shape}), got {t.shape}")
+        params.append(t)
+    same_dtype("layer_norm", input=x, gamma=params[0], beta=params[1])
+    same_backend("layer_norm", input=x, gamma=params[0], beta=params[1])
+    return LayerNormOp.apply(x, params[0], params[1], axes=axes, eps=float(epsilon),
+                             rms=bool(rms_scaling))
 
 
 class LocalResponseNormOp(Function):

@@ -1,4 +1,4 @@
-"""Shape ops: reshape, flatten, zero padding."""
+"""Shape ops: reshape, flatten, transpose, slice, zero padding."""
 
 from __future__ import annotations
 
@@ -53,6 +53,31 @@ def transpose(x, axes) -> Tensor:
         raise ValueError(f"transpose: axes {axes} is not a permutation of the {x.ndim} axes of "
                          f"an input of shape {x.shape}")
     return TransposeOp.apply(x, axes=axes)
+
+
+class SliceOp(Function):
+    """``x[index]`` for a tuple of basic slices (a copy); backward: the gradient placed at those
+    indices of zeros."""
+
+    def forward(self, x, *, index):
+        self.in_shape, self.index = x.shape, index
+        return self.backend.xp.ascontiguousarray(x[index])
+
+    def backward(self, dy):
+        dx = self.backend.xp.zeros(self.in_shape, dtype=dy.dtype)
+        dx[self.index] = dy
+        return (dx,)
+
+
+def slice_axis(x, axis: int, start: int, stop: int, step: int = 1) -> Tensor:
+    """``x`` sliced along ``axis`` (Python's ``start:stop:step``; ``axis`` counts the batch as
+    0, negative from the last)."""
+    x = as_tensor(x, "slice input")
+    if not -x.ndim <= axis < x.ndim or step == 0:
+        raise ValueError(f"slice: axis {axis} (rank {x.ndim}) or step {step} is out of range")
+    index = [slice(None)] * x.ndim
+    index[axis] = slice(start, stop, step)
+    return SliceOp.apply(x, index=tuple(index))
 
 
 class ZeroPad2DOp(Function):
