@@ -12,6 +12,8 @@ without near-ties.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -233,6 +235,174 @@ def leaky_relu(rng):
     x = away_from_zero(rng, (3, 4))
     return (lambda x_: F.leaky_relu(x_, 0.2), [x],
             lambda: np.where(x >= 0, x, 0.2 * x))
+
+
+_ERF = np.vectorize(math.erf)
+_SELU = (1.6732632423543772848170429916717, 1.0507009873554804934193349852946)
+
+
+def _sigmoid(x):
+    return 1 / (1 + np.exp(-x))
+
+
+@case
+def swish_op(rng):
+    x = rng.standard_normal((3, 4)) * 2
+    return (F.swish, [x], lambda: x * _sigmoid(x))
+
+
+@case
+def silu_op(rng):
+    x = rng.standard_normal((2, 5))
+    return (F.silu, [x], lambda: x * _sigmoid(x))
+
+
+@case
+def gelu_op(rng):
+    x = rng.standard_normal((3, 4)) * 2
+    return (F.gelu, [x], lambda: 0.5 * x * (1 + _ERF(x / np.sqrt(2))))
+
+
+@case
+def hard_sigmoid_op(rng):
+    x = rng.uniform(-2.5, 2.5, (3, 4))  # inside the ramp (x in (-3, 3)): no kink
+    return (F.hard_sigmoid, [x], lambda: np.clip(x / 6 + 0.5, 0, 1))
+
+
+@case
+def hard_swish_op(rng):
+    x = rng.uniform(-2.5, 2.5, (3, 4))
+    return (F.hard_swish, [x], lambda: x * np.clip(x / 6 + 0.5, 0, 1))
+
+
+@case
+def hard_silu_op(rng):
+    x = rng.uniform(-2.5, 2.5, (2, 3))
+    return (F.hard_silu, [x], lambda: x * np.clip(x / 6 + 0.5, 0, 1))
+
+
+@case
+def elu_op(rng):
+    x = away_from_zero(rng, (3, 4))
+    return (F.elu, [x], lambda: np.where(x > 0, x, np.expm1(x)))
+
+
+@case
+def selu_op(rng):
+    x = away_from_zero(rng, (3, 4))
+    alpha, scale = _SELU
+    return (F.selu, [x], lambda: scale * np.where(x > 0, x, alpha * np.expm1(x)))
+
+
+@case
+def softplus_op(rng):
+    x = rng.standard_normal((3, 4)) * 3
+    return (F.softplus, [x], lambda: np.log1p(np.exp(x)))
+
+
+@case
+def relu6_op(rng):
+    x = rng.uniform(0.2, 5.8, (3, 4)) * rng.choice([-1.0, 1.0], (3, 4))
+    return (F.relu6, [x], lambda: np.clip(x, 0, 6))
+
+
+@case
+def erf_op(rng):
+    x = rng.standard_normal((3, 4)) * 1.5
+    return (F.erf, [x], lambda: _ERF(x))
+
+
+@case
+def sqrt_op(rng):
+    x = rng.uniform(0.5, 3.0, (3, 4))
+    return (F.sqrt, [x], lambda: np.sqrt(x))
+
+
+@case
+def square_op(rng):
+    x = rng.standard_normal((3, 4))
+    return (F.square, [x], lambda: x * x)
+
+
+@case
+def exp_op(rng):
+    x = rng.standard_normal((3, 4))
+    return (F.exp, [x], lambda: np.exp(x))
+
+
+@case
+def log_op(rng):
+    x = rng.uniform(0.5, 3.0, (3, 4))
+    return (F.log, [x], lambda: np.log(x))
+
+
+@case
+def abs_op(rng):
+    x = away_from_zero(rng, (3, 4))
+    return (F.abs, [x], lambda: np.abs(x))
+
+
+@case
+def reciprocal_op(rng):
+    x = away_from_zero(rng, (3, 4), low=0.5)
+    return (F.reciprocal, [x], lambda: 1 / x)
+
+
+@case
+def power_op(rng):
+    x = rng.uniform(0.5, 2.0, (3, 4))
+    return (lambda x_: F.power(x_, 2.5), [x], lambda: x ** 2.5)
+
+
+@case
+def elementwise_op(rng):
+    x = rng.uniform(0.5, 2.0, (3, 4))
+    return (lambda x_: F.elementwise(x_, "pow", exponent=-1.5), [x], lambda: x ** -1.5)
+
+
+@case
+def maximum_op(rng):
+    a, b = distinct(rng, (2, 1, 4)), distinct(rng, (2, 3, 4)) + 0.025  # broadcast, no ties
+    return (F.maximum, [a, b], lambda: np.maximum(a, b))
+
+
+@case
+def minimum_op(rng):
+    a, b = distinct(rng, (2, 3, 4)), distinct(rng, (1, 3, 1)) + 0.025
+    return (F.minimum, [a, b], lambda: np.minimum(a, b))
+
+
+@case
+def slice_axis_op(rng):
+    x = rng.standard_normal((2, 5, 3))
+    return (lambda x_: F.slice_axis(x_, 1, 4, 0, -2), [x], lambda: x[:, 4:0:-2])
+
+
+@case
+def binary_crossentropy_op(rng):
+    p, t = rng.uniform(0.1, 0.9, (4, 3)), rng.integers(0, 2, (4, 3)).astype(float)
+    return (lambda p_: F.binary_crossentropy(p_, t), [p],
+            lambda: np.mean(-(t * np.log(p) + (1 - t) * np.log(1 - p))))
+
+
+@case
+def binary_crossentropy_logits(rng):
+    z, t = rng.standard_normal((4, 3)) * 2, rng.uniform(0, 1, (4, 3))
+    return (lambda z_: F.binary_crossentropy(z_, t, from_logits=True), [z],
+            lambda: np.mean(np.maximum(z, 0) - z * t + np.log1p(np.exp(-np.abs(z)))))
+
+
+@case
+def layer_norm_op(rng):
+    x = rng.standard_normal((2, 3, 4)) * 2 + 1
+    gamma, beta = rng.standard_normal((3, 4)), rng.standard_normal((3, 4))
+
+    def forward():
+        mean = x.mean(axis=(1, 2), keepdims=True)
+        var = x.var(axis=(1, 2), keepdims=True)
+        return (x - mean) / np.sqrt(var + 1e-3) * gamma + beta
+
+    return (lambda x_, g, b: F.layer_norm(x_, g, b, (1, 2), 1e-3), [x, gamma, beta], forward)
 
 
 @case
