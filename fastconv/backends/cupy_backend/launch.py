@@ -62,18 +62,32 @@ def config() -> LaunchConfig:
     return EMULATED_CONFIG if emulated() else GPU_CONFIG
 
 
+#: suffix by the dtype object callers pass (``np.dtype(...).name`` costs microseconds a launch)
+_suffix_of: dict = {}
+
+
 def suffix(dtype) -> str:
+    try:
+        return _suffix_of[dtype]
+    except (KeyError, TypeError):  # TypeError: an unhashable dtype-like
+        pass
     name = np.dtype(dtype).name
     try:
-        return _SUFFIX[name]
+        found = _SUFFIX[name]
     except KeyError:
         raise TypeError(f"the cupy backend's kernels take float32 or float64 arrays, got "
                         f"{name}") from None
+    try:
+        _suffix_of[dtype] = found
+    except TypeError:
+        pass
+    return found
 
 
 def kernel(source: str, name: str, dtype, defines: dict | None = None):
     """The compiled kernel ``fc_<name>_<f32|f64>`` of ``source`` for ``dtype`` (the loader
-    keeps one module per source, defines and device)."""
+    keeps one module per source, defines and device, and one handle per kernel: a launch after
+    the first looks the handle up, builds nothing and reads no file)."""
     from . import loader
 
     return loader.get_kernel(source, f"fc_{name}_{suffix(dtype)}", defines or None)

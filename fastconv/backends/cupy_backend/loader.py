@@ -14,6 +14,14 @@ kernel declares).
   runs on the CPU on NumPy memory (:mod:`.emulation`); ``FASTCONV_CUPY_SANITIZE=address`` or
   ``thread`` builds it with that sanitizer (the process must preload the sanitizer's runtime).
 
+Kernel handles are cached per process: the first ``get_kernel`` of a (source, kernel name,
+defines, device) resolves the file, compiles (or loads) its module and fetches the function;
+every later one is one dictionary lookup, with no file system access and no new kernel object
+(:data:`kernel_builds` counts the handles built). The key holds the source's identity (its name
+in ``kernels/``, or the resolved path for :func:`get_kernel_at`), the defines, the device and
+the build mode (GPU, emulation, sanitizer); the NVRTC options are fixed per process. As with
+the modules, an edit of a ``.cu`` file reaches a process started after it.
+
 A source that does not compile raises :class:`KernelCompileError` naming the file, the line and
 the compiler's message. The sources are package data (``fastconv.kernels``, mapped to the
 repository's top-level ``kernels/``), so a wheel finds them as the source tree does.
@@ -44,6 +52,10 @@ SANITIZER: str | None = config.env_cupy_sanitizer() if EMULATED else None
 NVRTC_OPTIONS = ("-std=c++17",)
 
 _modules: dict[tuple, object] = {}
+#: kernel handles by (source identity, kernel name, defines, device, build mode)
+_kernels: dict[tuple, object] = {}
+#: how many kernel handles this process built (a cached launch builds none)
+kernel_builds = 0
 _lock = threading.Lock()
 _kernels_dir: Path | None = None
 
@@ -116,21 +128,71 @@ def get_module(source: str, defines: dict | None = None):
 
 def get_kernel(source: str, name: str, defines: dict | None = None):
     """The kernel ``name`` (an ``extern "C" __global__`` function) of ``kernels/<source>``,
-    compiled with ``#define``\\ s for ``defines``; called as ``k(grid, block, args)``."""
-    return _function(get_module(source, defines), name, source)
+    compiled with ``#define``\\ s for ``defines``; called as ``k(grid, block, args)``. Cached:
+    a second call with the same source, name, defines and device returns the same handle."""
+    key = _kernel_key(("kernels", source), name, defines)
+    kernel = _lookup(key)
+    if kernel is None:
+        kernel = _remember(key, lambda: _function(get_module(source, defines), name, source))
+    return kernel
 
 
 def get_kernel_at(path, name: str, defines: dict | None = None):
     """As :func:`get_kernel` for a ``.cu`` file anywhere (tests, experiments); ``kernels/``
     stays on the include path."""
     path = Path(path).resolve()
-    return _function(_module_at(path, _normalize_defines(defines)), name, path.name)
+    key = _kernel_key(("path", str(path)), name, defines)
+    kernel = _lookup(key)
+    if kernel is None:
+        kernel = _remember(key, lambda: _function(_module_at(path, _normalize_defines(defines)),
+                                                  name, path.name))
+    return kernel
+
+
+def _kernel_key(source_id: tuple, name: str, defines) -> tuple:
+    """The cache key of a kernel handle: source identity, kernel name, defines (with their
+    values' types: 1 and 1.0 are equal keys but different ``#define``\\ s), device, build
+    mode. The NVRTC options are fixed per process."""
+    items = (tuple(defines.items()), tuple(map(type, defines.values()))) if defines else ()
+    return (source_id, name, items, _device_id(), EMULATED, SANITIZER)
+
+
+def _lookup(key: tuple):
+    """The cached handle of ``key``, or None (also when ``key`` cannot be hashed: a define
+    value of a type the loader refuses, refused when the kernel is built)."""
+    try:
+        return _kernels.get(key)
+    except TypeError:
+        return None
+
+
+def _device_id() -> int | None:
+    """The current CUDA device (None under emulation, which has one)."""
+    if EMULATED:
+        return None
+    import cupy
+
+    return cupy.cuda.Device().id
+
+
+def _remember(key: tuple, build):
+    global kernel_builds
+    kernel = build()
+    with _lock:
+        kernel_builds += 1
+        try:
+            kernel = _kernels.setdefault(key, kernel)
+        except TypeError:  # an unhashable define value that the loader accepted
+            pass
+    return kernel
 
 
 def clear_memory() -> None:
-    """Forget the modules compiled in this process (disk caches stay)."""
+    """Forget the modules compiled and the kernel handles built in this process (disk caches
+    stay)."""
     with _lock:
         _modules.clear()
+        _kernels.clear()
     if EMULATED:
         from . import emulation
 

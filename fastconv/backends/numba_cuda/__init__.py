@@ -10,6 +10,11 @@ kernels too. Glue (softmax, losses, reshapes) runs on CuPy arrays, as in the ``c
 On a GPU it needs CuPy; under Numba's CUDA simulator (``NUMBA_ENABLE_CUDASIM=1`` set before
 Numba is imported) it runs on the CPU on emulated device memory. Kernels compile lazily: nothing
 touches CUDA at import.
+
+Numba's host synchronisation on the stream of every CuPy array passed to a kernel
+(``NUMBA_CUDA_ARRAY_INTERFACE_SYNC``) is turned off when the backend is created on a GPU, since
+fastconv launches on the stream CuPy exports; an explicit ``NUMBA_CUDA_ARRAY_INTERFACE_SYNC`` in
+the environment is left as it is (see ``launch.configure_array_interface_sync``).
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import importlib.util
 
 from ..device import DeviceBackend
 from . import conv, elementwise, gemm, normalization, pool
-from .launch import GPU_CONFIG, KERNELS, SIMULATED, current_stream
+from .launch import GPU_CONFIG, KERNELS, SIMULATED, configure_array_interface_sync, current_stream
 
 _INSTALL = "pip install 'fastconv[cuda]'"
 
@@ -62,6 +67,9 @@ class NumbaCudaBackend(DeviceBackend):
             # fastconv sizes its own grids; small batches legitimately launch few blocks, and
             # Numba would warn about each such launch
             numba.config.CUDA_LOW_OCCUPANCY_WARNINGS = 0
+            # every launch goes to CuPy's current stream, the stream CuPy exports its arrays
+            # on: Numba's host synchronisation per imported array is not needed (see launch)
+            configure_array_interface_sync()
 
     # -- device --------------------------------------------------------------------------
     def synchronize(self, a=None):

@@ -11,11 +11,32 @@
   loops, tiles as parameters of the kernel factories).
 * Launches go to CuPy's current stream on a GPU, so Numba kernels and CuPy glue code order
   correctly on one stream.
+* Numba, as a consumer of the CUDA Array Interface, synchronises the host with the ``stream``
+  an imported array names before launching (``NUMBA_CUDA_ARRAY_INTERFACE_SYNC``, default 1):
+  one host synchronisation per CuPy array argument of every launch. CuPy names its *current*
+  stream there, and fastconv launches on that very stream (:func:`current_stream`, read at
+  the same moment in the same thread), so stream order already puts the kernel after all
+  earlier work on its arrays; the CUDA Array Interface lets a consumer that enqueues its work
+  on the exported stream skip that synchronisation. :func:`configure_array_interface_sync`
+  therefore sets Numba's ``CUDA_ARRAY_INTERFACE_SYNC`` to 0 before the first GPU launch
+  (backend creation, or a kernel's first compile), unless ``NUMBA_CUDA_ARRAY_INTERFACE_SYNC``
+  is set in the environment, which is left to decide. It sets the config attribute, not the
+  environment variable: changing a ``NUMBA_*`` variable makes Numba's next compile re-read
+  every setting from the environment, which would undo settings made in the config module
+  (fastconv's ``numba.config.CACHE_DIR`` among them). The setting is process-wide: a program
+  that also launches its own Numba kernels on CuPy arrays on a stream other than CuPy's current
+  one should set ``NUMBA_CUDA_ARRAY_INTERFACE_SYNC=1`` (fastconv then still runs correctly,
+  with a host synchronisation per array). numba-cuda 0.30 and newer read objects that offer
+  DLPack (CuPy arrays do) through DLPack first, handing the launch stream to the producer
+  instead of synchronising; the setting covers the releases and objects that go through the
+  CUDA Array Interface.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
+import os
 import threading
 from collections.abc import Callable
 
@@ -106,6 +127,8 @@ class Kernel:
                 fn = cuda.jit(self.pyfunc)
             else:
                 fn = cuda.jit(types.void(*self.argtypes(key)), **self.options)(self.pyfunc)
+                # after the compile, which re-reads Numba's settings if NUMBA_* changed
+                configure_array_interface_sync()
             self._compiled[key] = fn
         return fn
 
@@ -175,6 +198,49 @@ def current_stream():
 
     ptr = cupy.cuda.get_current_stream().ptr
     stream = _streams.get(ptr)
-    if stream is None:  # ptr 0: CuPy's default stream, the legacy default stream
-        stream = _streams[ptr] = cuda.external_stream(ptr) if ptr else cuda.default_stream()
+    if stream is None:  # ptr 0: CuPy's default stream, the legacy default stream (whatever
+        # NUMBA_CUDA_PER_THREAD_DEFAULT_STREAM makes Numba's own default stream)
+        stream = _streams[ptr] = (cuda.external_stream(ptr) if ptr
+                                  else cuda.legacy_default_stream())
     return stream
+
+
+# -- CUDA Array Interface synchronisation ---------------------------------------------------
+#: the environment variable of Numba's synchronisation on imported arrays' streams
+CAI_SYNC_VARIABLE = "NUMBA_CUDA_ARRAY_INTERFACE_SYNC"
+
+
+def _numba_config_modules() -> list:
+    """Numba's config module(s) holding ``CUDA_ARRAY_INTERFACE_SYNC``: ``numba.core.config``
+    and, where numba-cuda keeps its own, ``numba.cuda.core.config`` (the same module when both
+    are installed together)."""
+    modules = []
+    for name in ("numba.core.config", "numba.cuda.core.config"):
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        if hasattr(module, "CUDA_ARRAY_INTERFACE_SYNC") and all(m is not module
+                                                                 for m in modules):
+            modules.append(module)
+    return modules
+
+
+def configure_array_interface_sync(environ=None) -> bool:
+    """Turn off Numba's host synchronisation on the streams of arrays imported through the
+    CUDA Array Interface (see the module's docstring), unless ``NUMBA_CUDA_ARRAY_INTERFACE_SYNC``
+    is set in ``environ`` (default ``os.environ``). Returns True when the setting is now off
+    by fastconv's doing. Idempotent, and applied again after a compile where Numba re-read its
+    settings from a changed environment."""
+    environ = os.environ if environ is None else environ
+    if environ.get(CAI_SYNC_VARIABLE, "").strip():
+        return False  # the user's explicit choice
+    for module in _numba_config_modules():
+        if module.CUDA_ARRAY_INTERFACE_SYNC:
+            module.CUDA_ARRAY_INTERFACE_SYNC = 0
+    return True
+
+
+def array_interface_sync() -> bool:
+    """Whether Numba synchronises on imported arrays' streams now."""
+    return any(bool(m.CUDA_ARRAY_INTERFACE_SYNC) for m in _numba_config_modules())
