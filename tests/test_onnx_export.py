@@ -5,10 +5,9 @@ fastconv.onnx.load."""
 from __future__ import annotations
 
 import numpy as np
+import onnx
+import onnxruntime as ort  # noqa: E402
 import pytest
-
-onnx = pytest.importorskip("onnx")
-ort = pytest.importorskip("onnxruntime")
 
 import fastconv.onnx as fo  # noqa: E402
 from fastconv import applications  # noqa: E402

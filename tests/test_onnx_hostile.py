@@ -13,11 +13,9 @@ import tracemalloc
 import warnings
 
 import numpy as np
+import onnx
 import pytest
-
-onnx = pytest.importorskip("onnx")
-torch = pytest.importorskip("torch")
-
+import torch  # noqa: E402
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 import fastconv.onnx as fo  # noqa: E402
@@ -88,7 +86,7 @@ class TinyNet(nn.Module):
 
 
 def _against_onnxruntime(path, x):
-    ort = pytest.importorskip("onnxruntime")
+    import onnxruntime as ort
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     want = sess.run(None, {sess.get_inputs()[0].name: x})[0]
     got = fo.load(path).predict(np.ascontiguousarray(x.transpose(0, 2, 3, 1)), verbose=0)
@@ -622,7 +620,7 @@ def test_lrn_wider_than_the_channels_runs_as_the_window_over_all_of_them(tmp_pat
     """ONNX LRN of size 2**31 - 1 over 3 channels: every window holds all the channels, so it
     is the size-5 LRN with the same alpha / size (onnxruntime cannot allocate the first, nor
     could fastconv's NumPy backend before)."""
-    ort = pytest.importorskip("onnxruntime")
+    import onnxruntime as ort
     huge = 2**31 - 1
     path = _save(_model([helper.make_node("LRN", ["x"], ["y"], size=huge, alpha=0.5 * huge,
                                           beta=0.75, bias=1.0)], inputs=(("x", (2, 3, 8, 8)),)),

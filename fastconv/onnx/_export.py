@@ -27,6 +27,18 @@ from ..geometry import resolve_padding, same_padding
 from ..io.atomic import atomic_write_bytes
 
 _TO_CF = {3: (0, 2, 1), 4: (0, 3, 1, 2)}
+#: activations that are one ONNX operator: (operator, attributes)
+_UNARY_ACTIVATIONS = {
+    "hard_sigmoid": ("HardSigmoid", {"alpha": 1 / 6, "beta": 0.5}),
+    "hard_swish": ("HardSwish", {}),
+    "elu": ("Elu", {"alpha": 1.0}),
+    "selu": ("Selu", {}),
+    "softplus": ("Softplus", {}),
+    "leaky_relu": ("LeakyRelu", {"alpha": 0.2}),
+}
+#: Elementwise layer functions -> ONNX operators ("square" and "pow" are written apart)
+_ELEMENTWISE_OPS = {"sqrt": "Sqrt", "exp": "Exp", "log": "Log", "abs": "Abs", "neg": "Neg",
+                    "reciprocal": "Reciprocal", "erf": "Erf"}
 _TO_CL = {3: (0, 2, 1), 4: (0, 2, 3, 1)}
 
 
@@ -40,6 +52,13 @@ class _Val:
     @property
     def rank(self) -> int:
         return len(self.shape)
+
+
+class _Named:
+    """A stand-in for a layer where only a node name is needed."""
+
+    def __init__(self, name: str):
+        self.name = name
 
 
 class _Exporter:
@@ -134,6 +153,22 @@ class _Exporter:
         if act == "softmax":
             axis = 1 if layout == "cf" and rank in (3, 4) else -1
             return self.node("Softmax", [name], base, axis=axis)
+        if act in _UNARY_ACTIVATIONS:
+            op, attrs = _UNARY_ACTIVATIONS[act]
+            return self.node(op, [name], base, **attrs)
+        if act == "relu6":
+            return self.node("Clip", [name, self.const(f"{base}_min", np.float32(0)),
+                                      self.const(f"{base}_max", np.float32(6))], base)
+        if act == "swish":
+            gate = self.node("Sigmoid", [name], f"{base}_sigmoid")
+            return self.node("Mul", [name, gate], base)
+        if act == "gelu":  # 0.5 x (1 + erf(x / sqrt 2)), as PyTorch writes it
+            t = self.node("Div", [name, self.const(f"{base}_sqrt2", np.float32(np.sqrt(2)))],
+                          f"{base}_div")
+            t = self.node("Erf", [t], f"{base}_erf")
+            t = self.node("Add", [t, self.const(f"{base}_one", np.float32(1))], f"{base}_add")
+            t = self.node("Mul", [name, t], f"{base}_mul")
+            return self.node("Mul", [t, self.const(f"{base}_half", np.float32(0.5))], base)
         raise NotImplementedError(f"export: activation {act!r}")
 
     def l_Activation(self, layer, x, out_shape):  # noqa: N802
@@ -349,6 +384,81 @@ class _Exporter:
         if len(names) == 2:
             return self.node("Add", names, layer.name), layout
         return self.node("Sum", names, layer.name), layout
+
+    def _binary(self, layer, xs, op):
+        """``op`` folded over the inputs, in one layout (ONNX broadcasts as NumPy does)."""
+        layout = "cf" if all("cf" in x.names for x in xs) or (
+            "cf" in xs[0].names and all(x.rank == xs[0].rank for x in xs)) else "cl"
+        names = [self.get(x, layout) for x in xs]
+        y = names[0]
+        for i, other in enumerate(names[1:], start=1):
+            y = self.node(op, [y, other], layer.name if i == len(names) - 1 else
+                          f"{layer.name}_{i}")
+        return y, layout
+
+    def l_Multiply(self, layer, xs, out_shape):  # noqa: N802
+        return self._binary(layer, xs, "Mul")
+
+    def l_Subtract(self, layer, xs, out_shape):  # noqa: N802
+        return self._binary(layer, xs, "Sub")
+
+    def l_Divide(self, layer, xs, out_shape):  # noqa: N802
+        return self._binary(layer, xs, "Div")
+
+    def l_Maximum(self, layer, xs, out_shape):  # noqa: N802
+        return self._binary(layer, xs, "Max")
+
+    def l_Minimum(self, layer, xs, out_shape):  # noqa: N802
+        return self._binary(layer, xs, "Min")
+
+    def l_Average(self, layer, xs, out_shape):  # noqa: N802
+        total, layout = self._binary(_Named(f"{layer.name}_sum"), xs, "Add")
+        scale = self.const(f"{layer.name}_n", np.float32(1 / len(xs)))
+        return self.node("Mul", [total, scale], layer.name), layout
+
+    def l_Elementwise(self, layer, x, out_shape):  # noqa: N802
+        name, layout = self.any_layout(x)
+        if layer.function == "square":
+            return self.node("Mul", [name, name], layer.name), layout
+        if layer.function == "pow":
+            exponent = self.const(f"{layer.name}_exponent", np.float32(layer.exponent))
+            return self.node("Pow", [name, exponent], layer.name), layout
+        return self.node(_ELEMENTWISE_OPS[layer.function], [name], layer.name), layout
+
+    def l_Slice(self, layer, x, out_shape):  # noqa: N802
+        axis = layer.axis % x.rank
+        stop = (1 << 62) if layer.stop is None else layer.stop
+        if layer.step < 0 and layer.stop is None:
+            stop = -(1 << 62)
+        inputs = [self.const(f"{layer.name}_{k}", np.array([v], np.int64))
+                  for k, v in (("starts", layer.start), ("ends", stop))]
+        if x.rank in (3, 4) and "cf" in x.names:
+            cf_axis = {4: {3: 1, 1: 2, 2: 3}, 3: {2: 1, 1: 2}}[x.rank][axis]
+            axes = self.const(f"{layer.name}_axes", np.array([cf_axis], np.int64))
+            steps = self.const(f"{layer.name}_steps", np.array([layer.step], np.int64))
+            return self.node("Slice", [x.names["cf"], *inputs, axes, steps], layer.name), "cf"
+        axes = self.const(f"{layer.name}_axes", np.array([axis], np.int64))
+        steps = self.const(f"{layer.name}_steps", np.array([layer.step], np.int64))
+        return self.node("Slice", [self.get(x, "cl"), *inputs, axes, steps], layer.name), "cl"
+
+    def l_LayerNormalization(self, layer, x, out_shape):  # noqa: N802
+        axes = sorted(a % x.rank for a in ((layer.axis,) if isinstance(layer.axis, int)
+                                           else layer.axis))
+        if layer.rms_scaling:
+            raise NotImplementedError(f"export: LayerNormalization layer '{layer.name}' with "
+                                      f"rms_scaling has no ONNX form in opset {self.opset}")
+        if axes != list(range(axes[0], x.rank)):
+            raise NotImplementedError(f"export: LayerNormalization layer '{layer.name}' over "
+                                      f"axes {axes}: ONNX normalizes a trailing run of axes")
+        shape = tuple(x.shape[a] for a in axes)
+        gamma = (np.ones(shape, np.float32) if layer.gamma is None
+                 else layer.gamma.numpy().astype(np.float32))
+        beta = (np.zeros(shape, np.float32) if layer.beta is None
+                else layer.beta.numpy().astype(np.float32))
+        inputs = [self.get(x, "cl"), self.const(f"{layer.name}_scale", gamma),
+                  self.const(f"{layer.name}_B", beta)]
+        return self.node("LayerNormalization", inputs, layer.name, axis=axes[0],
+                         epsilon=layer.epsilon), "cl"
 
     def l_Concatenate(self, layer, xs, out_shape):  # noqa: N802
         rank = xs[0].rank

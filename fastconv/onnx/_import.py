@@ -27,15 +27,36 @@ from __future__ import annotations
 
 import math
 import os
-import re
 from collections import defaultdict
-from dataclasses import dataclass
 
 import numpy as np
 
-from .. import layers as _layers
 from ..io import onnx_file
 from ..io.errors import InvalidModelFileError
+from ._common import (
+    _PERMUTE_IN,
+    _PERMUTE_OUT,
+    _TO_ONNX,
+    MAX_PAD_FACTOR,
+    MAX_RANK,
+    MAX_SAMPLE_ELEMENTS,
+    MAX_WINDOW,
+    L,
+    Sym,
+    UnsupportedOnnxError,
+    _is_int,
+    _LayerArgumentError,
+    _lazy,
+    _name,
+    _Names,
+    _perm,
+    _short,
+    _show,
+    _text,
+)
+from ._ops_math import MathOps
+from ._ops_shape import ShapeOps
+from .symbolic import COMPARISONS, PROBES, BatchValue, at_probe, batch_axis_target, combine
 
 #: The op-to-layer table: each ONNX operator fastconv reads, and the layers it becomes (the
 #: ``_Importer.op_<Name>`` method makes them). Operators whose inputs are all constants fold
@@ -53,14 +74,15 @@ OP_TABLE = {
     "GlobalMaxPool": "GlobalMaxPooling2D(keepdims=True)",
     "ReduceMean": "GlobalAveragePooling2D over H, W; other axes: AveragePooling2D over them",
     "Gemm": "Dense (transB applied; rows reordered after a flatten)",
-    "MatMul": "Dense without bias",
+    "MatMul": "Dense (on the last axis; the bias of an Add after it folded in)",
     "Flatten": "Flatten (the next Dense reorders its rows from C, H, W to H, W, C)",
     "Reshape": "Flatten or Reshape",
-    "Add": "Add; with a constant: Rescaling",
+    "Add": "Add (broadcasting); with a constant: Rescaling, or the bias of the Dense before",
     "Sum": "Add",
-    "Mul": "Rescaling (by a constant)",
-    "Sub": "Rescaling (a constant)",
-    "Div": "Rescaling (by a constant)",
+    "Mul": "Multiply (broadcasting); with a constant: Rescaling; x * Sigmoid(x): "
+           "Activation('swish'); GELU's Div, Erf, Add, Mul, Mul: Activation('gelu')",
+    "Sub": "Subtract (broadcasting); with a constant: Rescaling",
+    "Div": "Divide (broadcasting); by a constant: Rescaling",
     "Concat": "Concatenate",
     "BatchNormalization": "BatchNormalization (inference statistics)",
     "LRN": "LocalResponseNormalization (odd size)",
@@ -71,32 +93,43 @@ OP_TABLE = {
     "ConstantOfShape": "a constant",
     "Pad": "ZeroPadding2D (plus Rescaling for another value)",
     "Transpose": "Permute, or nothing where it only changes NCHW to fastconv's NHWC",
+    "Shape": "a constant: every axis is known at load time but the batch, a symbol that a "
+             "Reshape's first entry may carry",
+    "Cast": "nothing (to a float type)",
+    "Unsqueeze": "Reshape",
+    "Squeeze": "Reshape",
+    "Slice": "Slice, one per sliced axis",
+    "Split": "Slice, one per output",
+    "If": "the branch that its constant condition selects",
+    "HardSigmoid": "Activation('hard_sigmoid') (alpha 1/6, beta 1/2); otherwise Rescaling, "
+                   "Clip",
+    "HardSwish": "Activation('hard_swish')",
+    "Gelu": "Activation('gelu') (approximate='none')",
+    "Elu": "Activation('elu') (alpha 1)",
+    "Selu": "Activation('selu') (the standard constants)",
+    "Softplus": "Activation('softplus')",
+    "Max": "Maximum (broadcasting); with a constant number: Clip",
+    "Min": "Minimum (broadcasting); with a constant number: Clip",
+    "Erf": "Elementwise('erf')",
+    "Pow": "Elementwise('square', 'sqrt' or 'pow') (a constant exponent)",
+    "Sqrt": "Elementwise('sqrt')",
+    "Exp": "Elementwise('exp')",
+    "Log": "Elementwise('log')",
+    "Abs": "Elementwise('abs')",
+    "Neg": "Elementwise('neg')",
+    "Reciprocal": "Elementwise('reciprocal')",
+    "LayerNormalization": "LayerNormalization",
 }
 #: ONNX operators that become layers (or fold into constants).
 SUPPORTED_OPS = tuple(OP_TABLE)
 #: Operators folded when every input is a constant (besides the supported ones).
-CONSTANT_ONLY_OPS = ("Unsqueeze", "Squeeze", "Shape", "Cast", "Gather", "Slice")
+CONSTANT_ONLY_OPS = ("Gather", "Equal", "Less", "Greater", "Not", "Where", "Range")
 
+#: The deepest nesting of If branches read.
+MAX_BRANCH_DEPTH = 16
 #: Constants the import may materialise: at least this, or 16x the file's size (the file and
 #: its external data files).
 MIN_CONSTANT_BUDGET = 1 << 30
-#: The most elements one sample of any tensor of the model may hold (8 GiB of float32).
-MAX_SAMPLE_ELEMENTS = 1 << 31
-#: Padding on one side of an axis may not exceed this many times the larger of the axis's
-#: length and the window's extent.
-MAX_PAD_FACTOR = 16
-#: The most axes a tensor may have (NumPy's limit).
-MAX_RANK = 64
-#: The largest kernel size, stride or dilation accepted.
-MAX_WINDOW = (1 << 31) - 1
-
-_NCHW_TO_NHWC = (0, 2, 3, 1)
-_NHWC_TO_NCHW = (0, 3, 1, 2)
-#: fastconv's axes of a channels-last tensor -> ONNX's channels-first, by rank
-_TO_ONNX = {3: (0, 2, 1), 4: _NHWC_TO_NCHW}
-#: Permute layer dims taking ONNX's channels-first order to fastconv's, and back
-_PERMUTE_IN = {3: (2, 1), 4: (2, 3, 1)}
-_PERMUTE_OUT = {3: (2, 1), 4: (3, 1, 2)}
 
 #: Exceptions that a damaged file may still provoke somewhere unforeseen: ``load`` reports
 #: them as InvalidModelFileError naming the file and the node.
@@ -104,110 +137,7 @@ _DAMAGE = (ValueError, TypeError, KeyError, IndexError, OverflowError, ZeroDivis
            AttributeError, RecursionError, UnicodeError)
 
 
-class UnsupportedOnnxError(ValueError):
-    """The ONNX file uses operators (or operator options) fastconv does not implement."""
-
-
-class _LayerArgumentError(Exception):
-    """A layer refused the arguments the file gave it (its message says which)."""
-
-
-class _CheckedLayers:
-    """``fastconv.layers`` whose constructors raise _LayerArgumentError where the layer's own
-    validation refuses an argument: the importer reports it naming the node."""
-
-    def __getattr__(self, name):
-        cls = getattr(_layers, name)
-
-        def make(*args, **kwargs):
-            try:
-                return cls(*args, **kwargs)
-            except (ValueError, TypeError) as exc:
-                raise _LayerArgumentError(str(exc)) from None
-
-        setattr(self, name, make)  # one constructor per layer class: ``is`` compares them
-        return make
-
-
-L = _CheckedLayers()
-
-
-@dataclass
-class Sym:
-    """A fastconv symbolic tensor standing for an ONNX tensor."""
-
-    t: object  # KerasTensor
-    layout: str = "plain"  # or "nchw"
-    flat_chw: tuple | None = None  # a flattened image in H, W, C order; ONNX's is (C, H, W)
-
-    @property
-    def onnx_shape(self) -> tuple:
-        shape = tuple(self.t.shape)
-        if self.layout == "nchw":
-            return tuple(shape[i] for i in _TO_ONNX[len(shape)])
-        return shape
-
-
-def _perm(node):
-    """A Transpose's perm as a list, or None where it is missing or unreadable."""
-    for a in node.attribute:
-        if a.name == "perm":
-            return list(a.ints)
-    return None
-
-
-def _text(v) -> str:
-    """A name from the file as text (a damaged file's names may not be UTF-8)."""
-    return v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
-
-
-def _short(text, limit: int = 80) -> str:
-    text = f"a {type(text).__name__}" if hasattr(text, "DESCRIPTOR") else str(text)
-    return text if len(text) <= limit else text[:limit] + "..."
-
-
-class _Names:
-    """Unique layer names; a name's next free suffix is remembered, so that many nodes of one
-    name take linear time."""
-
-    def __init__(self):
-        self.used: set = set()
-        self.next: dict = {}
-
-    def take(self, text: str) -> str:
-        text = _text(text)
-        base = re.sub(r"[^0-9A-Za-z_]+", "_", text[:200]).strip("_") or "onnx"
-        base = base[:60]
-        i = self.next.get(base, 1)
-        name = base if i == 1 else f"{base}_{i}"
-        while name in self.used:
-            i += 1
-            name = f"{base}_{i}"
-        self.next[base] = i + 1
-        self.used.add(name)
-        return name
-
-
-def _show(v) -> str:
-    """An attribute's value for a message: short, one line."""
-    return f"a {type(v).__name__}" if hasattr(v, "DESCRIPTOR") else _short(repr(v), 60)
-
-
-def _name(text: str, used: _Names) -> str:
-    return used.take(text)
-
-
-def _lazy(v) -> bool:
-    """True for a broadcast constant (a ConstantOfShape): one value seen at every index."""
-    return (isinstance(v, np.ndarray) and v.size > 1
-            and all(s == 0 for s, d in zip(v.strides, v.shape) if d > 1))
-
-
-def _is_int(v) -> bool:
-    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
-
-
-class _Importer:
+class _Importer(ShapeOps, MathOps):
     def __init__(self, model, where: str, budget: int, constants: dict | None = None,
                  expand_groups: bool = False):
         self.expand_groups = expand_groups
@@ -225,15 +155,21 @@ class _Importer:
         self.input_layouts = []
         self.pending_weights = []  # (layer, weights) set once the model is made
         self.declared_batch = None  # the batch size the file's first input names, if any
+        self.producers = {}  # output name -> the node that makes it
+        self.consumed: set = set()  # every name a node reads or the graph returns
+        self.readers = defaultdict(int)  # name -> how many nodes (and graph outputs) read it
+        self.first_reader = {}  # name -> the first node of the graph that reads it
+        self.folded_bias = {}  # an Add's output -> the Dense before it that took its bias
         # fastconv's own exports say that their inputs are channels-last (NHWC)
         self.channels_last_inputs = any(p.key == "fastconv.input_layout" and p.value == "NHWC"
                                         for p in model.metadata_props)
 
-    def load_initializers(self) -> None:
-        """The initializers (their data inline by now) and the bound constants as arrays."""
+    def load_initializers(self, initializers=None) -> None:
+        """The initializers (their data inline by now) and the bound constants as arrays; or
+        only ``initializers`` (a branch's)."""
         from onnx import TensorProto, numpy_helper
 
-        for init in self.graph.initializer:
+        for init in self.graph.initializer if initializers is None else initializers:
             what = f"initializer '{_short(init.name)}'"
             if init.data_type == TensorProto.STRING:
                 onnx_file.checked_dims(init.dims, self.where, what)
@@ -246,8 +182,9 @@ class _Importer:
             except (ValueError, TypeError, KeyError, IndexError, OverflowError) as exc:
                 raise InvalidModelFileError(f"{self.where}: initializer '{_short(init.name)}' "
                                             f"is corrupt ({_short(exc, 200)})") from None
-        for name, value in self.constants.items():
-            self.values[name] = np.asarray(value)
+        if initializers is None:
+            for name, value in self.constants.items():
+                self.values[name] = np.asarray(value)
 
     # -- helpers -----------------------------------------------------------------------------
     def _charge(self, nbytes: int, what: str, described: bool = False) -> None:
@@ -378,6 +315,9 @@ class _Importer:
         if isinstance(v, Sym):
             raise self._fail(node, f"{what} must be a constant (an initializer), not a computed "
                                    f"tensor")
+        if isinstance(v, BatchValue):
+            raise self._fail(node, f"{what} depends on the batch size; fastconv needs it at "
+                                   f"load time, for every batch size")
         if v is None:
             raise self._invalid(node, f"input '{_short(node.input[i])}' is never produced")
         if _lazy(v):
@@ -452,17 +392,7 @@ class _Importer:
         """One error listing every operator the file uses that fastconv cannot run."""
         known = {i.name for i in self.graph.initializer} | set(self.constants)
         bad = set()
-        for node in self.graph.node:
-            if node.domain not in ("", "ai.onnx"):
-                bad.add(f"{_short(node.domain, 40)}.{_short(node.op_type, 40)}")
-            elif node.op_type not in SUPPORTED_OPS:
-                constant = node.op_type in CONSTANT_ONLY_OPS and all(
-                    i == "" or i in known for i in node.input)
-                if not constant:
-                    bad.add(_short(node.op_type, 40))
-            if all(i == "" or i in known for i in node.input) and node.op_type in (
-                    "Constant", "ConstantOfShape") + CONSTANT_ONLY_OPS + _FOLDABLE:
-                known.update(node.output)
+        self._scan(self.graph.node, known, bad, 0)
         if bad:
             shown = sorted(bad)
             more = f" and {len(shown) - 20} more" if len(shown) > 20 else ""
@@ -470,6 +400,33 @@ class _Importer:
                 f"{self.where}: unsupported ONNX operator(s): {', '.join(shown[:20])}{more}. "
                 f"Supported: {', '.join(SUPPORTED_OPS)} (and {', '.join(CONSTANT_ONLY_OPS)} on "
                 f"constants)")
+
+    def _scan(self, nodes, known: set, bad: set, depth: int) -> None:
+        """Add to ``bad`` the operators of ``nodes`` (and of their branches) that fastconv cannot
+        run, tracking in ``known`` the names that fold into constants (a Shape's output is one:
+        only the batch size stays a symbol)."""
+        if depth > MAX_BRANCH_DEPTH:
+            raise InvalidModelFileError(f"{self.where}: branches nested more than "
+                                        f"{MAX_BRANCH_DEPTH} deep")
+        for node in nodes:
+            if node.domain not in ("", "ai.onnx"):
+                bad.add(f"{_short(node.domain, 40)}.{_short(node.op_type, 40)}")
+                continue
+            inputs_known = all(i == "" or i in known for i in node.input)
+            if node.op_type not in SUPPORTED_OPS and not (
+                    node.op_type in CONSTANT_ONLY_OPS and inputs_known):
+                bad.add(_short(node.op_type, 40))
+            if node.op_type == "If":
+                branches = [a.g for a in node.attribute if a.name in ("then_branch",
+                                                                       "else_branch")]
+                for branch in branches:
+                    inner = set(known) | {i.name for i in branch.initializer}
+                    self._scan(branch.node, inner, bad, depth + 1)
+                    if all(o.name in inner for o in branch.output) and inputs_known:
+                        known.update(node.output)
+            elif node.op_type == "Shape" or (inputs_known and node.op_type in (
+                    "Constant", "ConstantOfShape") + CONSTANT_ONLY_OPS + _FOLDABLE):
+                known.update(node.output)
 
     def make_inputs(self) -> None:
         from onnx import TensorProto
@@ -542,6 +499,46 @@ class _Importer:
                                           f"value")
         return out
 
+    def import_node(self, node, consumed) -> None:
+        """One node: folded where its inputs are constants, made into layers otherwise."""
+        self.current = node
+        if node.domain not in ("", "ai.onnx"):
+            raise self._fail(node, "operator of a custom domain")
+        fewest, most = _ARITY.get(node.op_type, (0, _MANY))
+        if not fewest <= len(node.input) <= most:
+            takes = (f"{fewest}" if fewest == most else f"at least {fewest}"
+                     if most == _MANY else f"{fewest} to {most}")
+            raise self._invalid(node, f"{node.op_type} takes {takes} input(s), got "
+                                      f"{len(node.input)}")
+        known = [i for i in node.input if i]
+        if all(not isinstance(self.values.get(i), Sym) for i in known) and (
+                node.op_type in ("Constant", "ConstantOfShape") + CONSTANT_ONLY_OPS
+                or (known and node.op_type in _FOLDABLE)):
+            outs = self.fold(node)
+        else:
+            handler = getattr(self, f"op_{node.op_type}", None)
+            if handler is None:
+                raise self._fail(node, "unsupported on computed tensors")
+            try:
+                outs = handler(node, self._node_attrs(node))
+            except _LayerArgumentError as exc:
+                raise self._invalid(node, _short(exc, 300)) from None
+            if not isinstance(outs, (list, tuple)):
+                outs = [outs]
+        for name, value in zip(node.output, outs):
+            if name:
+                if value is None:
+                    raise self._invalid(node, f"its input is never produced, so its output "
+                                              f"'{_short(name)}' cannot be")
+                self.values[name] = value
+        for extra in node.output[len(outs):]:
+            if extra and extra in consumed:
+                raise self._fail(node, f"its output '{_short(extra)}' is used, and fastconv "
+                                       f"produces only the first output of {node.op_type}")
+        for name in node.output:
+            if name:
+                self.producers[name] = node
+
     def run(self):
         from ..models import Model
 
@@ -550,44 +547,27 @@ class _Importer:
         consumed = {o.name for o in self.graph.output}
         for n in self.graph.node:
             consumed.update(n.input)
+        self.consumed = consumed
+        for name in (o.name for o in self.graph.output):
+            self.readers[name] += 1
+        for n in self.graph.node:
+            for name in set(n.input):
+                self.readers[name] += 1
+                self.first_reader.setdefault(name, n)
+            for branch in (a.g for a in n.attribute if a.name in ("then_branch", "else_branch")):
+                for inner in branch.node:  # a branch may read any name of the graph
+                    for name in set(inner.input):
+                        self.readers[name] += 1
         for node in self.graph.node:
-            self.current = node
-            if node.domain not in ("", "ai.onnx"):
-                raise self._fail(node, "operator of a custom domain")
-            fewest, most = _ARITY.get(node.op_type, (0, _MANY))
-            if not fewest <= len(node.input) <= most:
-                takes = (f"{fewest}" if fewest == most else f"at least {fewest}"
-                         if most == _MANY else f"{fewest} to {most}")
-                raise self._invalid(node, f"{node.op_type} takes {takes} input(s), got "
-                                          f"{len(node.input)}")
-            known = [i for i in node.input if i]
-            if all(not isinstance(self.values.get(i), Sym) for i in known) and (
-                    node.op_type in ("Constant", "ConstantOfShape") + CONSTANT_ONLY_OPS
-                    or (known and node.op_type in _FOLDABLE)):
-                outs = self.fold(node)
-            else:
-                handler = getattr(self, f"op_{node.op_type}", None)
-                if handler is None:
-                    raise self._fail(node, "unsupported on computed tensors")
-                try:
-                    outs = handler(node, self._node_attrs(node))
-                except _LayerArgumentError as exc:
-                    raise self._invalid(node, _short(exc, 300)) from None
-                if not isinstance(outs, (list, tuple)):
-                    outs = [outs]
-            for name, value in zip(node.output, outs):
-                if name:
-                    if value is None:
-                        raise self._invalid(node, f"its input is never produced, so its output "
-                                                  f"'{_short(name)}' cannot be")
-                    self.values[name] = value
-            for extra in node.output[len(outs):]:
-                if extra and extra in consumed:
-                    raise self._fail(node, f"its output '{_short(extra)}' is used, and fastconv "
-                                           f"produces only the first output of {node.op_type}")
+            self.import_node(node, consumed)
         self.current = None
         outputs, layouts = [], []
         for vo in self.graph.output:
+            kind = vo.type.tensor_type.elem_type
+            if kind not in _FLOAT_ELEMENTS:
+                raise UnsupportedOnnxError(f"{self.where}: output '{_short(vo.name)}' has element "
+                                           f"type {_element_name(kind)}; fastconv models compute "
+                                           f"float32")
             v = self.values.get(vo.name)
             if not isinstance(v, Sym):
                 raise UnsupportedOnnxError(f"{self.where}: output '{_short(vo.name)}' is a "
@@ -630,8 +610,21 @@ class _Importer:
         what = self._out(node)
         if op == "Constant":
             return [self._constant(node, a, what)]
+        if any(isinstance(v, BatchValue) for v in ins):
+            if op in ("ConstantOfShape", "Range"):
+                raise self._fail(node, "makes a tensor whose size depends on the batch size; "
+                                       "fastconv needs its size at load time")
+            results = [self._fold_values(node, op, a, [at_probe(v, k) for v in ins], what)
+                       for k in range(len(PROBES))]
+            compared = op in COMPARISONS or any(v.compared for v in ins
+                                                 if isinstance(v, BatchValue))
+            return [combine(results, compared)]
+        return [self._fold_values(node, op, a, ins, what)]
+
+    def _fold_values(self, node, op, a, ins, what):
+        """``op`` on the constant inputs ``ins``."""
         if op == "ConstantOfShape":
-            return [self._constant_of_shape(node, a, ins, what)]
+            return self._constant_of_shape(node, a, ins, what)
         shape, dtype, extra = self._fold_shape(node, op, a, ins)
         if len(shape) > MAX_RANK:
             raise self._invalid(node, f"folds to a tensor of {len(shape)} axes, more than the "
@@ -645,7 +638,7 @@ class _Importer:
         if tuple(out.shape) != tuple(shape):  # the sizing above and NumPy disagree
             raise self._invalid(node, f"folds to shape {out.shape}, not the {tuple(shape)} its "
                                       f"inputs give")
-        return [out]
+        return out
 
     def _constant(self, node, a, what):
         from onnx import TensorProto, numpy_helper
@@ -736,8 +729,30 @@ class _Importer:
                 raise self._invalid(node, f"inputs of shapes {x.shape} and {y.shape} do not "
                                           f"broadcast") from None
             return shape, np.result_type(x, y), None
-        if op == "Identity":
+        if op in ("Equal", "Less", "Greater", "Where"):
+            ys = [np.asarray(arg(i, str(i))) for i in range(1, 3 if op == "Where" else 2)]
+            try:
+                shape = np.broadcast_shapes(x.shape, *(y.shape for y in ys))
+            except ValueError:
+                raise self._invalid(node, f"inputs of shapes {[x.shape] + [y.shape for y in ys]} "
+                                          f"do not broadcast") from None
+            if op == "Where":
+                return shape, np.result_type(*ys), None
+            return shape, np.dtype(bool), None
+        if op in ("Not", "Neg", "Identity"):
+            if op == "Not" and x.dtype.kind != "b":
+                raise self._invalid(node, f"Not of a {x.dtype} tensor")
             return x.shape, x.dtype, None
+        if op == "Range":
+            start, limit, delta = (self._scalar(node, arg(i, w), w)
+                                   for i, w in enumerate(("start", "limit", "delta")))
+            if delta == 0:
+                raise self._invalid(node, "delta is 0")
+            n = max(int(math.ceil((limit - start) / delta)), 0)
+            if n > onnx_file.MAX_ELEMENTS:
+                raise self._invalid(node, f"a range of {n} elements")
+            return (n,), np.result_type(np.asarray(start), np.asarray(limit),
+                                        np.asarray(delta)), None
         if op == "Cast":
             from onnx import TensorProto, helper
 
@@ -1220,7 +1235,31 @@ class _Importer:
             raise self._fail(node, f"B must be a 2D constant, got shape {w.shape}")
         if len(x.onnx_shape) < 2:
             raise self._fail(node, f"A must have a batch axis, got shape {x.onnx_shape}")
-        return self._dense(node, x, w, None)
+        bias, add = self._bias_after(node, w.shape[1])
+        out = self._dense(node, x, w, bias)
+        if add is not None:
+            self.folded_bias[add.output[0]] = out
+        return out
+
+    def _bias_after(self, node, units: int):
+        """``(bias, Add node)`` where the only reader of ``node``'s output is an Add of a
+        constant of ``units`` values (PyTorch's Linear on more than two axes exports as MatMul
+        then Add); ``(None, None)`` otherwise."""
+        out = node.output[0] if node.output else ""
+        if not out or self.readers.get(out, 0) != 1:
+            return None, None
+        add = self.first_reader.get(out)
+        if (add is None or add.op_type != "Add" or len(add.input) != 2 or not add.output
+                or not add.output[0]):
+            return None, None
+        other = add.input[1] if add.input[0] == out else add.input[0]
+        v = self.values.get(other)
+        if v is None or isinstance(v, (Sym, BatchValue)):
+            return None, None
+        v = np.asarray(v)
+        if v.dtype.kind != "f" or v.size != units or v.ndim > 1 and v.shape[-1] != units:
+            return None, None
+        return np.asarray(v, np.float32).reshape(-1), add
 
     def op_Flatten(self, node, a):  # noqa: N802
         x = self.sym(node, 0)
@@ -1245,8 +1284,16 @@ class _Importer:
 
     def op_Reshape(self, node, a):  # noqa: N802
         x = self.sym(node, 0)
-        shape = self._int_list(node, self.const(node, 1, "shape"), "the shape")
         allowzero = bool(self._int(node, a, "allowzero", 0, lo=0, hi=1))
+        given = self.values.get(node.input[1]) if node.input[1] else None
+        batch_symbol = isinstance(given, BatchValue)
+        if batch_symbol:
+            shape = batch_axis_target(given)
+            if shape is None:
+                raise self._fail(node, "a target shape computed from the batch size other than "
+                                       "as its first entry; fastconv keeps the batch axis")
+        else:
+            shape = self._int_list(node, self.const(node, 1, "shape"), "the shape")
         if any(d < -1 for d in shape) or shape.count(-1) > 1:
             raise self._invalid(node, f"reshape target {_short(shape, 80)}: entries must be "
                                       f">= -1, with at most one -1")
@@ -1257,10 +1304,11 @@ class _Importer:
         target = [src[i] if (d == 0 and not allowzero and i < len(src)) else d
                   for i, d in enumerate(shape)][1:]
         first = shape[0] if shape else None
-        kept = ((first == 0 and not allowzero) or (first is not None and first > 0
-                                                   and first == self.declared_batch)
-                or (first == -1 and rest is not None and all(d > 0 for d in target)
-                    and math.prod(target) == rest))
+        kept = batch_symbol or (
+            (first == 0 and not allowzero) or (first is not None and first > 0
+                                               and first == self.declared_batch)
+            or (first == -1 and rest is not None and all(d > 0 for d in target)
+                and math.prod(target) == rest))
         if not kept:
             raise self._fail(node, f"reshaping {src} to {_short(shape, 80)} changes the batch "
                                    f"axis; fastconv keeps the batch axis")
@@ -1268,8 +1316,33 @@ class _Importer:
             raise self._fail(node, f"zero-sized target shape {_short(shape, 80)}")
         if len(target) == 1 and target[0] in (-1, rest):
             return self._flatten(node, x)
+        if -1 in target and rest is not None:
+            known = math.prod(d for d in target if d != -1)
+            if known and rest % known == 0:
+                target[target.index(-1)] = rest // known
+        channels = self._channel_reshape(node, x, target)
+        if channels is not None:
+            return channels
         x = self.as_plain(node, x)
         return self.apply(L.Reshape(tuple(target), name=self.layer_name(node)), x)
+
+    def _channel_reshape(self, node, x: Sym, target):
+        """A reshape that only splits the channels of a channels-last image into two axes
+        (``(N, C, H, W) -> (N, G, C / G, H, W)``, a channel shuffle's first step) or merges
+        them back: a free reshape of the held tensor, which stays channels-last. None for any
+        other reshape."""
+        if x.layout != "nchw" or x.flat_chw is not None:
+            return None
+        src = x.onnx_shape
+        if len(src) == 4 and len(target) == 4 and tuple(target[2:]) == tuple(src[2:]) and (
+                target[0] * target[1] == src[1]):
+            held = (src[2], src[3], target[0], target[1])
+        elif len(src) == 5 and len(target) == 3 and tuple(target[1:]) == tuple(src[3:]) and (
+                src[1] * src[2] == target[0]):
+            held = (src[3], src[4], target[0])
+        else:
+            return None
+        return self.apply(L.Reshape(held, name=self.layer_name(node)), x, "nchw")
 
     def op_Transpose(self, node, a):  # noqa: N802
         x = self.sym(node, 0)
@@ -1284,6 +1357,11 @@ class _Importer:
                 return Sym(x.t, "nchw")
             if x.layout == "nchw" and perm == list(np.argsort(_TO_ONNX[rank])):
                 return Sym(x.t, "plain")
+        if rank == 5 and x.layout == "nchw" and perm[0] == 0 and perm[3:] == [3, 4]:
+            # (N, A, B, H, W) held as (N, H, W, A, B): swapping A and B stays channels-last
+            if perm[1:3] == [1, 2]:
+                return x
+            return self.apply(L.Permute((1, 2, 4, 3), name=self.layer_name(node)), x, "nchw")
         x = self.as_plain(node, x)
         if perm[0] != 0:
             raise self._fail(node, f"perm {perm} moves the batch axis")
@@ -1304,9 +1382,13 @@ class _Importer:
     def _sum(self, node, names):
         if not names:
             raise self._invalid(node, "no inputs")
+        if node.output and node.output[0] in self.folded_bias:
+            return self.folded_bias.pop(node.output[0])
         vals = [self.values.get(n) if n else None for n in names]
         if any(v is None for v in vals):
             raise self._invalid(node, "an input is missing or never produced")
+        if any(isinstance(v, BatchValue) for v in vals):
+            raise self._fail(node, "a sum with a value that depends on the batch size")
         syms = [v for v in vals if isinstance(v, Sym)]
         consts = [v for v in vals if not isinstance(v, Sym)]
         if len(syms) == 1 and not consts:
@@ -1376,6 +1458,14 @@ class _Importer:
         v0, v1 = (self.values.get(n) if n else None for n in node.input[:2])
         if v0 is None or v1 is None:
             raise self._invalid(node, "an input is missing or never produced")
+        if isinstance(v0, BatchValue) or isinstance(v1, BatchValue):
+            raise self._fail(node, f"{kind} of a value that depends on the batch size")
+        if isinstance(v0, Sym) and isinstance(v1, Sym):
+            return self._tensor_product(node, kind)
+        if kind == "Mul":
+            gelu = self._gelu_or_none(node)
+            if gelu is not None:
+                return gelu
         with np.errstate(all="ignore"):
             if isinstance(v0, Sym) and not isinstance(v1, Sym):
                 c = self._numbers(node, v1)
@@ -1390,7 +1480,7 @@ class _Importer:
                     return self._scale(node, v1, c, 0.0)
                 if kind == "Sub":
                     return self._scale(node, v1, -1.0, c)
-        raise self._fail(node, f"{kind} is supported between a tensor and a constant only")
+        raise self._invalid(node, f"{kind} of two constants left unfolded")
 
     def op_Mul(self, node, a):  # noqa: N802
         return self._binary_const(node, "Mul")
@@ -1524,6 +1614,17 @@ class _Importer:
         return self.apply(layer, y, "nchw")
 
 
+#: ONNX element types of a model's inputs and outputs that fastconv takes: float32, float64 and
+#: undeclared (0)
+_FLOAT_ELEMENTS = (0, 1, 11)
+
+
+def _element_name(kind: int) -> str:
+    from onnx import TensorProto
+
+    return TensorProto.DataType.Name(kind) if kind in TensorProto.DataType.values() else str(kind)
+
+
 class _FakeNode:
     def __init__(self, name):
         self.output = [name]
@@ -1531,7 +1632,8 @@ class _FakeNode:
         self.op_type = "output"
 
 
-_FOLDABLE = ("Add", "Sub", "Mul", "Div", "Reshape", "Flatten", "Transpose", "Identity", "Concat")
+_FOLDABLE = ("Add", "Sub", "Mul", "Div", "Reshape", "Flatten", "Transpose", "Identity", "Concat",
+             "Cast", "Unsqueeze", "Squeeze", "Shape", "Slice", "Neg")
 
 _MANY = 1 << 31
 #: (fewest, most) inputs of each operator read (trailing optional inputs may be "").
@@ -1544,7 +1646,12 @@ _ARITY = {
     "LRN": (1, 1), "Softmax": (1, 1), "Dropout": (1, 3), "Identity": (1, 1),
     "Constant": (0, 0), "ConstantOfShape": (1, 1), "Pad": (1, 4), "Transpose": (1, 1),
     "Unsqueeze": (1, 2), "Squeeze": (1, 2), "Shape": (1, 1), "Cast": (1, 1), "Gather": (2, 2),
-    "Slice": (1, 5),
+    "Slice": (1, 5), "Split": (1, 2), "If": (1, 1), "HardSigmoid": (1, 1), "HardSwish": (1, 1),
+    "Gelu": (1, 1), "Erf": (1, 1), "Pow": (2, 2), "Sqrt": (1, 1), "Exp": (1, 1), "Log": (1, 1),
+    "Abs": (1, 1), "Neg": (1, 1), "Reciprocal": (1, 1), "LayerNormalization": (2, 3),
+    "Equal": (2, 2), "Less": (2, 2), "Greater": (2, 2), "Not": (1, 1), "Where": (3, 3),
+    "Range": (3, 3), "Elu": (1, 1), "Selu": (1, 1), "Softplus": (1, 1), "Max": (1, _MANY),
+    "Min": (1, _MANY),
 }
 
 
@@ -1567,6 +1674,18 @@ def _fold(op, ins, shape, dtype, extra):
         return np.asarray(f(x, y)).astype(dtype, copy=False)
     if op == "Identity":
         return x
+    if op in ("Equal", "Less", "Greater"):
+        f = {"Equal": np.equal, "Less": np.less, "Greater": np.greater}[op]
+        return np.asarray(f(x, np.asarray(ins[1])))
+    if op == "Where":
+        return np.asarray(np.where(x.astype(bool), ins[1], ins[2])).astype(dtype, copy=False)
+    if op == "Not":
+        return np.logical_not(x)
+    if op == "Neg":
+        return np.negative(x)
+    if op == "Range":
+        start, _, delta = (np.asarray(v).reshape(-1)[0] for v in ins)
+        return (start + delta * np.arange(shape[0])).astype(dtype)
     if op == "Cast":
         if _lazy(x):
             return np.broadcast_to(x.reshape(-1)[:1].astype(dtype).reshape(()), shape)

@@ -19,7 +19,8 @@ _IN = {3: (0, 2, 1), 4: (0, 2, 3, 1)}
 _OUT = {3: (0, 2, 1), 4: (0, 3, 1, 2)}
 
 #: Inputs read as data by each operator (indices); every other input is a weight.
-_DATA_SLOTS = {"Add": None, "Sum": None, "Concat": None, "Mul": None, "Sub": None, "Div": None}
+_DATA_SLOTS = {"Add": None, "Sum": None, "Concat": None, "Mul": None, "Sub": None, "Div": None,
+               "Max": None, "Min": None}
 
 
 def _weight_inputs(model) -> set:
@@ -36,7 +37,9 @@ def _weight_inputs(model) -> set:
 
 #: Operators that act value by value: a graph of these alone may run on batchless inputs.
 _ELEMENTWISE = {"Relu", "Sigmoid", "Tanh", "LeakyRelu", "Clip", "Dropout", "Identity", "Add",
-                "Sum"}
+                "Sum", "Exp", "Log", "Neg", "Abs", "Reciprocal", "Sqrt", "Pow", "Erf",
+                "HardSigmoid", "HardSwish", "Gelu", "Elu", "Selu", "Softplus", "Max", "Min",
+                "Mul", "Sub", "Div"}
 
 
 def _with_batch_axis(model):
