@@ -616,7 +616,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--batch-size", type=_positive_int, default=32, metavar="N",
                        help="images per training step (default 32)")
     train.add_argument("--backend", help="numba-cpu (default), numpy ...")
-    train.add_argument("--algo", help="auto (default), direct, im2col, winograd, winograd4")
+    train.add_argument("--algo", help="auto (default) or one algorithm (fastconv info lists "
+                       "them)")
     train.add_argument("--save", metavar="PATH",
                        help="save the trained model there (its folder must exist)")
     train.add_argument("--data", metavar="DIR",

@@ -6,7 +6,8 @@ Kernels know nothing of Tensors, layers or graphs: arrays in, arrays out. Ops in
 Layouts: activations NHWC, convolution weights HWIO, dense weights (in, out). Geometries come from
 ``fastconv.geometry`` and carry every size and padding as ints.
 
-A backend provides one :class:`ConvAlgorithm` per algorithm it implements (``conv_algorithms``).
+A backend provides one :class:`ConvAlgorithm` per algorithm it implements (``conv_algorithms``),
+built by :func:`conv_algorithm_table` from its three kernels (direct, im2col, Winograd).
 Winograd's backward passes are shared here: backward-data of a stride-1 3x3 convolution is a
 stride-1 3x3 convolution of ``dy`` with the flipped, transposed kernel, so it reuses the backend's
 own Winograd forward kernel; backward-weight uses the backend's ``im2col`` algorithm.
@@ -188,6 +189,25 @@ class WinogradAlgorithm(ConvAlgorithm):
 
     def backward_weight(self, x, dy, geom: ConvGeometry):
         return self.backend.conv_algorithm("im2col").backward_weight(x, dy, geom)
+
+
+def conv_algorithm_table(direct: type[ConvAlgorithm], im2col: type[ConvAlgorithm],
+                         winograd: type[WinogradAlgorithm]) -> dict[str, type[ConvAlgorithm]]:
+    """A backend's ``conv_algorithm_classes`` from its three convolution kernels: ``direct``,
+    ``im2col``, and ``winograd`` (a WinogradAlgorithm whose ``forward`` works for any
+    transform), made once per transform of ``fastconv.winograd.TRANSFORMS`` ("winograd":
+    F(2x2,3x3), "winograd4": F(4x4,3x3)). The names are those of ``algorithms.ALGORITHMS``;
+    a test checks that every backend's table has them all."""
+    from ..winograd import TRANSFORMS
+
+    table: dict[str, type[ConvAlgorithm]] = {"direct": direct, "im2col": im2col}
+    for name, transform in TRANSFORMS.items():
+        cls_name = f"{winograd.__name__}{transform.m}x{transform.m}"
+        table[name] = type(cls_name, (winograd,), {
+            "name": name, "transform": transform, "__module__": winograd.__module__,
+            "__qualname__": cls_name,
+            "__doc__": f"{winograd.__name__} with F({transform.m}x{transform.m},3x3)."})
+    return table
 
 
 class Backend:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..base import conv_algorithm_table
 from ..device import DeviceBackend
 from . import conv, elementwise, gemm, normalization, pool
 from .loader import EMULATED
@@ -13,12 +14,8 @@ class CupyBackend(DeviceBackend):
     #: timing kernels in the emulation measures the CPU: use the heuristics there
     autotune = not EMULATED
     gemm, pool, elementwise, normalization = gemm, pool, elementwise, normalization
-    conv_algorithm_classes = {
-        "direct": conv.DirectConv,
-        "im2col": conv.Im2colConv,
-        "winograd": conv.WinogradF2Conv,
-        "winograd4": conv.WinogradF4Conv,
-    }
+    conv_algorithm_classes = conv_algorithm_table(conv.DirectConv, conv.Im2colConv,
+                                                  conv.CudaWinograd)
 
     # -- device --------------------------------------------------------------------------
     def synchronize(self, a=None):

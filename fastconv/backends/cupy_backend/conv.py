@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-from ...winograd import F2x2_3x3, F4x4_3x3, WinogradTransform, tile_counts
+from ...winograd import WinogradTransform, tile_counts
 from ..base import ConvAlgorithm, WinogradAlgorithm
 from ..derived import DerivedCache
 from . import gemm
@@ -125,7 +125,7 @@ def winograd_defines(t: WinogradTransform) -> dict[str, object]:
             "WINO_AT": _initialiser(t.AT)}
 
 
-class _CudaWinograd(WinogradAlgorithm):
+class CudaWinograd(WinogradAlgorithm):
     SOURCE = "conv_winograd.cu"
 
     def _check(self, g):
@@ -194,13 +194,3 @@ class _CudaWinograd(WinogradAlgorithm):
             return self._apply(x, u, b_dev, g, activation)
 
         return run
-
-
-class WinogradF2Conv(_CudaWinograd):
-    name = "winograd"
-    transform = F2x2_3x3
-
-
-class WinogradF4Conv(_CudaWinograd):
-    name = "winograd4"
-    transform = F4x4_3x3

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...winograd import F2x2_3x3, F4x4_3x3, tile_counts
+from ...winograd import tile_counts
 from ..base import ConvAlgorithm, WinogradAlgorithm
 from ..derived import DerivedCache
 from ..precision import current_inference_precision
@@ -218,7 +218,7 @@ class DirectConv(ConvAlgorithm):
         return partial.sum(axis=0)
 
 
-class _NumbaWinograd(WinogradAlgorithm):
+class NumbaWinograd(WinogradAlgorithm):
     def forward(self, x, w, b, g, activation):
         t = self.transform
         x = _c(x)
@@ -241,13 +241,3 @@ class _NumbaWinograd(WinogradAlgorithm):
         """Tiles per block: enough rows for an efficient GEMM, a block per thread at least."""
         wanted = max(32, (1 << 21) // (a2 * (c + o) * 4))
         return max(1, min(wanted, 512, -(-total // self.backend.num_threads())))
-
-
-class WinogradF2Conv(_NumbaWinograd):
-    name = "winograd"
-    transform = F2x2_3x3
-
-
-class WinogradF4Conv(_NumbaWinograd):
-    name = "winograd4"
-    transform = F4x4_3x3

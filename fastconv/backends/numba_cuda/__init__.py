@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import importlib.util
 
+from ..base import conv_algorithm_table
 from ..device import DeviceBackend
 from . import conv, elementwise, gemm, normalization, pool
 from .launch import GPU_CONFIG, KERNELS, SIMULATED, configure_array_interface_sync, current_stream
@@ -52,12 +53,8 @@ class NumbaCudaBackend(DeviceBackend):
     #: timing kernels in the simulator measures the simulator: use the heuristics there
     autotune = not SIMULATED
     gemm, pool, elementwise, normalization = gemm, pool, elementwise, normalization
-    conv_algorithm_classes = {
-        "direct": conv.DirectConv,
-        "im2col": conv.Im2colConv,
-        "winograd": conv.WinogradF2Conv,
-        "winograd4": conv.WinogradF4Conv,
-    }
+    conv_algorithm_classes = conv_algorithm_table(conv.DirectConv, conv.Im2colConv,
+                                                  conv.NumbaCudaWinograd)
 
     def __init__(self):
         super().__init__()

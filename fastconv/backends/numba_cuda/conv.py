@@ -8,7 +8,6 @@ launches the kernels.
 
 from __future__ import annotations
 
-from ...winograd import F2x2_3x3, F4x4_3x3
 from ..base import ConvAlgorithm, WinogradAlgorithm
 from ..derived import DerivedCache
 from . import conv_direct, conv_implicit_gemm, conv_winograd
@@ -97,7 +96,7 @@ class Im2colConv(ConvAlgorithm):
         return conv_implicit_gemm.backward_weight(be, x, dy, geom)
 
 
-class _NumbaCudaWinograd(WinogradAlgorithm):
+class NumbaCudaWinograd(WinogradAlgorithm):
     """Winograd F(m x m, 3x3): transform kernels around the batched tiled GEMM
     (``conv_winograd``); the backward passes are WinogradAlgorithm's."""
 
@@ -125,13 +124,3 @@ class _NumbaCudaWinograd(WinogradAlgorithm):
             return conv_winograd.forward(be, x, None, b_dev, geom, activation, m, u=u)
 
         return run
-
-
-class WinogradF2Conv(_NumbaCudaWinograd):
-    name = "winograd"
-    transform = F2x2_3x3
-
-
-class WinogradF4Conv(_NumbaCudaWinograd):
-    name = "winograd4"
-    transform = F4x4_3x3

@@ -8,11 +8,11 @@ from __future__ import annotations
 import numpy as np
 
 from ... import random as fc_random
-from ..base import Backend
+from ..base import Backend, conv_algorithm_table
 from ..host_memory import keep_freed_memory
 from . import grouped
 from . import normalization as norm
-from .conv import DirectConv, Im2colConv, WinogradF2Conv, WinogradF4Conv
+from .conv import DirectConv, Im2colConv, NumpyWinograd
 from .pool import avg_pool2d_backward, avg_pool2d_forward, max_pool2d_backward, max_pool2d_forward
 
 
@@ -21,12 +21,7 @@ class NumpyBackend(Backend):
     xp = np
     inference_chunk_bytes = 2 << 20
     autotune = False  # the reference backend always uses its heuristic (im2col)
-    conv_algorithm_classes = {
-        "direct": DirectConv,
-        "im2col": Im2colConv,
-        "winograd": WinogradF2Conv,
-        "winograd4": WinogradF4Conv,
-    }
+    conv_algorithm_classes = conv_algorithm_table(DirectConv, Im2colConv, NumpyWinograd)
 
     def __init__(self):
         super().__init__()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...winograd import F2x2_3x3, F4x4_3x3, tile_counts, transform_filter
+from ...winograd import tile_counts, transform_filter
 from ..base import ConvAlgorithm, WinogradAlgorithm
 from .taps import crop, pad_nhwc, tap
 
@@ -81,7 +81,7 @@ class Im2colConv(ConvAlgorithm):
         return (im2col(x, g).T @ dy.reshape(-1, g.o)).reshape(g.w_shape)
 
 
-class _NumpyWinograd(WinogradAlgorithm):
+class NumpyWinograd(WinogradAlgorithm):
     def forward(self, x, w, b, g, activation):
         t = self.transform
         m, a = t.m, t.alpha
@@ -101,13 +101,3 @@ class _NumpyWinograd(WinogradAlgorithm):
         Y = np.einsum("pi,ijntuo,qj->ntpuqo", AT, M, AT, optimize=True)
         y = np.ascontiguousarray(Y.reshape(g.n, th * m, tw * m, g.o)[:, :g.oh, :g.ow, :])
         return _epilogue(self.backend, y, b, activation)
-
-
-class WinogradF2Conv(_NumpyWinograd):
-    name = "winograd"
-    transform = F2x2_3x3
-
-
-class WinogradF4Conv(_NumpyWinograd):
-    name = "winograd4"
-    transform = F4x4_3x3
