@@ -10,6 +10,9 @@
 * ``mnist_dir`` is the folder fastconv itself would read MNIST from: ``$FASTCONV_DATA`` when it is
   set (CI sets it), otherwise the user cache; tests that need MNIST skip, saying where they
   looked, only when neither holds it.
+* ``keras_ref`` is the folder of Keras's reference files in the shared folder
+  (``tests/shared.py``): a test that needs it (or the lesson script) fails when it is missing,
+  unless ``FASTCONV_ALLOW_MISSING_SHARED=1`` (then it skips, saying so).
 
 Autotuning and background compilation are switched off (``FASTCONV_AUTOTUNE=0``,
 ``FASTCONV_BACKGROUND_COMPILE=0``) and the cache goes to a temporary folder for the whole
@@ -35,6 +38,7 @@ from fastconv import config
 from fastconv.backends import algorithms
 from fastconv.datasets import mnist
 from fastconv.utils import clear_session, set_random_seed
+from tests import shared
 from tests.devices import EMULATED_DEVICES
 
 #: Every convolution algorithm fastconv knows ('auto' is a choice among these, not one).
@@ -89,7 +93,15 @@ hypothesis_settings.load_profile(HYPOTHESIS_PROFILE)
 def pytest_report_header(config):
     how = ("the same cases every run, derived from each test's name"
            if HYPOTHESIS_PROFILE == "repeatable" else "fresh random cases")
-    return f"hypothesis profile: {HYPOTHESIS_PROFILE} ({how}; HYPOTHESIS_PROFILE=fresh|repeatable)"
+    folder = shared.shared_dir()
+    if folder is not None:
+        files = f"shared reference files: {folder}"
+    else:
+        files = ("shared reference files: MISSING (../shared, $FASTCONV_SHARED); the tests that "
+                 "read them " + ("skip" if shared.missing_allowed() else "fail") +
+                 f" ({shared.ALLOW_MISSING}=1 skips them)")
+    return [f"hypothesis profile: {HYPOTHESIS_PROFILE} ({how}; HYPOTHESIS_PROFILE=fresh|"
+            f"repeatable)", files]
 
 
 def pytest_configure(config):
@@ -216,6 +228,13 @@ def mnist_dir() -> Path:
                 f" lacks the four *-ubyte.gz files; set FASTCONV_DATA to their folder, or "
                 f"download them once with python -c \"from fastconv.datasets import mnist; "
                 f"mnist.load_data()\"")
+
+
+@pytest.fixture(scope="session")
+def keras_ref() -> Path:
+    """The folder of Keras's reference files (``shared/keras_ref``); a test that uses it fails
+    when it is missing (skips, saying so, where ``$FASTCONV_ALLOW_MISSING_SHARED=1``)."""
+    return shared.require("keras_ref")
 
 
 @pytest.fixture(params=["parallel", "serial"])

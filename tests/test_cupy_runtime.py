@@ -201,7 +201,8 @@ def test_nvrtc_log_is_parsed_into_file_line_and_message():
 def test_nvrtc_compile_error_of_a_real_log():
     """The ``#line`` directive the loader puts after its defines makes NVRTC name the file and
     the line of the source itself."""
-    nvrtc = pytest.importorskip("cuda.bindings.nvrtc", reason="NVRTC bindings (fastconv[nvrtc])")
+    from cuda.bindings import nvrtc
+
     code = ('#define SELFTEST_BLOCK 8\n#line 1 "broken.cu"\n'
             'extern "C" __global__ void k(float* x) {\n  x[0] = y;\n}\n')
     err, prog = nvrtc.nvrtcCreateProgram(code.encode(), b"kernel.cu", 0, [], [])
@@ -425,7 +426,8 @@ class _FakeCupy:
 
 
 def test_gpu_path_compiles_once_and_names_compile_errors(monkeypatch, tmp_path):
-    nvrtc = pytest.importorskip("cuda.bindings.nvrtc", reason="NVRTC bindings (fastconv[nvrtc])")
+    from cuda.bindings import nvrtc
+
     fake = _FakeCupy(nvrtc)
     monkeypatch.setitem(sys.modules, "cupy", fake)
     monkeypatch.setattr(loader, "EMULATED", False)

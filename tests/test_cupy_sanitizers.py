@@ -5,9 +5,10 @@ For each sanitizer, a subprocess builds the emulated kernels with ``-fsanitize=a
 and runs this file as a script: every primitive of the cupy backend once on odd shapes, in
 float32 and float64 (``tests/kernel_smoke.py``: the four convolution algorithms in their three
 passes, pooling, epilogues, GEMM, Adam, normalisations, random numbers), and the self-test
-kernels. The test asserts that the sanitizer reported nothing, and that every
-``extern "C" __global__`` kernel of every ``kernels/*.cu`` file was launched (so a new source or
-kernel is covered without editing this file, and a kernel no primitive reaches is named).
+kernels. The test asserts that the sanitizer reported nothing, that every primitive gave the
+numpy backend's values, and that every ``extern "C" __global__`` kernel of every
+``kernels/*.cu`` file was launched (so a new source or kernel is covered without editing this
+file, and a kernel no primitive reaches is named).
 
 The script then launches two kernels with planted bugs (a missing ``__syncthreads`` and a store
 one element past the end), so the test also proves that the sanitizer was active and reports
@@ -83,11 +84,14 @@ def test_every_kernel_is_clean_under_the_sanitizer(sanitizer, tmp_path):
     clean_err = err.split(CLEAN_DONE, 1)[0]
     assert marker not in clean_err, f"{sanitizer} sanitizer report:\n{clean_err[-8000:]}"
     assert result["sanitizer"] == sanitizer
-    # 2. every kernel of every source ran
+    # 2. every primitive gave the numpy backend's values (a stray read or write shows there too)
+    assert result["mismatches"] == [], (
+        f"primitives that disagree with numpy: {result['mismatches']}")
+    # 3. every kernel of every source ran
     assert result["not_launched"] == {}, (
         f"kernels no primitive launched: {result['not_launched']}")
     assert "fc_saxpy_f32" in result["launched"] and len(result["sources"]) >= 1
-    # 3. the planted bugs were caught, at their lines of the probe source
+    # 4. the planted bugs were caught, at their lines of the probe source
     probe_err = err.split(CLEAN_DONE, 1)[1] if CLEAN_DONE in err else ""
     assert marker in probe_err and "probe.cu" in probe_err, (
         f"the planted bug was not reported:\n{probe_out[-2000:]}\n{probe_err[-4000:]}")

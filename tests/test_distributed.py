@@ -5,18 +5,15 @@ from __future__ import annotations
 import os
 import shutil
 
+import cloudpickle
+import dask.array as da
+import distributed
 import numpy as np
 import pytest
 
-pytest.importorskip("dask.array")
-distributed = pytest.importorskip("distributed")
-
-import cloudpickle  # noqa: E402
-import dask.array as da  # noqa: E402
-
-from fastconv import distributed as fcd  # noqa: E402
-from fastconv.layers import Conv2D, Dense, Flatten, Input, MaxPooling2D  # noqa: E402
-from fastconv.models import Model, Sequential, load_model  # noqa: E402
+from fastconv import distributed as fcd
+from fastconv.layers import Conv2D, Dense, Flatten, Input, MaxPooling2D
+from fastconv.models import Model, Sequential, load_model
 
 
 @pytest.fixture(scope="module")

@@ -17,20 +17,19 @@ import threading
 import time
 import zipfile
 
+import h5py
 import numpy as np
 import pytest
 
-h5py = pytest.importorskip("h5py", reason="Keras files need h5py (pip install 'fastconv[keras]')")
+from fastconv import keras_io
+from fastconv.io import hdf5
+from fastconv.saving import InvalidModelFileError
 
-from fastconv import keras_io  # noqa: E402
-from fastconv.io import hdf5  # noqa: E402
-from fastconv.saving import InvalidModelFileError  # noqa: E402
+from .campaign import hdf5_mutations as campaign
 
-from .campaign import hdf5_mutations as campaign  # noqa: E402
-
-REF = campaign._reference_dir()
-needs_ref = pytest.mark.skipif(REF is None, reason="the Keras reference files (../shared/"
-                                                   "keras_ref, or $FASTCONV_SHARED) are not here")
+#: the damage at byte offsets of Keras's own files: a test that needs them fails without them
+#: (the conftest fixture ``keras_ref``)
+needs_ref = pytest.mark.usefixtures("keras_ref")
 FORMATS = campaign.FORMATS
 SECRET = b"TOP-SECRET-bytes" * 64
 
@@ -198,13 +197,12 @@ def test_a_group_behind_an_external_link_is_refused(bases, place):
 
 # -- 2. a file that makes the HDF5 library hang or crash -------------------------------------------
 
-@needs_ref
-def test_a_bit_flip_that_hangs_hdf5_is_cut_at_the_bound(bases, place, monkeypatch):
+def test_a_bit_flip_that_hangs_hdf5_is_cut_at_the_bound(bases, place, monkeypatch, keras_ref):
     """Byte 2497 of mini_inception_legacy_weights.h5 set from 0x00 to 0x08: h5py loops for
     ever inside an attribute read. The child is killed at the bound, the load refused."""
     monkeypatch.setattr(hdf5, "TIMEOUT_BASE_S", 2.0)
     models, _ = place
-    data = bytearray((REF / "mini_inception_legacy_weights.h5").read_bytes())
+    data = bytearray((keras_ref / "mini_inception_legacy_weights.h5").read_bytes())
     assert data[2497] == 0x00
     data[2497] = 0x08
     path = models / "flipped.h5"

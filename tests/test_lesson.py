@@ -1,6 +1,7 @@
 """End to end: the lesson's Keras script, run on fastconv with only its imports changed.
 
-The script is read at test time from ``shared/lesson/lesson_keras.py`` (beside the repository).
+The script is read at test time from ``shared/lesson/lesson_keras.py`` (beside the repository,
+or under ``$FASTCONV_SHARED``); without it the test fails (see tests/shared.py).
 Three textual edits keep the run short, and nothing else is touched:
 
 * ``from keras.<module> import ...`` -> ``from fastconv.<module> import ...`` (the lesson's
@@ -19,7 +20,6 @@ takes a few seconds. The test asserts > 90% with seed 0.
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 
@@ -27,7 +27,8 @@ import fastconv
 from fastconv.config import DEFAULT_BACKEND
 from fastconv.utils import set_random_seed
 
-LESSON = Path(__file__).resolve().parents[2] / "shared" / "lesson" / "lesson_keras.py"
+from . import shared
+
 TRAIN_IMAGES = 6000
 SEED = 0
 
@@ -57,9 +58,8 @@ def lesson_backend() -> str:
 
 @pytest.mark.slow
 def test_lesson_script_reaches_90_percent(mnist_dir):
-    if not LESSON.is_file():
-        pytest.skip(f"the lesson script is not here: {LESSON}")
-    code = compile(fastconv_version_of(LESSON.read_text(encoding="utf-8")), str(LESSON), "exec")
+    lesson = shared.require("lesson", "lesson_keras.py")
+    code = compile(fastconv_version_of(lesson.read_text(encoding="utf-8")), str(lesson), "exec")
     printed = []
     namespace = {"__name__": "__lesson__", "print": printed.append}
     set_random_seed(SEED)

@@ -41,7 +41,8 @@ def test_philox_reference_matches_the_random123_known_answers():
 def test_philox_device_function_keeps_64_bit_unsigned_words():
     """The device function compiled by Numba (CPU target, the same typing as CUDA's) gives the
     reference words: no product overflows and nothing is widened to float."""
-    numba = pytest.importorskip("numba")
+    import numba
+
     from fastconv.backends.numba_cuda import elementwise
 
     fn = numba.njit(elementwise.philox4x32.py_func)

@@ -14,12 +14,10 @@ from fastconv.layers import Add, Conv2D, Dense, Flatten, Input, MaxPooling2D
 from fastconv.models import Model, Sequential
 from fastconv.saving import InvalidModelFileError
 
+from . import shared
 from .devices import EMULATED
-from .shared import shared_dir
 from .threads import run_in_threads
 
-SHARED = shared_dir()
-KERAS_REF = SHARED / "keras_ref" if SHARED is not None else None
 THREADS = 8
 
 
@@ -79,12 +77,9 @@ def test_load_fcm_predicts_as_the_model(kind, tmp_path):
 
 @pytest.mark.parametrize("suffix", [".keras", ".h5"])
 def test_load_keras_files_written_by_keras(suffix):
-    if KERAS_REF is None:
-        pytest.skip("the Keras reference files (../shared/keras_ref) are not here")
-    path = KERAS_REF / f"mini_resnet{suffix}"
-    if not path.exists():
-        pytest.skip(f"reference file {path} is absent")
-    pytest.importorskip("h5py")
+    import h5py  # noqa: F401 - Keras files need it; the test extra installs it
+
+    path = shared.require("keras_ref", f"mini_resnet{suffix}")
     predictor = load(path)
     from fastconv.models import load_model
 
@@ -95,7 +90,8 @@ def test_load_keras_files_written_by_keras(suffix):
 
 
 def test_load_keras_file_fastconv_wrote(tmp_path):
-    pytest.importorskip("h5py")
+    import h5py  # noqa: F401 - Keras files need it; the test extra installs it
+
     model = sequential_model()
     path = tmp_path / "m.keras"
     model.save(path)
@@ -105,12 +101,8 @@ def test_load_keras_file_fastconv_wrote(tmp_path):
 
 def test_load_onnx_goes_through_fastconv_onnx(tmp_path, monkeypatch):
     """An .onnx path is handed to fastconv.onnx.load (imported only then)."""
-    try:
-        import fastconv.onnx as fc_onnx
-    except ImportError:
-        pytest.skip("fastconv.onnx is not importable here")
-    if not hasattr(fc_onnx, "export"):
-        pytest.skip("fastconv.onnx has no export yet")
+    import fastconv.onnx as fc_onnx
+
     model = sequential_model()
     path = tmp_path / "m.onnx"
     fc_onnx.export(model, path)
@@ -150,12 +142,8 @@ def test_corrupt_or_foreign_file_names_the_file(tmp_path, name, content):
 
 
 def test_corrupt_onnx_file_names_the_file(tmp_path):
-    try:
-        import fastconv.onnx as fc_onnx
-    except ImportError:
-        pytest.skip("fastconv.onnx is not importable here")
-    if not hasattr(fc_onnx, "load"):
-        pytest.skip("fastconv.onnx has no load yet")
+    import fastconv.onnx  # noqa: F401 - onnx is in the test extra: missing is an error
+
     path = tmp_path / "broken.onnx"
     path.write_bytes(b"\x08\x07garbage that is not a protobuf model" * 3)
     with pytest.raises((InvalidModelFileError, ValueError)) as info:

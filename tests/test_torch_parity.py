@@ -10,20 +10,20 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
-torch = pytest.importorskip("torch")
+import fastconv.functional as F
+from fastconv import Tensor
+from fastconv.layers import Conv2D, Dense, Flatten, Input, MaxPooling2D
+from fastconv.models import Sequential
+from fastconv.optimizers import SGD
+
+from . import naive
+
 tF = torch.nn.functional
 # The problems here are tiny; torch's own thread pool would only spin and slow the BLAS threads
 # of the tests that run after this module.
 torch.set_num_threads(1)
-
-import fastconv.functional as F  # noqa: E402
-from fastconv import Tensor  # noqa: E402
-from fastconv.layers import Conv2D, Dense, Flatten, Input, MaxPooling2D  # noqa: E402
-from fastconv.models import Sequential  # noqa: E402
-from fastconv.optimizers import SGD  # noqa: E402
-
-from . import naive  # noqa: E402
 
 RTOL = 1e-10
 

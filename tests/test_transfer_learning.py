@@ -39,11 +39,19 @@ def test_freezing_and_fine_tuning(example, mnist_dir):
     assert not np.array_equal(base[2].get_weights()[0], before[2][0])  # block2 trained
 
 
-def test_tiny_run_reports_three_accuracies(example, mnist_dir):
-    results = example.run(mnist_dir, pretrain_samples=300, labelled=100, test_samples=200,
-                          pretrain_epochs=1, epochs=1, fine_tune_epochs=1)
-    for key in ("pretrained (digits 0-4)", "feature extraction", "fine-tuning",
-                "from scratch"):
-        assert 0.0 <= results[key] <= 1.0
+#: Lower bounds of the small run's test accuracies (200 test images of five classes: chance is
+#: 0.2). Measured on numba-cpu over seeds 0-39 (the run's own seed: data split, initial weights,
+#: shuffles), the lowest of the 40 runs: pretrained 0.865, feature extraction 0.63,
+#: fine-tuning 0.685, from scratch 0.76; seed 0 (asserted, on numba-cpu and numpy alike):
+#: 0.94, 0.80, 0.86, 0.83. Each bound sits below the worst seed, so only a broken method (a
+#: base that is not frozen or not pretrained, a head that does not learn: about 0.2) fails.
+ACCURACY_BOUNDS = {"pretrained (digits 0-4)": 0.85, "feature extraction": 0.6,
+                   "fine-tuning": 0.65, "from scratch": 0.7}
+
+
+def test_small_run_reports_three_accuracies(example, mnist_dir):
+    results = example.run(mnist_dir, pretrain_samples=600, labelled=200, test_samples=200,
+                          pretrain_epochs=2, epochs=3, fine_tune_epochs=2, seed=0)
     assert results["test images (digits 5-9)"] == 200
-    assert results["pretrained (digits 0-4)"] > 0.5  # 300 images, one epoch: well above 0.2
+    for key, bound in ACCURACY_BOUNDS.items():
+        assert bound < results[key] <= 1.0, f"{key}: accuracy {results[key]:.3f}"
