@@ -9,8 +9,14 @@ slope 0.2 (the LeakyReLU layer's default is 0.3).
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
+
 from . import functional as F
-from .ops.activation import SELU_ALPHA, SELU_SCALE
+from .ops.activation import SELU_ALPHA, SELU_SCALE, erf_float32_into
+
+_SQRT_HALF = math.sqrt(0.5)
 
 #: the negative slope of Keras's ``leaky_relu`` activation
 KERAS_LEAKY_RELU_SLOPE = 0.2
@@ -90,6 +96,56 @@ _ON_ARRAYS = {
 }
 
 
+def _sigmoid_into(xp, a, y):
+    """``y = 1 / (1 + exp(-a))``; exp overflows to inf for a < -88 (float32), giving 0."""
+    xp.negative(a, out=y)
+    xp.exp(y, out=y)
+    y += 1
+    return xp.reciprocal(y, out=y)
+
+
+def _hard_sigmoid_into(xp, a, y):
+    xp.multiply(a, 1 / 6, out=y)
+    y += 0.5
+    return xp.clip(y, 0, 1, out=y)
+
+
+def _swish(xp, a, y):
+    _sigmoid_into(xp, a, y)
+    y *= a
+    return y
+
+
+def _hard_swish(xp, a, y):
+    _hard_sigmoid_into(xp, a, y)
+    y *= a
+    return y
+
+
+def _gelu_float32(xp, a, y):
+    """``0.5 a (1 + erf(a / sqrt 2))`` with the float32 erf of ``erf_float32_into``."""
+    z = xp.multiply(a, _SQRT_HALF)
+    erf_float32_into(xp, z, y, xp.empty_like(a))
+    y += 1
+    y *= a
+    y *= 0.5
+    return y
+
+
+#: Inference forms that write one new array in a few vectorised passes (the ops' forwards keep
+#: what their backward needs and guard every branch): name -> f(xp, a, out); the float32-only
+#: ones are keyed with the dtype's name too.
+_INTO = {
+    "sigmoid": _sigmoid_into,
+    "swish": _swish,
+    "hard_sigmoid": _hard_sigmoid_into,
+    "hard_swish": _hard_swish,
+    "relu6": lambda xp, a, y: xp.clip(a, 0, 6, out=y),
+    "tanh": lambda xp, a, y: xp.tanh(a, out=y),
+    ("gelu", "float32"): _gelu_float32,
+}
+
+
 def on_array(activation: str, backend, a):
     """``activation`` applied to a backend array (no graph)."""
     activation = ALIASES.get(activation, activation)
@@ -97,5 +153,10 @@ def on_array(activation: str, backend, a):
         return a
     if activation == "relu":
         return backend.bias_activation(a.copy(), None, "relu")
+    into = _INTO.get(activation) or _INTO.get((activation, a.dtype.name))
+    if into is not None:
+        xp = backend.xp
+        with np.errstate(over="ignore", under="ignore"):
+            return into(xp, a, xp.empty_like(a))
     fn, kwargs = _ON_ARRAYS[activation]
     return fn.evaluate(backend, a, **kwargs)
