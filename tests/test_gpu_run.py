@@ -226,7 +226,8 @@ def test_the_preflight_without_a_gpu_says_so_and_fails_cleanly(tmp_path):
 def test_figures_rows_name_their_math_and_check_against_pytorch_fp32(tmp_path, monkeypatch):
     """The figures code on the CPU: fastconv's numpy backend stands in for a GPU backend and
     PyTorch's CPU for CUDA, on a tiny layer and a tiny pooling case."""
-    torch = pytest.importorskip("torch")
+    import torch
+
     import fastconv
     from bench import workloads
 
