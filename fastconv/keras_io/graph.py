@@ -45,15 +45,25 @@ def _param_count(layer, input_shape) -> int:
     if not isinstance(input_shape, tuple) or not input_shape:
         return 0
     channels = input_shape[-1] or 0
-    if cls in ("Conv1D", "Conv2D"):
-        taps = 1
-        for k in layer.kernel_size:
-            taps *= k
+    taps = 1
+    for k in getattr(layer, "kernel_size", ()):
+        taps *= k
+    if cls in ("Conv1D", "Conv2D", "Conv2DTranspose"):
         return (taps * channels + 1) * layer.filters
+    if cls == "DepthwiseConv2D":
+        return (taps + 1) * channels * layer.depth_multiplier
+    if cls == "SeparableConv2D":
+        return (taps + layer.filters) * channels * layer.depth_multiplier + layer.filters
     if cls == "Dense":
         return (channels + 1) * layer.units
     if cls == "BatchNormalization":
         return 4 * channels
+    if cls == "LayerNormalization":
+        axes = (layer.axis,) if isinstance(layer.axis, int) else tuple(layer.axis)
+        size = 1
+        for a in axes:
+            size *= (input_shape[a] or 0) if -len(input_shape) <= a < len(input_shape) else 0
+        return 2 * size
     return 0
 
 

@@ -22,6 +22,8 @@ KERAS_CLASSES = (
     "GlobalAveragePooling2D", "GlobalMaxPooling2D", "BatchNormalization", "ZeroPadding2D",
     "Add", "Concatenate", "Rescaling", "LayerNormalization", "Multiply", "Subtract", "Average",
     "Maximum", "Minimum",
+    "Conv2DTranspose", "UpSampling2D", "Cropping1D", "Cropping2D", "GlobalAveragePooling1D",
+    "GlobalMaxPooling1D", "SpatialDropout2D",
 )
 
 #: Options dropped on reading: they do not change what the layer computes from given weights.

@@ -1,7 +1,7 @@
 """Keras-style layers (channels_last)."""
 
 from .base import Input, InputLayer, Layer
-from .convolutional import Conv1D, Conv2D, DepthwiseConv2D, SeparableConv2D
+from .convolutional import Conv1D, Conv2D, Conv2DTranspose, DepthwiseConv2D, SeparableConv2D
 from .core import (
     Activation,
     Clip,
@@ -23,12 +23,15 @@ from .normalization import (
 from .pooling import (
     AveragePooling1D,
     AveragePooling2D,
+    GlobalAveragePooling1D,
     GlobalAveragePooling2D,
+    GlobalMaxPooling1D,
     GlobalMaxPooling2D,
     MaxPooling1D,
     MaxPooling2D,
 )
-from .reshaping import Rescaling, Slice, ZeroPadding2D
+from .regularization import SpatialDropout2D
+from .reshaping import Cropping1D, Cropping2D, Rescaling, Slice, UpSampling2D, ZeroPadding2D
 
 # Keras aliases
 MaxPool2D = MaxPooling2D
@@ -37,6 +40,9 @@ MaxPool1D = MaxPooling1D
 AvgPool1D = AveragePooling1D
 GlobalAvgPool2D = GlobalAveragePooling2D
 GlobalMaxPool2D = GlobalMaxPooling2D
+GlobalAvgPool1D = GlobalAveragePooling1D
+GlobalMaxPool1D = GlobalMaxPooling1D
+Convolution2DTranspose = Conv2DTranspose
 Convolution1D = Conv1D
 Convolution2D = Conv2D
 SeparableConvolution2D = SeparableConv2D
@@ -50,4 +56,7 @@ __all__ = [
     "Concatenate", "ZeroPadding2D", "Rescaling", "LeakyReLU", "Clip", "Permute", "Slice",
     "DepthwiseConv2D", "SeparableConv2D", "SeparableConvolution2D", "LayerNormalization",
     "Multiply", "Subtract", "Average", "Maximum", "Minimum", "Divide", "Elementwise",
+    "Conv2DTranspose", "Convolution2DTranspose", "UpSampling2D", "Cropping2D", "Cropping1D",
+    "GlobalAveragePooling1D", "GlobalMaxPooling1D", "GlobalAvgPool1D", "GlobalMaxPool1D",
+    "SpatialDropout2D",
 ]

@@ -1,6 +1,6 @@
 """Conv2D, Conv1D, DepthwiseConv2D and SeparableConv2D: thin layers over
 ``fastconv.functional.conv2d`` (``groups`` for grouped and depthwise convolution) and
-``conv1d``."""
+``conv1d``; Conv2DTranspose over ``fastconv.ops.conv2d_transpose``."""
 
 from __future__ import annotations
 
@@ -8,7 +8,15 @@ from .. import activations, initializers
 from .. import functional as F
 from ..backends import FUSED_ACTIVATIONS, algorithms
 from ..geometry import check_padded_plane, conv_geometry, normalize_tuple, output_length_for
-from ..ops.conv import check_groups, conv1d_padding, grouped_geometry
+from ..ops.conv import (
+    Conv2DTransposeOp,
+    check_groups,
+    conv1d_padding,
+    conv2d_transpose,
+    conv_transpose_geometry,
+    conv_transpose_padding,
+    grouped_geometry,
+)
 from ..ops.normalization import fold_batch_norm
 from .base import Layer, register
 from .core import apply_activation, positive_int, unsupported
@@ -493,3 +501,110 @@ class SeparableConv2D(_DepthwiseBase):
     def get_config(self):
         return {**super().get_config(), "filters": self.filters, **self._depthwise_config(),
                 "pointwise_initializer": self.pointwise_initializer}
+
+
+@register
+class Conv2DTranspose(Layer):
+    """Transposed 2D convolution over NHWC inputs, as Keras's Conv2DTranspose: the kernel is
+    (kh, kw, filters, in) and the output is what the backward-data pass of a convolution with
+    that HWIO kernel makes of the input (``fastconv.ops.conv2d_transpose``); ``padding``
+    'valid' or 'same' and ``output_padding`` with Keras's output sizes."""
+
+    input_ndim = 4
+
+    def __init__(self, filters, kernel_size, strides=(1, 1), padding="valid",
+                 output_padding=None, data_format=None, dilation_rate=(1, 1), activation=None,
+                 use_bias=True, kernel_initializer="glorot_uniform", bias_initializer="zeros",
+                 kernel_regularizer=None, bias_regularizer=None, activity_regularizer=None,
+                 kernel_constraint=None, bias_constraint=None, **kwargs):
+        super().__init__(**kwargs)
+        where = f"Conv2DTranspose layer '{self.name}'"
+        unsupported(where, kernel_regularizer=kernel_regularizer,
+                    bias_regularizer=bias_regularizer, activity_regularizer=activity_regularizer,
+                    kernel_constraint=kernel_constraint, bias_constraint=bias_constraint)
+        check_data_format(where, data_format)
+        self.filters = positive_int(filters, f"{where}: filters")
+        self.kernel_size = normalize_tuple(kernel_size, 2, f"{where}: kernel_size")
+        self.strides = normalize_tuple(strides, 2, f"{where}: strides")
+        self.dilation_rate = normalize_tuple(dilation_rate, 2, f"{where}: dilation_rate")
+        if self.strides != (1, 1) and self.dilation_rate != (1, 1):
+            raise ValueError(f"{where}: strides > 1 together with dilation_rate > 1 is not "
+                             f"supported (as in Keras)")
+        self.output_padding = (None if output_padding is None else normalize_tuple(
+            output_padding, 2, f"{where}: output_padding", minimum=0))
+        if self.output_padding is not None and any(
+                p >= s for p, s in zip(self.output_padding, self.strides)):
+            raise ValueError(f"{where}: output_padding {self.output_padding} must be smaller "
+                             f"than the strides {self.strides} (as in Keras)")
+        self.padding = check_padding(where, padding)
+        self.activation = activations.canonical(activation, where)
+        self.use_bias = bool(use_bias)
+        self.kernel_initializer = initializers.check(kernel_initializer, where)
+        self.bias_initializer = initializers.check(bias_initializer, where)
+
+    def build(self, input_shape):
+        channels = input_shape[-1]
+        if channels is None:
+            raise ValueError(f"Conv2DTranspose layer '{self.name}' needs a known channel axis, "
+                             f"got {input_shape}")
+        self.compute_output_shape(input_shape)  # raises if the output would be empty
+        self.kernel = self.add_weight("kernel", (*self.kernel_size, self.filters, channels),
+                                      self.kernel_initializer)
+        self.bias = (self.add_weight("bias", (self.filters,), self.bias_initializer)
+                     if self.use_bias else None)
+
+    def compute_output_shape(self, input_shape):
+        n, h, w, _ = input_shape
+        out = []
+        for size, k, s, d, p in zip((h, w), self.kernel_size, self.strides, self.dilation_rate,
+                                    self.output_padding or (None, None)):
+            length = conv_transpose_padding(size, k, s, d, self.padding, p)[0]
+            if length is not None and length < 1:
+                raise ValueError(
+                    f"Conv2DTranspose layer '{self.name}': input shape {tuple(input_shape)} "
+                    f"gives an empty output (kernel {self.kernel_size}, strides {self.strides}, "
+                    f"padding '{self.padding}', output_padding {self.output_padding})")
+            out.append(length)
+        return (n, *out, self.filters)
+
+    def _transpose(self, x, activation):
+        return conv2d_transpose(x, self.kernel, self.bias, self.strides, self.padding,
+                                self.output_padding, self.dilation_rate, activation)
+
+    def call(self, x, training=False):
+        fused = self.activation in FUSED_ACTIVATIONS
+        y = self._transpose(x, self.activation if fused else None)
+        return apply_activation(y, self.activation, fused)
+
+    def inference_step(self, input_shape, backend):
+        """``Conv2DTransposeOp`` (the backend's convolution backward-data pass) on the current
+        weights, its geometry worked out once per input shape."""
+        act = self.activation
+        fused = act in FUSED_ACTIVATIONS
+        kernel, bias = self.kernel, self.bias
+        algo = algorithms.current_conv_algo()
+        geometries = {}
+
+        def step(a):
+            if a.shape not in geometries:
+                geometries[a.shape] = conv_transpose_geometry(
+                    a.shape, kernel.shape, self.strides, self.padding, self.output_padding,
+                    self.dilation_rate, f"Conv2DTranspose layer '{self.name}'")
+            geom, extra = geometries[a.shape]
+            y = Conv2DTransposeOp.evaluate(backend, a, kernel.data,
+                                           None if bias is None else bias.data, geom=geom,
+                                           algo=algo, activation=act if fused else "linear",
+                                           extra=extra)
+            return y if fused else activations.on_array(act, backend, y)
+
+        return step
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters,
+                "kernel_size": list(self.kernel_size), "strides": list(self.strides),
+                "padding": self.padding,
+                "output_padding": (None if self.output_padding is None
+                                   else list(self.output_padding)),
+                "dilation_rate": list(self.dilation_rate), "activation": self.activation,
+                "use_bias": self.use_bias, "kernel_initializer": self.kernel_initializer,
+                "bias_initializer": self.bias_initializer}

@@ -1,10 +1,15 @@
-"""Pooling layers: 2D and 1D max/average pooling, global average and max pooling."""
+"""Pooling layers: 2D and 1D max/average pooling, 2D and 1D global average and max pooling."""
 
 from __future__ import annotations
 
 from .. import functional as F
 from ..geometry import check_padded_plane, normalize_tuple, output_length_for, resolve_padding
-from ..ops.pool import is_explicit_padding, pool2d_plan
+from ..ops.pool import (
+    global_avg_pool1d,
+    global_max_pool1d,
+    is_explicit_padding,
+    pool2d_plan,
+)
 from .base import Layer, register
 from .convolutional import check_data_format, check_padding
 
@@ -196,3 +201,41 @@ class GlobalMaxPooling2D(_GlobalPooling2D):
             return a.max(axis=(1, 2), keepdims=keepdims)
 
         return step
+
+
+class _GlobalPooling1D(_GlobalPooling2D):
+    input_ndim = 3
+    op = None  # the pooling op, (N, steps, C) -> (N, C)
+    reduce = None  # the array method of the inference step: "mean" or "max"
+
+    def call(self, x, training=False):
+        y = type(self).op(x)
+        return F.reshape(y, (y.shape[0], 1, y.shape[1])) if self.keepdims else y
+
+    def compute_output_shape(self, input_shape):
+        n, c = input_shape[0], input_shape[-1]
+        return (n, 1, c) if self.keepdims else (n, c)
+
+    def inference_step(self, input_shape, backend):
+        keepdims, reduce = self.keepdims, self.reduce
+
+        def step(a):
+            return getattr(a, reduce)(axis=1, keepdims=keepdims)
+
+        return step
+
+
+@register
+class GlobalAveragePooling1D(_GlobalPooling1D):
+    """Mean over the steps: (N, steps, C) -> (N, C), or (N, 1, C) with keepdims=True."""
+
+    op = staticmethod(global_avg_pool1d)
+    reduce = "mean"
+
+
+@register
+class GlobalMaxPooling1D(_GlobalPooling1D):
+    """Maximum over the steps: (N, steps, C) -> (N, C), or (N, 1, C) with keepdims=True."""
+
+    op = staticmethod(global_max_pool1d)
+    reduce = "max"

@@ -1,4 +1,4 @@
-"""ZeroPadding2D, Rescaling and Slice."""
+"""ZeroPadding2D, Rescaling, Slice, UpSampling2D, Cropping2D and Cropping1D."""
 
 from __future__ import annotations
 
@@ -7,7 +7,17 @@ import numbers
 import numpy as np
 
 from .. import functional as F
-from ..ops.shape import SliceOp, slice_axis, zero_pad_pads
+from ..geometry import normalize_tuple
+from ..ops.shape import (
+    UPSAMPLING_OPS,
+    SliceOp,
+    crop,
+    crop_index,
+    crop_pairs,
+    slice_axis,
+    upsampling2d,
+    zero_pad_pads,
+)
 from .base import Layer, register
 from .convolutional import check_data_format
 
@@ -163,3 +173,107 @@ class Slice(Layer):
     def get_config(self):
         return {**super().get_config(), "axis": self.axis, "start": self.start,
                 "stop": self.stop, "step": self.step}
+
+
+@register
+class UpSampling2D(Layer):
+    """NHWC images enlarged by integer factors ``size`` (an int or (rows, columns)), as Keras's
+    UpSampling2D: ``interpolation`` 'nearest' (each pixel repeated) or 'bilinear' (half-pixel
+    centres, as Keras's ``image.resize``); Keras's other interpolations are refused."""
+
+    input_ndim = 4
+
+    def __init__(self, size=(2, 2), data_format=None, interpolation="nearest", **kwargs):
+        super().__init__(**kwargs)
+        where = f"UpSampling2D layer '{self.name}'"
+        check_data_format(where, data_format)
+        self.size = normalize_tuple(size, 2, f"{where}: size")
+        mode = interpolation.lower() if isinstance(interpolation, str) else interpolation
+        if mode not in UPSAMPLING_OPS:
+            raise ValueError(f"{where}: interpolation must be one of "
+                             f"{', '.join(map(repr, UPSAMPLING_OPS))} (fastconv implements no "
+                             f"other), got {interpolation!r}")
+        self.interpolation = mode
+
+    def compute_output_shape(self, input_shape):
+        n, h, w, c = input_shape
+        return (n, None if h is None else h * self.size[0],
+                None if w is None else w * self.size[1], c)
+
+    def call(self, x, training=False):
+        return upsampling2d(x, self.size, self.interpolation)
+
+    def inference_step(self, input_shape, backend):
+        op, size = UPSAMPLING_OPS[self.interpolation], self.size
+        return lambda a: op.evaluate(backend, a, size=size)
+
+    def get_config(self):
+        return {**super().get_config(), "size": list(self.size),
+                "interpolation": self.interpolation}
+
+
+class _Cropping(Layer):
+    """What Cropping1D and Cropping2D share: ``cropping`` as ``rank`` (before, after) pairs cut
+    off the spatial axes (a slice of the input)."""
+
+    rank = 2
+
+    def __init__(self, cropping, **kwargs):
+        super().__init__(**kwargs)
+        self.cropping = crop_pairs(cropping, self.rank, f"{self._label()}: cropping")
+
+    @property
+    def input_ndim(self):
+        return self.rank + 2
+
+    def _label(self) -> str:
+        return f"{type(self).__name__} layer '{self.name}'"
+
+    def compute_output_shape(self, input_shape):
+        shape = list(input_shape)
+        for axis, s in enumerate(crop_index(shape, self.cropping, self._label())):
+            if shape[axis] is not None and s != slice(None):
+                shape[axis] = s.stop - s.start
+        return tuple(shape)
+
+    def check_input_shape(self, shape) -> None:
+        super().check_input_shape(shape)
+        self.compute_output_shape(shape)
+
+    def call(self, x, training=False):
+        return crop(x, self.cropping[0] if self.rank == 1 else self.cropping, self.rank)
+
+    def inference_step(self, input_shape, backend):
+        pairs = self.cropping
+
+        def step(a):
+            return SliceOp.evaluate(backend, a, index=crop_index(a.shape, pairs))
+
+        return step
+
+
+@register
+class Cropping2D(_Cropping):
+    """Rows and columns cut off NHWC images, as Keras's Cropping2D: ``cropping`` an int,
+    ``(rows, columns)`` (symmetric) or ``((top, bottom), (left, right))``."""
+
+    def __init__(self, cropping=((0, 0), (0, 0)), data_format=None, **kwargs):
+        super().__init__(cropping, **kwargs)
+        check_data_format(self._label(), data_format)
+
+    def get_config(self):
+        return {**super().get_config(), "cropping": [list(p) for p in self.cropping]}
+
+
+@register
+class Cropping1D(_Cropping):
+    """Steps cut off (batch, steps, channels) inputs, as Keras's Cropping1D: ``cropping`` an
+    int or ``(before, after)``."""
+
+    rank = 1
+
+    def __init__(self, cropping=(1, 1), **kwargs):
+        super().__init__(cropping, **kwargs)
+
+    def get_config(self):
+        return {**super().get_config(), "cropping": list(self.cropping[0])}

@@ -77,7 +77,7 @@ from .arithmetic import (
     sum,
 )
 from .base import as_tensor
-from .conv import Conv2DOp, conv1d, conv2d
+from .conv import Conv2DOp, Conv2DTransposeOp, conv1d, conv2d, conv2d_transpose
 from .dense import DenseOp, dense
 from .losses import (
     BinaryCrossEntropyLogitsOp,
@@ -106,21 +106,27 @@ from .pool import (
     MaxPool2DOp,
     avg_pool1d,
     avg_pool2d,
+    global_avg_pool1d,
     global_avg_pool2d,
+    global_max_pool1d,
     global_max_pool2d,
     max_pool1d,
     max_pool2d,
 )
-from .regularization import DropoutOp, dropout
+from .regularization import DropoutOp, SpatialDropoutOp, dropout, spatial_dropout
 from .shape import (
     ReshapeOp,
     SliceOp,
     TransposeOp,
+    UpSamplingBilinear2DOp,
+    UpSamplingNearest2DOp,
     ZeroPad2DOp,
+    crop,
     flatten,
     reshape,
     slice_axis,
     transpose,
+    upsampling2d,
     zero_pad2d,
 )
 
@@ -150,4 +156,9 @@ __all__ = [
     "HardSigmoidOp", "HardSwishOp", "ELUOp", "SoftplusOp", "ErfOp", "SqrtOp", "SquareOp", "ExpOp",
     "LogOp", "AbsOp", "ReciprocalOp", "PowerOp", "MaximumOp", "MinimumOp", "LayerNormOp",
     "SliceOp", "BinaryCrossEntropyOp", "BinaryCrossEntropyLogitsOp",
+    "Conv2DTransposeOp", "UpSamplingNearest2DOp", "UpSamplingBilinear2DOp", "SpatialDropoutOp",
+    # ops the layers use that stay outside FUNCTIONAL_API (their gradients are checked in
+    # tests/test_classic_layers.py)
+    "conv2d_transpose", "upsampling2d", "crop", "spatial_dropout", "global_avg_pool1d",
+    "global_max_pool1d",
 ]

@@ -144,3 +144,131 @@ def conv1d(x, kernel, bias=None, strides=1, padding="valid", dilation=1, activat
     y = conv2d(reshape(x, (n, 1, steps, c)), reshape(kernel, (1, *kernel.shape)), bias,
                (1, s), pads, (1, d), activation, algo, groups)
     return reshape(y, (n, y.shape[2], y.shape[3]))
+
+
+class Conv2DTransposeOp(Function):
+    """y = act(conv_transpose(x, w) + b), the transpose of the convolution ``geom``: its forward
+    pass is that convolution's backward-data pass, x (N, H, W, C_in) being the convolution's
+    output gradient (``geom.y_shape``) and y (N, OH, OW, filters) its input (``geom.x_shape``,
+    then ``extra`` (bottom, right) rows and columns of zeros that no input reaches), w the
+    convolution's HWIO kernel (kh, kw, filters, C_in), Keras's Conv2DTranspose layout.
+
+    Backward: through the activation (from y) and the bias sum; then dx is the convolution's
+    forward pass of dz, dw its backward-weight pass with dz as input and x as output gradient."""
+
+    def forward(self, x, w, b=None, *, geom, algo, activation, extra=(0, 0)):
+        be = self.backend
+        self.geom, self.algo, self.activation, self.extra = geom, algo, activation, extra
+        y = be.conv2d_backward_data(x, w, geom, algos.resolve(be, geom, x.dtype,
+                                                              "backward_data", algo))
+        if any(extra):
+            full = be.xp.zeros((geom.n, geom.h + extra[0], geom.w + extra[1], geom.c),
+                               dtype=y.dtype)
+            full[:, :geom.h, :geom.w, :] = y
+            y = full
+        y = be.bias_activation(y, b, activation)
+        self.x, self.w = x, w
+        self.y = y if activation != "linear" else None
+        return y
+
+    def backward(self, dy):
+        be, g, need = self.backend, self.geom, self.needs_input_grad
+        dz, db = be.epilogue_backward(dy, self.y, self.activation, len(need) > 2 and need[2])
+        if any(self.extra):
+            dz = be.xp.ascontiguousarray(dz[:, :g.h, :g.w, :])
+        dx = dw = None
+        if need[0]:
+            dx = be.conv2d_forward(dz, self.w, None, g,
+                                   algos.resolve(be, g, dz.dtype, "forward", self.algo))
+        if need[1]:
+            dw = be.conv2d_backward_weight(
+                dz, self.x, g, algos.resolve(be, g, dz.dtype, "backward_weight", self.algo))
+        return dx, dw, db
+
+
+def conv_transpose_padding(size, kernel: int, stride: int, dilation: int, padding: str,
+                           output_padding: int | None):
+    """One axis of a transposed convolution with Keras's semantics: ``(out, before, after,
+    extra)``, where ``out`` is the output length (None when ``size`` is) and the transposed
+    convolution is the backward-data pass of a convolution over ``out - extra`` positions with
+    ``before`` and ``after`` zeros of padding, followed by ``extra`` zeros after it.
+
+    With ``k = (kernel - 1) * dilation + 1``, the output is the input dilated by ``stride``,
+    padded with ``left`` and ``right`` zeros and correlated with the flipped kernel (JAX's
+    and Keras's definition): 'valid' pads ``k - 1`` and ``k - 1 + output_padding``
+    (``output_padding`` defaults to ``max(k, stride) - k``); 'same' splits ``stride + k - 2``
+    (or ``k + k % 2 - 2 + output_padding``) with the larger half first, at most ``k - 1``.
+    The convolution's padding is what the full correlation crops: ``k - 1 - left`` and
+    ``k - 1 - right`` (a negative one is the ``extra``)."""
+    k = (kernel - 1) * dilation + 1
+    if padding == "valid":
+        op = max(k, stride) - k if output_padding is None else output_padding
+        left, right = k - 1, k - 1 + op
+    else:
+        total = stride + k - 2 if output_padding is None else k + k % 2 - 2 + output_padding
+        left = min(total // 2 + total % 2, k - 1)
+        right = total - left
+    before, after = k - 1 - left, k - 1 - right
+    out = None if size is None else (size - 1) * stride + 1 + left + right - k + 1
+    return out, before, max(after, 0), max(-after, 0)
+
+
+def conv_transpose_geometry(x_shape, kernel_shape, strides=1, padding="valid",
+                            output_padding=None, dilation=1, where: str = "conv2d_transpose"):
+    """``(geom, extra)`` of a transposed convolution of an NHWC input of ``x_shape`` with a
+    ``(kh, kw, filters, in)`` kernel: ``geom`` the convolution whose backward-data pass it is
+    (input (N, OH - extra[0], OW - extra[1], filters), output ``x_shape``), ``extra`` the rows
+    and columns of zeros after it (see :func:`conv_transpose_padding`). ValueErrors name
+    ``where``."""
+    if len(x_shape) != 4:
+        raise ValueError(f"{where} expects a 4D NHWC input, got shape {tuple(x_shape)}")
+    if len(kernel_shape) != 4:
+        raise ValueError(f"{where}: kernel must be 4D (kh, kw, filters, in), got shape "
+                         f"{tuple(kernel_shape)}")
+    kh, kw, filters, c_in = (int(v) for v in kernel_shape)
+    if c_in != x_shape[3]:
+        raise ValueError(f"{where}: the input has {x_shape[3]} channels but the kernel "
+                         f"(kh, kw, filters, in) {tuple(kernel_shape)} expects {c_in}")
+    strides = normalize_tuple(strides, 2, f"{where}: strides")
+    dilation = normalize_tuple(dilation, 2, f"{where}: dilation")
+    out_pad = (None if output_padding is None else
+               normalize_tuple(output_padding, 2, f"{where}: output_padding", minimum=0))
+    mode = padding.lower() if isinstance(padding, str) else None
+    if mode not in ("valid", "same"):
+        raise ValueError(f"{where}: padding must be 'valid' or 'same', got {padding!r}")
+    if out_pad is not None and any(p >= s for p, s in zip(out_pad, strides)):
+        raise ValueError(f"{where}: output_padding {out_pad} must be smaller than the strides "
+                         f"{strides}")
+    (oh, t, b, eh), (ow, left, r, ew) = (
+        conv_transpose_padding(int(size), k, s, d, mode, None if out_pad is None else p)
+        for size, k, s, d, p in zip(x_shape[1:3], (kh, kw), strides, dilation,
+                                    out_pad or (0, 0)))
+    if oh < 1 or ow < 1:
+        raise ValueError(f"{where}: input shape {tuple(x_shape)} gives an empty output (kernel "
+                         f"{kh}x{kw}, strides {strides}, padding {mode!r}, output_padding "
+                         f"{out_pad})")
+    geom = conv_geometry((int(x_shape[0]), oh - eh, ow - ew, filters), (kh, kw, filters, c_in),
+                         strides, ((t, b), (left, r)), dilation)
+    if (geom.oh, geom.ow) != tuple(x_shape[1:3]):  # the padding above guarantees it
+        raise AssertionError(f"{where}: geometry {geom} does not invert {tuple(x_shape)}")
+    return geom, (eh, ew)
+
+
+def conv2d_transpose(x, kernel, bias=None, strides=1, padding="valid", output_padding=None,
+                     dilation=1, activation=None, algo: str | None = None) -> Tensor:
+    """Transposed 2D convolution (Keras's Conv2DTranspose; the gradient of :func:`conv2d` with
+    respect to its input) of NHWC ``x`` with a ``(kh, kw, filters, in)`` kernel, computed by
+    the backends' convolution backward-data primitive. ``padding`` is 'valid' or 'same';
+    ``output_padding`` (an int or a pair, each below its stride) sets the output size as
+    Keras's does. ``activation`` and ``algo`` as for :func:`conv2d`."""
+    x, kernel, bias = as_tensors("conv2d_transpose", input=x, kernel=kernel, bias=bias)
+    geom, extra = conv_transpose_geometry(x.shape, kernel.shape, strides, padding,
+                                          output_padding, dilation)
+    if bias is not None and bias.shape != (geom.c,):
+        raise ValueError(f"conv2d_transpose: bias must have shape ({geom.c},), got "
+                         f"{bias.shape}")
+    activation = check_activation("conv2d_transpose", activation)
+    algo = algos.current_conv_algo() if algo is None else algo
+    args = (x, kernel) if bias is None else (x, kernel, bias)
+    return Conv2DTransposeOp.apply(*args, geom=geom, algo=algo, activation=activation,
+                                   extra=extra)

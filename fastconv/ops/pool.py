@@ -142,3 +142,22 @@ def max_pool1d(x, pool_size=2, strides=None, padding="valid") -> Tensor:
 def avg_pool1d(x, pool_size=2, strides=None, padding="valid") -> Tensor:
     """Average pooling over time series (batch, steps, channels)."""
     return _pool1d(avg_pool2d, "avg_pool1d", x, pool_size, strides, padding)
+
+
+def _global_pool1d(pool2d, op, x) -> Tensor:
+    """``pool2d`` over the whole of the steps: (N, steps, C) -> (N, C)."""
+    x = as_tensor(x, f"{op} input")
+    if x.ndim != 3:
+        raise ValueError(f"{op} expects a 3D (batch, steps, channels) input, got shape {x.shape}")
+    n, steps, c = x.shape
+    return reshape(pool2d(reshape(x, (n, 1, steps, c)), (1, steps)), (n, c))
+
+
+def global_avg_pool1d(x) -> Tensor:
+    """Mean over the steps: (N, steps, C) -> (N, C)."""
+    return _global_pool1d(avg_pool2d, "global_avg_pool1d", x)
+
+
+def global_max_pool1d(x) -> Tensor:
+    """Maximum over the steps: (N, steps, C) -> (N, C)."""
+    return _global_pool1d(max_pool2d, "global_max_pool1d", x)
