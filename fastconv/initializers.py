@@ -72,8 +72,24 @@ def ones(shape):
     return np.ones(shape)
 
 
+def random_normal(shape):
+    """Keras's RandomNormal defaults: mean 0, standard deviation 0.05."""
+    return fc_random.host_rng().normal(0.0, 0.05, size=shape)
+
+
+def random_uniform(shape):
+    """Keras's RandomUniform defaults: uniform in [-0.05, 0.05]."""
+    return _uniform(shape, 0.05)
+
+
+def truncated_normal(shape):
+    """Keras's TruncatedNormal defaults: standard deviation 0.05, redrawn beyond two."""
+    return _truncated_normal(shape, 0.05 * 0.87962566103423978)
+
+
 _INITIALIZERS = {f.__name__: f for f in (glorot_uniform, glorot_normal, he_uniform, he_normal,
-                                         lecun_uniform, lecun_normal, zeros, ones)}
+                                         lecun_uniform, lecun_normal, zeros, ones, random_normal,
+                                         random_uniform, truncated_normal)}
 
 
 def check(name, where: str) -> str:

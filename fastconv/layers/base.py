@@ -11,10 +11,17 @@ how functional models (``fastconv.models.Model(inputs, outputs)``) are described
 several inputs (merge layers) set ``multi_input = True`` and then receive a list of tensors in
 ``__call__`` and ``call``, and a list of shapes in ``build``, ``compute_output_shape`` and
 ``check_input_shape``.
+
+``layer.input`` and ``layer.output`` are the symbolic tensors of the layer's first call (Keras 3:
+a layer called several times answers with its first call). A layer's ``call`` may leave out the
+``training`` argument (``def call(self, inputs)``), as Keras allows: the class then gets a
+``call`` that takes ``training`` and does not pass it on.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import re
 from collections import defaultdict
 from typing import NamedTuple
@@ -25,7 +32,7 @@ from .. import allocation, initializers
 from .. import functional as F
 from ..backends import get_backend
 from ..backends.device import batch_of, translate_device_error
-from ..tensor import Tensor, Variable
+from ..tensor import Tensor, Variable, no_grad
 
 _name_counts: defaultdict[str, int] = defaultdict(int)
 _LAYER_CLASSES: dict[str, type] = {}
@@ -60,6 +67,31 @@ def layer_class(name: str):
         raise ValueError(f"unknown layer class {name!r}; known layers: "
                          f"{', '.join(sorted(_LAYER_CLASSES))}")
     return cls
+
+
+def _unique_variable_name(taken: set, layer_name: str) -> str:
+    """Keras's names for unnamed weights: ``variable``, ``variable_1`` ... (the first one not
+    in ``taken``, a set of full names ``layer/weight``)."""
+    count = 0
+    while True:
+        name = "variable" if count == 0 else f"variable_{count}"
+        if f"{layer_name}/{name}" not in taken:
+            return name
+        count += 1
+
+
+def _weight_shape(shape, where: str) -> tuple:
+    """A weight's shape: a tuple of non-negative ints (a single int for one axis)."""
+    if isinstance(shape, (int, np.integer)) and not isinstance(shape, bool):
+        shape = (shape,)
+    try:
+        dims = tuple(shape)
+    except TypeError:
+        raise TypeError(f"{where} must be a tuple of ints, got {shape!r}") from None
+    for d in dims:
+        if not isinstance(d, (int, np.integer)) or isinstance(d, bool) or d < 0:
+            raise ValueError(f"{where} must hold non-negative ints, got {shape!r}")
+    return tuple(int(d) for d in dims)
 
 
 def _shape_tuple(shape, where: str) -> tuple:
@@ -153,6 +185,33 @@ def _batchless(shape) -> tuple:
     return (None, *tuple(shape)[1:])
 
 
+def _takes_training(call) -> bool:
+    """Whether ``call`` accepts a ``training`` keyword (by name or through ``**kwargs``)."""
+    try:
+        params = inspect.signature(call).parameters.values()
+    except (TypeError, ValueError):
+        return True
+    return any(p.name == "training" or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+
+
+def _training_dropped(call):
+    """``call`` made to accept (and not pass on) the ``training`` keyword."""
+
+    @functools.wraps(call)
+    def call_without_training(self, *args, training=False, **kwargs):
+        return call(self, *args, **kwargs)
+
+    return call_without_training
+
+
+#: sizes that stand in for unknown ones when a layer's output shape is found by running it
+_STAND_IN_SIZES = (32, 37)
+
+#: Keras 3's ``add_weight`` arguments that fastconv has no machinery for, with their defaults
+_ADD_WEIGHT_UNSUPPORTED = {"regularizer": None, "constraint": None, "aggregation": "none",
+                           "overwrite_with_gradient": False}
+
+
 class Layer:
     """Base class of every layer."""
 
@@ -160,6 +219,12 @@ class Layer:
     input_ndim: int | None = None
     #: True for layers called on a list of tensors (merge layers: Add, Concatenate ...)
     multi_input: bool = False
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        call = cls.__dict__.get("call")
+        if call is not None and not _takes_training(call):
+            cls.call = _training_dropped(call)
 
     def __init__(self, name: str | None = None, trainable: bool = True, input_shape=None,
                  batch_input_shape=None, batch_size=None, dtype="float32", **kwargs):
@@ -191,15 +256,55 @@ class Layer:
                 input_shape, f"layer '{self.name}' input_shape"))
 
     # -- weights -----------------------------------------------------------------------------
-    def add_weight(self, name: str, shape, initializer="glorot_uniform",
-                   trainable: bool = True) -> Variable:
-        shape = tuple(shape)
-        nbytes = allocation.reserve(self.name, name, shape, self.dtype)  # before allocating
+    def add_weight(self, shape=None, initializer=None, dtype=None, trainable: bool = True,
+                   autocast: bool = True, name: str | None = None, **kwargs) -> Variable:
+        """A new weight of this layer, as Keras 3's ``add_weight``: ``shape`` (``()`` when
+        None), ``initializer`` (a name from ``fastconv.initializers`` or a callable
+        ``f(shape, dtype=None)``; ``'glorot_uniform'`` when None), ``dtype`` (the layer's when
+        None; float32 or float64), ``trainable`` and ``name`` (``variable``, ``variable_1`` ...
+        when None). fastconv's older order, the name first (``add_weight('kernel', shape,
+        initializer)``), is taken too. ``regularizer``, ``constraint``, ``aggregation`` and
+        ``overwrite_with_gradient`` raise unless left at their defaults; ``autocast`` has
+        nothing to do (fastconv keeps weights in the layer's dtype)."""
+        if isinstance(shape, str):  # fastconv's (name, shape, initializer) order
+            name, shape, initializer, dtype = shape, initializer, dtype, None
+        where = f"layer '{self.name}' add_weight"
+        for key in kwargs:
+            if key not in _ADD_WEIGHT_UNSUPPORTED:
+                raise TypeError(f"{where}: unexpected keyword argument {key!r}")
+        given = [k for k, v in kwargs.items() if v != _ADD_WEIGHT_UNSUPPORTED[k]]
+        if given:
+            raise NotImplementedError(f"{where}: {', '.join(given)} is not supported by fastconv "
+                                      f"(leave it at its default)")
+        if name is None:
+            taken = {w.name for w in self._weights}
+            name = _unique_variable_name(taken, self.name)
+        elif not isinstance(name, str) or not name:
+            raise ValueError(f"{where}: name must be a non-empty string, got {name!r}")
+        shape = () if shape is None else _weight_shape(shape, f"{where}: shape")
+        if dtype is None:
+            dtype = self.dtype
+        else:
+            try:
+                dtype = np.dtype(dtype).name
+            except TypeError:
+                raise TypeError(f"{where}: unknown dtype {dtype!r}") from None
+            if dtype not in ("float32", "float64"):
+                raise TypeError(f"{where}: weights must be float32 or float64, got {dtype}")
+        if initializer is None:
+            initializer = "glorot_uniform"
+        make = initializer if callable(initializer) else initializers.get(initializer)
+        nbytes = allocation.reserve(self.name, name, shape, dtype)  # before allocating
         try:
-            data = get_backend().asarray(initializers.get(initializer)(shape), dtype=self.dtype)
+            values = make(shape, dtype=dtype) if callable(initializer) else make(shape)
+            data = get_backend().asarray(np.asarray(values), dtype=dtype)
         except MemoryError:
-            raise allocation.too_large(self.name, name, shape, self.dtype, nbytes) from None
-        var = Variable(data, name=f"{self.name}/{name}", trainable=trainable and self._trainable)
+            raise allocation.too_large(self.name, name, shape, dtype, nbytes) from None
+        if tuple(data.shape) != shape:
+            raise ValueError(f"{where}: the initializer made an array of shape "
+                             f"{tuple(data.shape)} for a weight of shape {shape}")
+        var = Variable(data, name=f"{self.name}/{name}",
+                       trainable=bool(trainable) and self._trainable)
         self._weights.append(var)
         return var
 
@@ -253,8 +358,80 @@ class Layer:
     def call(self, x: Tensor, training: bool = False) -> Tensor:
         raise NotImplementedError
 
-    def compute_output_shape(self, input_shape) -> tuple:
-        return tuple(input_shape)
+    def compute_output_shape(self, input_shape):
+        """The output shape for ``input_shape``. fastconv's own layers that keep the shape use
+        this default as it is; for a layer class defined elsewhere (a user's custom layer) that
+        does not override it, the shape is found by running ``call`` once on one zero sample,
+        and remembered per input shape (Keras finds it by tracing ``call``)."""
+        if type(self).__module__.startswith("fastconv."):
+            return tuple(input_shape)
+        return self._traced_output_shape(input_shape)
+
+    def _traced_output_shape(self, input_shape):
+        """The output shape(s) found by running ``call`` on one zero sample. With unknown sizes
+        (None), ``call`` runs on symbolic tensors when it only calls layers; otherwise it runs
+        at two stand-in sizes, and an output size that differs between the two runs is unknown
+        (None) too."""
+        several = self.multi_input and _is_shape_list(input_shape)
+        shapes = [tuple(s) for s in input_shape] if several else [tuple(input_shape)]
+        key = tuple(s[1:] for s in shapes)
+        cache = self.__dict__.setdefault("_traced_shapes", {})
+        if key not in cache:
+            unknown = any(d is None for s in key for d in s)
+            symbolic = self._run_on_symbols(key, several) if unknown else None
+            if symbolic is not None:
+                cache[key] = symbolic
+                return self._traced_output_shape(input_shape)
+            results = [self._run_on_zeros(key, stand_in, several)
+                       for stand_in in (_STAND_IN_SIZES if unknown else _STAND_IN_SIZES[:1])]
+            listed, runs = results[0][0], [shapes_out for _, shapes_out in results]
+            if any(len(r) != len(runs[0]) or any(len(a) != len(b) for a, b in zip(r, runs[0]))
+                   for r in runs):
+                raise ValueError(f"layer '{self.name}' ({type(self).__name__}): the rank of its "
+                                 f"output depends on the input sizes; define "
+                                 f"compute_output_shape")
+            found = [tuple(d if all(r[i][j] == d for r in runs) else None
+                           for j, d in enumerate(shape)) for i, shape in enumerate(runs[0])]
+            cache[key] = found if listed else found[0]
+        found = cache[key]
+        batch = shapes[0][0]
+        if isinstance(found, list):
+            return [(batch, *f) for f in found]
+        return (batch, *found)
+
+    def _run_on_symbols(self, key: tuple, several: bool):
+        """The output shape(s) (without the batch axis) of ``call`` on symbolic inputs, when
+        ``call`` only calls layers; None when it computes on its inputs itself."""
+        xs = [KerasTensor((None, *k), self.dtype) for k in key]
+        try:
+            out = self.call(xs if several else xs[0], training=False)
+        except Exception:  # noqa: BLE001 - arithmetic on symbolic tensors: run it on zeros
+            return None
+        if isinstance(out, KerasTensor):
+            return tuple(out.shape[1:])
+        if isinstance(out, (list, tuple)) and out and all(isinstance(o, KerasTensor)
+                                                          for o in out):
+            return [tuple(o.shape[1:]) for o in out]
+        return None
+
+    def _run_on_zeros(self, key: tuple, stand_in: int, several: bool) -> tuple[bool, list]:
+        """Whether ``call`` returns a list, and its output shapes (without the batch axis), on
+        one zero sample of each input shape in ``key``, unknown sizes set to ``stand_in``."""
+        backend = next((w._backend for w in self._weights), None) or get_backend()
+        xs = [Tensor(backend.asarray(np.zeros((1, *(stand_in if d is None else d for d in k)),
+                                              dtype=self.dtype)), backend=backend)
+              for k in key]
+        try:
+            with no_grad():
+                out = self.call(xs if several else xs[0], training=False)
+        except Exception as exc:
+            if not any(d is None for k in key for d in k):
+                raise
+            raise ValueError(f"layer '{self.name}' ({type(self).__name__}) cannot find its output "
+                             f"shape for inputs of unknown sizes {list(key)}: define "
+                             f"compute_output_shape ({type(exc).__name__}: {exc})") from exc
+        listed = isinstance(out, (list, tuple))
+        return listed, [tuple(getattr(o, "shape", ()))[1:] for o in (out if listed else [out])]
 
     def folded_norm_terms(self, input_shape):
         """For a normalisation that an inference plan may fold into the convolution before it
@@ -334,6 +511,24 @@ class Layer:
         else:
             self.check_input_shape(input_shape)
         return self.compute_output_shape(input_shape)
+
+    # -- the graph ---------------------------------------------------------------------------
+    @property
+    def input(self):
+        """The input tensor(s) of this layer's first call on symbolic tensors (Keras 3)."""
+        return self._first_node_attribute("input_tensors", "input")
+
+    @property
+    def output(self):
+        """The output tensor(s) of this layer's first call on symbolic tensors (Keras 3)."""
+        return self._first_node_attribute("outputs", "output")
+
+    def _first_node_attribute(self, attr: str, what: str):
+        if not self._inbound_nodes:
+            raise AttributeError(f"The layer {self.name} has never been called and thus has no "
+                                 f"defined {what}.")
+        values = getattr(self._inbound_nodes[0], attr)
+        return values[0] if len(values) == 1 else list(values)
 
     def __call__(self, x, training: bool = False):
         if is_symbolic(x):

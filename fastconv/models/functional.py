@@ -20,9 +20,7 @@ from collections import defaultdict
 
 from ..inference import graph_shapes
 from ..layers.base import InputLayer, KerasTensor, Layer, layer_class, register, unique_name
-from ..progbar import write_line
 from .model import Model
-from .summary import render_summary
 
 
 def _tensor_list(value, what: str, where: str) -> tuple[list[KerasTensor], bool]:
@@ -45,6 +43,8 @@ def _tensor_list(value, what: str, where: str) -> tuple[list[KerasTensor], bool]
 @register
 class Functional(Model):
     """A model from a graph of layer calls; ``Model(inputs=..., outputs=...)`` makes one."""
+
+    _graph_model = True
 
     def __init__(self, inputs, outputs, name: str | None = None, trainable: bool = True):
         super().__init__(name=name or unique_name("functional"), trainable=trainable)
@@ -210,10 +210,6 @@ class Functional(Model):
                 values[id(node.outputs[0])] = out
         outs = [values[id(t)] for t in self.outputs]
         return outs[0] if len(outs) == 1 else outs
-
-    def summary(self, line_length: int | None = None, print_fn=None) -> None:
-        text = render_summary(self, line_length)
-        (print_fn or write_line)(text)
 
     # -- config ------------------------------------------------------------------------------
     def _history_entry(self, tensor) -> list:

@@ -2,6 +2,8 @@
 
 Subclasses provide ``layers``, ``build(input_shape)``, ``call(x, training)`` and the config:
 ``Sequential`` (a chain) and ``Functional`` (a graph; ``Model(inputs, outputs)`` makes one).
+A user's subclass that defines ``call`` is a subclassed model (Keras's idiom): its layers are
+its attributes, and it predicts by running ``call`` rather than an inference plan.
 A model is a layer too, so models nest: ``Sequential([base, Flatten(), Dense(10)])``.
 
 Data: one array per input and per output. A model with several inputs or outputs takes a list
@@ -18,8 +20,11 @@ so a model frozen after training saves and loads.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 import numbers
+import os
 
 import numpy as np
 
@@ -33,10 +38,11 @@ from ..backends import get_backend
 from ..backends.device import batch_of, translate_device_error
 from ..callbacks import Callback, History
 from ..inference import InferencePlan, chunk_size, plan_key, structure_changed, structure_epoch
-from ..layers.base import Layer
+from ..layers.base import Layer, snake_case, unique_name
 from ..ops.losses import Labels
 from ..progbar import Progbar, write_line
 from ..tensor import Tensor, enable_grad, no_grad
+from .summary import render_summary
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -89,7 +95,6 @@ def _refuse_data_pipelines(a, name: str) -> None:
     """Generators, iterators and ``keras.utils.PyDataset``-like objects (``__len__`` and
     ``__getitem__`` returning batches) are not arrays: NumPy would try to turn one into an
     object array, element by element (a PyDataset grew a process to 21 GB). Refused by name."""
-    import inspect
 
     if isinstance(a, (list, tuple, numbers.Number)) or hasattr(a, "__array__") or hasattr(
             a, "__array_interface__"):
@@ -132,10 +137,36 @@ def _per_output(value, names: list[str], what: str) -> list:
     return [value] * len(names)
 
 
-class Model(Layer):
-    """Training and inference on top of a layer graph (see Sequential and Functional).
+def _recording_build(build):
+    """A subclassed model's own ``build``, followed by what marks the model built."""
 
-    ``Model(inputs=..., outputs=..., name=...)`` makes a functional model."""
+    @functools.wraps(build)
+    def build_and_record(self, input_shape=None):
+        build(self, input_shape)
+        self._record_build(input_shape)
+
+    return build_and_record
+
+
+class Model(Layer):
+    """Training and inference on top of a layer graph (see Sequential and Functional), or on a
+    subclass's own ``call``.
+
+    ``Model(inputs=..., outputs=..., name=...)`` makes a functional model. A subclass that
+    defines ``call(self, inputs, training=False)`` (``training`` may be left out) is a
+    subclassed model, as in Keras: its layers are the layers (and models) assigned to its
+    attributes, directly or in lists, tuples and dicts, in the order they were assigned; it is
+    built on its first data (``fit``, ``predict``, calling it) or by ``build(input_shape)``,
+    which runs ``call`` once on one zero sample so that every layer is built. A subclassed
+    model takes one input array and returns one output; its weights save with
+    ``save_weights``, not in model files (its architecture is its Python code)."""
+
+    #: True for models whose structure is a graph of layer calls (Sequential, Functional);
+    #: False for subclassed models, whose structure is their ``call`` method
+    _graph_model = False
+    built = False
+    input_shape = None
+    output_shape = None
 
     def __new__(cls, *args, **kwargs):
         if cls is Model and (args or "inputs" in kwargs or "outputs" in kwargs):
@@ -144,11 +175,43 @@ class Model(Layer):
             return object.__new__(Functional)
         return object.__new__(cls)
 
-    def __init__(self, name: str | None = None, trainable: bool = True):
-        # A model is a layer (models nest) that owns no weights of its own: Layer.__init__'s
-        # attributes that Sequential and Functional compute are properties here.
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        build = cls.__dict__.get("build")
+        if build is not None and not cls._graph_model:
+            cls.build = _recording_build(build)
+
+    def __init__(self, *args, name: str | None = None, trainable: bool = True, dtype=None,
+                 **kwargs):
+        # A model is a layer (models nest): Layer.__init__'s attributes that Sequential and
+        # Functional compute are properties there.
+        cls = type(self).__name__
+        if args or "inputs" in kwargs or "outputs" in kwargs:
+            raise NotImplementedError(
+                f"{cls}: a subclass of Model built from inputs and outputs "
+                f"(super().__init__(inputs, outputs)) is not supported; use "
+                f"Model(inputs, outputs), or define call() in the subclass")
+        if kwargs:
+            raise TypeError(f"{cls}: unexpected keyword argument(s): "
+                            f"{', '.join(sorted(kwargs))}")
+        if name is not None and (not isinstance(name, str) or not name):
+            raise ValueError(f"{cls}: name must be a non-empty string, got {name!r}")
+        if not self._graph_model:
+            name = name or unique_name(snake_case(cls))
+            try:
+                self.dtype = np.dtype(dtype or "float32").name
+            except TypeError:
+                raise TypeError(f"model '{name}': unknown dtype {dtype!r}") from None
+            if self.dtype not in ("float32", "float64"):
+                raise TypeError(f"model '{name}': dtype must be float32 or float64, got "
+                                f"{self.dtype}")
+            self._output_shapes: dict[tuple, tuple] = {}
+        elif dtype is not None:
+            raise TypeError(f"{cls}: the dtype comes from the model's layers; dtype= is not "
+                            f"taken")
         self.name = name
         self._trainable = bool(trainable)
+        self._weights = []  # a subclassed model's own weights (add_weight in its build)
         self._inbound_nodes = []
         self.optimizer = None
         self.loss = None
@@ -164,16 +227,74 @@ class Model(Layer):
         self._chunks: dict[tuple, int] = {}  # images per inference chunk, per input shape
         self._placement: str | None = None  # the backend named by Model.to, if any
 
-    # -- provided by subclasses --------------------------------------------------------------
+    # -- what Sequential and Functional provide, and subclassed models' defaults --------------
     @property
     def layers(self) -> list:
-        raise NotImplementedError
+        """A subclassed model's layers: those assigned to its attributes (also inside lists,
+        tuples and dicts), each once, in the order of assignment."""
+        found: list[Layer] = []
+        seen = {id(self)}
+        stack = list(reversed(list(vars(self).values())))
+        while stack:
+            value = stack.pop()
+            if isinstance(value, Layer):
+                if id(value) not in seen:
+                    seen.add(id(value))
+                    found.append(value)
+            elif isinstance(value, (list, tuple)):
+                stack.extend(reversed(value))
+            elif isinstance(value, dict):
+                stack.extend(reversed(list(value.values())))
+        return found
 
     def call(self, x, training: bool = False):
-        raise NotImplementedError
+        raise NotImplementedError(f"model '{self.name}' ({type(self).__name__}): a subclass of "
+                                  f"Model must define call(self, inputs, training=False)")
 
     def build(self, input_shape=None) -> None:
-        raise NotImplementedError
+        """A subclassed model: build every layer for ``input_shape`` (batch axis included) by
+        running ``call`` once on one zero sample. A subclass's own ``build`` may call this
+        (``super().build(input_shape)``) anywhere: the model is marked built after it."""
+        if type(self).build is Model.build:  # a subclass's build records when it is done
+            self._record_build(input_shape)
+
+    def _record_build(self, input_shape) -> None:
+        """Mark a subclassed model built for ``input_shape`` and learn its output shape."""
+        if input_shape is None:
+            input_shape = self.input_shape
+        if input_shape is None:
+            raise ValueError(f"model '{self.name}': build needs the input shape, e.g. "
+                             f"model.build((None, 28, 28, 1))")
+        if isinstance(input_shape, list) and input_shape and isinstance(input_shape[0],
+                                                                        (tuple, list)):
+            raise NotImplementedError(f"model '{self.name}' ({type(self).__name__}): subclassed "
+                                      f"models with several inputs are not supported")
+        shape = (None, *tuple(input_shape)[1:])
+        self.input_shape = shape
+        self.built = True
+        self.output_shape = self.compute_output_shape(shape)
+
+    def compute_output_shape(self, input_shape):
+        """A subclassed model's output shape for ``input_shape``: found by running ``call``
+        once on one zero sample (remembered per input shape)."""
+        shape = tuple(input_shape)
+        key = shape[1:]
+        out = self._output_shapes.get(key)
+        if out is None:
+            if any(d is None for d in key):
+                raise ValueError(f"model '{self.name}' ({type(self).__name__}): cannot find the "
+                                 f"output shape for an input shape with unknown sizes {shape}; "
+                                 f"build it with full sizes or call it on data")
+            backend = self.backend
+            x = Tensor(backend.asarray(np.zeros((1, *key), dtype=self.dtype)), backend=backend)
+            with no_grad():
+                y = self.call(x, training=False)
+            if isinstance(y, (list, tuple)):
+                raise NotImplementedError(f"model '{self.name}' ({type(self).__name__}): "
+                                          f"subclassed models with several outputs are not "
+                                          f"supported")
+            out = self._output_shapes[key] = tuple(y.shape[1:])
+        return (shape[0], *out)
 
     @property
     def input_names(self) -> list[str]:
@@ -183,14 +304,28 @@ class Model(Layer):
     @property
     def output_names(self) -> list[str]:
         """Names of the layers that make the outputs, in the order predict returns them."""
+        if not self._graph_model:
+            return ["output_1"]
         return [self.layers[-1].name] if self.layers else ["output"]
 
     def _input_shapes(self) -> list:
-        """The expected shape (batch axis None) of each input, None where not known yet."""
-        return [self.input_shape]
+        """The expected shape (batch axis None) of each input, None where not known yet (a
+        subclassed model takes any shape its call takes)."""
+        return [self.input_shape if self._graph_model else None]
 
     def _prepare_inputs(self, shapes: list) -> None:
         """Build for these input shapes where the model does not know its own yet."""
+        if not self._graph_model and not self.built:
+            self.build(shapes[0] if len(shapes) == 1 else shapes)
+
+    def summary(self, line_length: int | None = None, print_fn=None) -> None:
+        """Print the table of layers, output shapes and parameter counts (Keras 3's layout)."""
+        if not self._graph_model and not self.built:
+            raise ValueError(f"This model has not yet been built. Build the model first by "
+                             f"calling `build()` or by calling the model on a batch of data "
+                             f"(model '{self.name}').")
+        text = render_summary(self, line_length)
+        (print_fn or write_line)(text)
 
     # -- as a layer --------------------------------------------------------------------------
     @property
@@ -224,7 +359,10 @@ class Model(Layer):
         return self.compute_output_shape(shapes if self.multi_input else shapes[0])
 
     def inference_step(self, input_shape, backend):
-        """A nested model runs as one step: its own plan for ``input_shape``."""
+        """A nested model runs as one step: its own plan for ``input_shape`` (a subclassed
+        model: its ``call``)."""
+        if not self._graph_model:
+            return Layer.inference_step(self, input_shape, backend)
         plan = InferencePlan(self, input_shape, backend)
         return plan.run
 
@@ -247,33 +385,40 @@ class Model(Layer):
                          f"are: {', '.join(la.name for la in layers)}")
 
     # -- weights -----------------------------------------------------------------------------
+    def _own_weights(self) -> list:
+        return list(self.__dict__.get("_weights", ()))
+
     @Layer.trainable.setter
     def trainable(self, value: bool) -> None:
         """Freeze (False) or unfreeze every layer beneath the model, recursively (Keras)."""
         self._trainable = bool(value)
+        for w in self._own_weights():
+            w.trainable = self._trainable
         for layer in self.layers:
             layer.trainable = self._trainable
 
     @property
     def weights(self):
-        return [w for layer in self.layers for w in layer.weights]
+        return self._own_weights() + [w for layer in self.layers for w in layer.weights]
 
     @property
     def trainable_weights(self):
         if not self._trainable:
             return []
-        return [w for layer in self.layers for w in layer.trainable_weights]
+        return [w for w in self._own_weights() if w.trainable] + [
+            w for layer in self.layers for w in layer.trainable_weights]
 
     @property
     def non_trainable_weights(self):
         if not self._trainable:
             return self.weights
-        return [w for layer in self.layers for w in layer.non_trainable_weights]
+        return [w for w in self._own_weights() if not w.trainable] + [
+            w for layer in self.layers for w in layer.non_trainable_weights]
 
     def weight_paths(self) -> dict:
         """Every weight by its path: ``layer/weight``, with the names of nested models before
         it (``base/conv2d/kernel``). Optimizer state is saved under these paths."""
-        paths = {}
+        paths = {w.name: w for w in self._own_weights()}
         for layer in self.layers:
             if isinstance(layer, Model):
                 paths.update({f"{layer.name}/{k}": v for k, v in layer.weight_paths().items()})
@@ -283,7 +428,8 @@ class Model(Layer):
         return paths
 
     def get_weights(self) -> list[np.ndarray]:
-        return [w for layer in self.layers for w in layer.get_weights()]
+        return [w.numpy().copy() for w in self._own_weights()] + [
+            w for layer in self.layers for w in layer.get_weights()]
 
     def set_weights(self, weights) -> None:
         weights = list(weights)
@@ -291,14 +437,18 @@ class Model(Layer):
         if len(weights) != expected:
             raise ValueError(f"model '{self.name}' has {expected} weight arrays, got "
                              f"{len(weights)}")
-        i = 0
+        own = self._own_weights()
+        if own:
+            Layer.set_weights(self, weights[:len(own)])
+        i = len(own)
         for layer in self.layers:
             n = len(layer.weights)
             layer.set_weights(weights[i:i + n])
             i += n
 
     def count_params(self) -> int:
-        return sum(layer.count_params() for layer in self.layers)
+        return int(sum(w.size for w in self._own_weights())) + sum(
+            layer.count_params() for layer in self.layers)
 
     # -- placement ---------------------------------------------------------------------------
     @property
@@ -554,25 +704,40 @@ class Model(Layer):
             loss, parts = self._total_loss(labels, preds)
         return self._step_results(loss, parts, labels, preds)
 
-    def train_on_batch(self, x, y) -> float | list[float]:
+    def train_on_batch(self, x, y, sample_weight=None, class_weight=None, return_dict=False):
+        """One optimisation step on (x, y). Returns the loss before the update (Keras 3:
+        ``[loss, *output losses, *metrics]`` in the order of ``metrics_names``, the loss
+        alone when that is all), or the logs dict with ``return_dict=True``."""
         self._require_compiled("train_on_batch")
+        self._refuse_weighting("train_on_batch", sample_weight, class_weight)
         xs, ys = self._check_xy(x, y, "train_on_batch")
-        return self._batch_result(*self._train_step(xs, ys))
+        return self._batch_result(*self._train_step(xs, ys), return_dict)
 
-    def test_on_batch(self, x, y) -> float | list[float]:
+    def test_on_batch(self, x, y, sample_weight=None, return_dict=False):
+        """Loss and metrics of (x, y), without training; returns as ``train_on_batch``."""
         self._require_compiled("test_on_batch")
+        self._refuse_weighting("test_on_batch", sample_weight, None)
         xs, ys = self._check_xy(x, y, "test_on_batch")
-        return self._batch_result(*self._test_step(xs, ys))
+        return self._batch_result(*self._test_step(xs, ys), return_dict)
 
-    def _batch_result(self, losses, metric_results):
-        if not self._metric_specs and len(losses) == 1:
-            return losses[0]
-        out = list(losses)
+    @staticmethod
+    def _refuse_weighting(where: str, sample_weight, class_weight) -> None:
+        for name, value in (("sample_weight", sample_weight), ("class_weight", class_weight)):
+            if value is not None:
+                raise NotImplementedError(f"{where}: {name} is not supported by fastconv")
+
+    def _batch_result(self, losses, metric_results, return_dict: bool = False):
+        """One batch's results as Keras 3 returns them: the metrics start from zero for the
+        batch; a list in ``metrics_names`` order (the loss alone when that is all) or, with
+        ``return_dict``, the logs dict (alphabetical, as ``fit``'s logs)."""
         for (_, m, _), result in zip(self._metric_specs, metric_results):
             m.reset()
             m.add(*result)
-            out.append(m.result())
-        return out
+        if return_dict:
+            return self._epoch_values(list(losses), 1)
+        if not self._metric_specs and len(losses) == 1:
+            return losses[0]
+        return list(losses) + [m.result() for _, m, _ in self._metric_specs]
 
     def _update_metrics(self, metric_results) -> None:
         for (_, m, _), result in zip(self._metric_specs, metric_results):
@@ -784,6 +949,10 @@ class Model(Layer):
     def _predict_batch(self, xs: list[np.ndarray]) -> list[np.ndarray]:
         """Host outputs (one array per model output) for host inputs ``xs``."""
         backend = self.backend
+        if not self._graph_model:  # a subclassed model: its call
+            with no_grad():
+                out = self(Tensor(backend.asarray(xs[0], dtype=self.dtype), backend=backend))
+            return [o.numpy() for o in (out if isinstance(out, (list, tuple)) else [out])]
         if len(xs) == 1:  # the single-input path, kept short: batch-1 latency matters
             xb = xs[0]
             key = (xb.shape[1:], backend.name, backend.inference_chunk_bytes, structure_epoch())
@@ -853,10 +1022,25 @@ class Model(Layer):
         (atomically: a failed save leaves any earlier file intact)."""
         from ..saving import save_model
 
+        if not self._graph_model:
+            raise NotImplementedError(
+                f"save: model '{self.name}' is a subclassed model ({type(self).__name__}): its "
+                f"architecture is Python code, which .fcm and .keras model files cannot hold; "
+                f"save its weights with save_weights(...) and load them into a new "
+                f"{type(self).__name__} with load_weights(...)")
         save_model(self, filepath)
 
     def save_weights(self, filepath) -> None:
+        """Write the weights: a Keras 3 ``.weights.h5`` file, or fastconv's own format for any
+        other name."""
+
         from ..saving import save_weights
+
+        if self._own_weights() and os.fspath(filepath).lower().endswith((".h5", ".hdf5")):
+            raise NotImplementedError(
+                f"save_weights: model '{self.name}' has weights of its own (add_weight in the "
+                f"model), which fastconv's Keras .weights.h5 writer does not hold; save them to "
+                f"a fastconv weights file (a name not ending in .h5)")
 
         save_weights(self, filepath)
 
@@ -865,3 +1049,28 @@ class Model(Layer):
 
         load_weights(self, filepath)
 
+    # -- config ------------------------------------------------------------------------------
+    @classmethod
+    def from_config(cls, config: dict, custom_objects=None):
+        """``Model.from_config``: the functional model a functional config describes (as
+        ``Functional.from_config``); a subclassed model's class: ``cls(**config)``."""
+        if custom_objects is not None:
+            raise NotImplementedError("from_config: custom_objects is not supported by fastconv; "
+                                      "register custom layer classes with "
+                                      "fastconv.layers.base.register instead")
+        if not isinstance(config, dict):
+            raise TypeError(f"from_config: config must be a dict, got {type(config).__name__}")
+        if cls is Model:
+            if {"layers", "input_layers", "output_layers"} <= set(config):
+                from .functional import Functional
+
+                return Functional.from_config(config)
+            raise ValueError("Model.from_config takes a functional model's config (with "
+                             "'layers', 'input_layers' and 'output_layers'); for a Sequential "
+                             "model's config use Sequential.from_config")
+        try:
+            return cls(**config)
+        except TypeError as exc:
+            raise TypeError(f"{cls.__name__}.from_config: {exc}; a subclassed model whose "
+                            f"__init__ takes other arguments must override get_config() and "
+                            f"from_config()") from exc

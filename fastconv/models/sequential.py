@@ -1,12 +1,16 @@
-"""Sequential: a linear stack of layers."""
+"""Sequential: a linear stack of layers.
+
+Once its input shape is known (an ``Input`` first, ``input_shape=`` on the first layer, or the
+first data) a Sequential model also calls its layers on symbolic tensors, as Keras 3 does: an
+input tensor (``model.input``; an ``InputLayer`` is made when the model has none), then each
+layer's output. So ``model.output``, ``layer.output`` and
+``Model(model.input, model.get_layer(name).output)`` work as for a functional model."""
 
 from __future__ import annotations
 
 from ..layers.base import InputLayer, KerasTensor, Layer, layer_class, register, unique_name
-from ..progbar import write_line
 from ..tensor import Tensor
 from .model import Model
-from .summary import render_summary
 
 
 @register
@@ -15,11 +19,15 @@ class Sequential(Model):
     ``input_shape=`` or be an ``Input(shape)``. Models are layers too:
     ``Sequential([base_model, Flatten(), Dense(10)])``."""
 
+    _graph_model = True
+
     def __init__(self, layers=None, name: str | None = None, trainable: bool = True):
         super().__init__(name=name or unique_name("sequential"), trainable=trainable)
         self._layers: list[Layer] = []
         self._input_layer: InputLayer | None = None
         self._batch_input_shape = None
+        #: the symbolic input, then each layer's symbolic output (as far as they are known)
+        self._graph: list[KerasTensor] = []
         for layer in layers or []:
             self.add(layer)
 
@@ -63,13 +71,16 @@ class Sequential(Model):
                 self.build(self._batch_input_shape)
             except (ValueError, TypeError):
                 self._layers.pop()
+                del self._graph[len(self._layers) + 1:]
                 raise
 
     def pop(self) -> Layer:
         if not self._layers:
             raise IndexError("Sequential.pop: the model has no layers")
         self._forget_plans()
-        return self._layers.pop()
+        layer = self._layers.pop()
+        del self._graph[len(self._layers) + 1:]
+        return layer
 
     @property
     def input_shape(self):
@@ -122,15 +133,46 @@ class Sequential(Model):
             self._batch_input_shape = shape
         for layer in self._layers:
             shape = layer.ensure_built(shape)
+        self._extend_graph((None, *tuple(input_shape)[1:]))
+
+    def _extend_graph(self, shape: tuple) -> None:
+        """Call the layers not yet in the symbolic graph on the last symbolic tensor (first
+        making the input tensor, for inputs of ``shape``)."""
+        if not self._graph:
+            source = self._input_layer or InputLayer(batch_input_shape=shape, dtype=self.dtype)
+            self._graph.append(source.output)
+        if tuple(self._graph[0].shape[1:]) != tuple(shape[1:]):
+            return  # built again for other inputs: the graph keeps its first input shape
+        for layer in self._layers[len(self._graph) - 1:]:
+            self._graph.append(layer(self._graph[-1]))
+
+    def _graph_tensor(self, index: int, what: str):
+        if len(self._graph) != len(self._layers) + 1 or not self._layers:
+            raise AttributeError(f"Sequential model '{self.name}' has no defined {what} yet.")
+        return self._graph[index]
+
+    @property
+    def input(self):
+        """The symbolic input tensor (once the input shape is known)."""
+        return self._graph_tensor(0, "input")
+
+    @property
+    def output(self):
+        """The symbolic output tensor (once the input shape is known)."""
+        return self._graph_tensor(-1, "output")
+
+    @property
+    def inputs(self) -> list:
+        return [self._graph_tensor(0, "inputs")]
+
+    @property
+    def outputs(self) -> list:
+        return [self._graph_tensor(-1, "outputs")]
 
     def call(self, x, training: bool = False) -> Tensor:
         for layer in self._layers:
             x = layer(x, training=training)
         return x
-
-    def summary(self, line_length: int | None = None, print_fn=None) -> None:
-        text = render_summary(self, line_length)
-        (print_fn or write_line)(text)
 
     # -- config ------------------------------------------------------------------------------
     def get_config(self) -> dict:
