@@ -221,6 +221,48 @@ def _lrn(draw, rng, backend):
             [rng.standard_normal(shape)])
 
 
+def _ramp(fn):
+    """A hard sigmoid's ramp (-3, 3), away from its kinks."""
+    def make(draw, rng, backend):
+        return fn, [rng.uniform(-2.8, 2.8, _shape(draw))]
+    return make
+
+
+def _positive(fn):
+    def make(draw, rng, backend):
+        return fn, [rng.uniform(0.3, 3.0, _shape(draw))]
+    return make
+
+
+def _layer_norm(draw, rng, backend):
+    shape = _shape(draw, 2, 4)
+    first = draw(st.integers(1, len(shape) - 1))
+    axes = tuple(range(first, len(shape)))
+    params = tuple(shape[a] for a in axes)
+    x = rng.standard_normal(shape) * 2 + 1
+    return (lambda x_, g, b: F.layer_norm(x_, g, b, axes, 1e-3),
+            [x, rng.standard_normal(params), rng.standard_normal(params)])
+
+
+def _slice_axis(draw, rng, backend):
+    shape = _shape(draw, 2, 4)
+    axis = draw(st.integers(1, len(shape) - 1))
+    n = shape[axis]
+    start, stop = draw(st.integers(0, n - 1)), draw(st.integers(0, n))
+    step = draw(st.sampled_from([1, 2, -1]))
+    if not len(range(*slice(start, stop, step).indices(n))):
+        start, stop, step = 0, n, 1
+    return (lambda x_: F.slice_axis(x_, axis, start, stop, step), [rng.standard_normal(shape)])
+
+
+def _binary_crossentropy(draw, rng, backend):
+    shape = _shape(draw, 1, 3)
+    logits = draw(st.booleans())
+    target = rng.uniform(0, 1, shape)
+    x = rng.standard_normal(shape) * 2 if logits else rng.uniform(0.05, 0.95, shape)
+    return (lambda x_: F.binary_crossentropy(x_, target, from_logits=logits), [x])
+
+
 OPS = {
     "conv2d": _conv, "conv1d": _conv1d, "dense": _dense,
     "max_pool2d": _pool("max"), "avg_pool2d": _pool("avg"),
@@ -241,6 +283,18 @@ OPS = {
     "local_response_normalization": _lrn,
     "leaky_relu": _unary(lambda x_: F.leaky_relu(x_, 0.2), kink=True), "clip": _clip,
     "transpose": _transpose,
+    "swish": _unary(F.swish), "silu": _unary(F.silu), "gelu": _unary(F.gelu),
+    "hard_sigmoid": _ramp(F.hard_sigmoid), "hard_swish": _ramp(F.hard_swish),
+    "hard_silu": _ramp(F.hard_silu), "elu": _unary(F.elu, kink=True),
+    "selu": _unary(F.selu, kink=True), "softplus": _unary(F.softplus),
+    "relu6": _unary(F.relu6, kink=True), "erf": _unary(F.erf), "sqrt": _positive(F.sqrt),
+    "square": _unary(F.square), "exp": _unary(F.exp), "log": _positive(F.log),
+    "abs": _unary(F.abs, kink=True), "reciprocal": _unary(F.reciprocal, kink=True),
+    "power": _positive(lambda x_: F.power(x_, 1.5)),
+    "elementwise": _positive(lambda x_: F.elementwise(x_, "pow", exponent=-0.5)),
+    "maximum": _broadcast(F.maximum), "minimum": _broadcast(F.minimum),
+    "layer_norm": _layer_norm, "slice_axis": _slice_axis,
+    "binary_crossentropy": _binary_crossentropy,
 }
 
 
