@@ -15,6 +15,7 @@ import numpy as np
 
 import fastconv
 from fastconv.geometry import conv_geometry, pool_geometry
+from fastconv.ops.conv import grouped_geometry
 
 #: (x shape, w shape, strides, padding, dilation): odd sizes, asymmetric 'same' padding
 CONV_CASES = (
@@ -23,6 +24,12 @@ CONV_CASES = (
     ((2, 8, 7, 3), (2, 3, 3, 4), 1, ((1, 0), (2, 1)), 2),
 )
 POOL_CASES = (((2, 7, 5, 3), 3, 2, "same"), ((1, 6, 6, 2), 2, None, "valid"))
+#: (x shape, grouped w shape (kh, kw, C / groups, O), groups, strides, padding, dilation):
+#: depthwise with multiplier 2 and dilation 2, and groups of two channels with stride 2
+GROUPED_CASES = (
+    ((2, 7, 5, 4), (3, 3, 1, 8), 4, 1, "same", 2),
+    ((1, 9, 6, 6), (3, 2, 2, 6), 3, 2, "same", 1),
+)
 
 
 def _pairs(name: str, dtype: str, rng):
@@ -45,6 +52,18 @@ def _pairs(name: str, dtype: str, rng):
             yield (f"conv {algo} backward-weight {xs}x{ws}",
                    lambda be, x=x, dy=dy, g=g, a=algo:
                    be.conv2d_backward_weight(be.asarray(x), be.asarray(dy), g, a))
+    for xs, ws, groups, strides, padding, dilation in GROUPED_CASES:
+        g = grouped_geometry(xs, ws, groups, strides, padding, dilation)
+        x, w, b, dy = arr(*xs), arr(*ws), arr(ws[3]), arr(*g.y_shape)
+        yield (f"grouped forward {xs}x{ws}/{groups}",
+               lambda be, x=x, w=w, b=b, g=g, k=groups: be.grouped_conv2d_forward(
+                   be.asarray(x), be.asarray(w), be.asarray(b), g, k, "relu"))
+        yield (f"grouped backward-data {xs}x{ws}/{groups}",
+               lambda be, dy=dy, w=w, g=g, k=groups: be.grouped_conv2d_backward_data(
+                   be.asarray(dy), be.asarray(w), g, k))
+        yield (f"grouped backward-weight {xs}x{ws}/{groups}",
+               lambda be, x=x, dy=dy, g=g, k=groups: be.grouped_conv2d_backward_weight(
+                   be.asarray(x), be.asarray(dy), g, k))
     for xs, size, strides, padding in POOL_CASES:
         g = pool_geometry(xs, size, strides, padding)
         x, dy = arr(*xs), arr(*g.y_shape)

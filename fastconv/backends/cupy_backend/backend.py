@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..base import conv_algorithm_table
 from ..device import DeviceBackend
-from . import conv, elementwise, gemm, normalization, pool
+from . import conv, conv_grouped, elementwise, gemm, normalization, pool
 from .loader import EMULATED
 
 
@@ -50,6 +50,19 @@ class CupyBackend(DeviceBackend):
         import cupy
 
         return (cupy.cuda.driver.CUDADriverError, cupy.cuda.runtime.CUDARuntimeError)
+
+    # -- grouped convolution (kernels/conv_grouped.cu: one launch per pass for all groups) ----
+    def grouped_conv2d_forward(self, x, w, b, geom, groups, activation="linear"):
+        return conv_grouped.grouped_forward(self, x, w, b, geom, groups, activation)
+
+    def prepare_grouped_conv2d_forward(self, geom, groups, activation):
+        return conv_grouped.prepare_grouped_forward(self, geom, groups, activation)
+
+    def grouped_conv2d_backward_data(self, dy, w, geom, groups):
+        return conv_grouped.grouped_backward_data(self, dy, w, geom, groups)
+
+    def grouped_conv2d_backward_weight(self, x, dy, geom, groups):
+        return conv_grouped.grouped_backward_weight(self, x, dy, geom, groups)
 
     def heuristic_conv_algorithm(self, geom, conv_pass, candidates):
         if geom.c * geom.kh * geom.kw <= 32 and "direct" in candidates:

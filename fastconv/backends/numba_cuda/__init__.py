@@ -2,7 +2,9 @@
 
 Convolutions: direct, im2col as an implicit GEMM (shared-memory tiles of the virtual patch
 matrix, register blocking) and Winograd F(2x2,3x3) / F(4x4,3x3) (transform kernels and a tiled
-batched GEMM), each with its three passes and the bias + ReLU epilogue fused. Pooling, the
+batched GEMM), each with its three passes and the bias + ReLU epilogue fused. Grouped and
+depthwise convolutions run as kernels of their own (``conv_grouped``: one launch per pass for
+all groups). Pooling, the
 epilogue's backward, the dense GEMM, Adam, batch normalisation, LRN and random numbers are
 kernels too. Glue (softmax, losses, reshapes) runs on CuPy arrays, as in the ``cupy`` backend
 (see ``fastconv.backends.device``).
@@ -23,7 +25,7 @@ import importlib.util
 
 from ..base import conv_algorithm_table
 from ..device import DeviceBackend
-from . import conv, elementwise, gemm, normalization, pool
+from . import conv, conv_grouped, elementwise, gemm, normalization, pool
 from .launch import GPU_CONFIG, KERNELS, SIMULATED, configure_array_interface_sync, current_stream
 
 _INSTALL = "pip install 'fastconv[cuda]'"
@@ -100,6 +102,19 @@ class NumbaCudaBackend(DeviceBackend):
         from numba.cuda.cudadrv.driver import CudaAPIError
 
         return (CudaAPIError,)
+
+    # -- grouped convolution (one launch per pass for all groups: conv_grouped) ---------------
+    def grouped_conv2d_forward(self, x, w, b, geom, groups, activation="linear"):
+        return conv_grouped.grouped_forward(self, x, w, b, geom, groups, activation)
+
+    def prepare_grouped_conv2d_forward(self, geom, groups, activation):
+        return conv_grouped.prepare_grouped_forward(self, geom, groups, activation)
+
+    def grouped_conv2d_backward_data(self, dy, w, geom, groups):
+        return conv_grouped.grouped_backward_data(self, dy, w, geom, groups)
+
+    def grouped_conv2d_backward_weight(self, x, dy, geom, groups):
+        return conv_grouped.grouped_backward_weight(self, x, dy, geom, groups)
 
     def heuristic_conv_algorithm(self, geom, conv_pass, candidates):
         # few products per output: one thread per output beats a GEMM's tiles; backward-weight
