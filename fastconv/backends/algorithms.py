@@ -26,21 +26,32 @@ from .setting import ContextSetting
 
 @dataclass(frozen=True)
 class AlgorithmSpec:
+    """One convolution algorithm: its name, the geometries it supports (and those in words,
+    for error messages), the ConvAlgorithm class a backend's ``conv`` module defines for it,
+    and, for Winograd, the transform (a key of ``fastconv.winograd.TRANSFORMS``) that class is
+    made with (``backends.base.conv_algorithm_table``)."""
+
     name: str
     supports: Callable[[ConvGeometry], bool]
-    scope: str  # what it supports, in words, for error messages
+    scope: str
+    kernel: str
+    transform: str | None = None
 
 
+#: Every convolution algorithm. A new one is an entry here and its ``kernel`` class in each
+#: backend's ``conv`` module; a backend whose module lacks the class does not offer it.
 ALGORITHMS: dict[str, AlgorithmSpec] = {
     spec.name: spec for spec in (
         AlgorithmSpec("direct", lambda g: True,
-                      "any kernel size, stride, padding and dilation"),
+                      "any kernel size, stride, padding and dilation", "DirectConv"),
         AlgorithmSpec("im2col", lambda g: True,
-                      "any kernel size, stride, padding and dilation"),
+                      "any kernel size, stride, padding and dilation", "Im2colConv"),
         AlgorithmSpec("winograd", lambda g: g.is_3x3_unit,
-                      "F(2x2,3x3): 3x3 kernels with stride 1 and dilation 1, any padding"),
+                      "F(2x2,3x3): 3x3 kernels with stride 1 and dilation 1, any padding",
+                      "WinogradConv", "winograd"),
         AlgorithmSpec("winograd4", lambda g: g.is_3x3_unit,
-                      "F(4x4,3x3): 3x3 kernels with stride 1 and dilation 1, any padding"),
+                      "F(4x4,3x3): 3x3 kernels with stride 1 and dilation 1, any padding",
+                      "WinogradConv", "winograd4"),
     )
 }
 

@@ -7,7 +7,7 @@ Layouts: activations NHWC, convolution weights HWIO, dense weights (in, out). Ge
 ``fastconv.geometry`` and carry every size and padding as ints.
 
 A backend provides one :class:`ConvAlgorithm` per algorithm it implements (``conv_algorithms``),
-built by :func:`conv_algorithm_table` from its three kernels (direct, im2col, Winograd).
+built by :func:`conv_algorithm_table` from the classes its ``conv`` module defines.
 Winograd's backward passes are shared here: backward-data of a stride-1 3x3 convolution is a
 stride-1 3x3 convolution of ``dy`` with the flipped, transposed kernel, so it reuses the backend's
 own Winograd forward kernel; backward-weight uses the backend's ``im2col`` algorithm.
@@ -22,6 +22,8 @@ from __future__ import annotations
 import dataclasses
 
 from ..geometry import ConvGeometry, PoolGeometry
+from ..winograd import TRANSFORMS
+from . import algorithms
 
 #: Primitives every backend implements, with the same signatures. A test enforces the list.
 PRIMITIVES = (
@@ -79,8 +81,6 @@ def per_group_conv2d_forward(backend, x, w, b, geom: ConvGeometry, groups: int,
     """A grouped convolution's forward pass as ``groups`` dense ones, each on its slice of
     channels with the backend's own ``conv2d_forward`` (the 'auto' algorithm for the group's
     geometry), the outputs concatenated along the channels."""
-    from . import algorithms
-
     xp = backend.xp
     gg = group_geometry(geom, groups)
     algo = algorithms.resolve(backend, gg, x.dtype, "forward", "auto")
@@ -96,8 +96,6 @@ def per_group_conv2d_forward(backend, x, w, b, geom: ConvGeometry, groups: int,
 
 def per_group_conv2d_backward_data(backend, dy, w, geom: ConvGeometry, groups: int):
     """``grouped_conv2d_backward_data`` as ``groups`` dense ``conv2d_backward_data`` calls."""
-    from . import algorithms
-
     xp = backend.xp
     gg = group_geometry(geom, groups)
     algo = algorithms.resolve(backend, gg, dy.dtype, "backward_data", "auto")
@@ -111,8 +109,6 @@ def per_group_conv2d_backward_data(backend, dy, w, geom: ConvGeometry, groups: i
 def per_group_conv2d_backward_weight(backend, x, dy, geom: ConvGeometry, groups: int):
     """``grouped_conv2d_backward_weight`` as ``groups`` dense ``conv2d_backward_weight``
     calls, the group kernels ``(kh, kw, c / groups, o / groups)`` side by side along O."""
-    from . import algorithms
-
     xp = backend.xp
     gg = group_geometry(geom, groups)
     algo = algorithms.resolve(backend, gg, x.dtype, "backward_weight", "auto")
@@ -191,22 +187,23 @@ class WinogradAlgorithm(ConvAlgorithm):
         return self.backend.conv_algorithm("im2col").backward_weight(x, dy, geom)
 
 
-def conv_algorithm_table(direct: type[ConvAlgorithm], im2col: type[ConvAlgorithm],
-                         winograd: type[WinogradAlgorithm]) -> dict[str, type[ConvAlgorithm]]:
-    """A backend's ``conv_algorithm_classes`` from its three convolution kernels: ``direct``,
-    ``im2col``, and ``winograd`` (a WinogradAlgorithm whose ``forward`` works for any
-    transform), made once per transform of ``fastconv.winograd.TRANSFORMS`` ("winograd":
-    F(2x2,3x3), "winograd4": F(4x4,3x3)). The names are those of ``algorithms.ALGORITHMS``;
-    a test checks that every backend's table has them all."""
-    from ..winograd import TRANSFORMS
-
-    table: dict[str, type[ConvAlgorithm]] = {"direct": direct, "im2col": im2col}
-    for name, transform in TRANSFORMS.items():
-        cls_name = f"{winograd.__name__}{transform.m}x{transform.m}"
-        table[name] = type(cls_name, (winograd,), {
-            "name": name, "transform": transform, "__module__": winograd.__module__,
-            "__qualname__": cls_name,
-            "__doc__": f"{winograd.__name__} with F({transform.m}x{transform.m},3x3)."})
+def conv_algorithm_table(conv) -> dict[str, type[ConvAlgorithm]]:
+    """A backend's ``conv_algorithm_classes`` from its ``conv`` module: for every algorithm of
+    ``algorithms.ALGORITHMS`` whose ``kernel`` class the module defines, that class, made once
+    per Winograd transform (``WinogradConv`` serves "winograd", F(2x2,3x3), and "winograd4",
+    F(4x4,3x3))."""
+    table: dict[str, type[ConvAlgorithm]] = {}
+    for spec in algorithms.ALGORITHMS.values():
+        cls = getattr(conv, spec.kernel, None)
+        if cls is None:
+            continue
+        if spec.transform is not None:
+            transform = TRANSFORMS[spec.transform]
+            label = f"{spec.kernel}{transform.m}x{transform.m}"
+            cls = type(label, (cls,), {
+                "name": spec.name, "transform": transform, "__module__": cls.__module__,
+                "__qualname__": label, "__doc__": f"{spec.kernel} with {spec.scope}."})
+        table[spec.name] = cls
     return table
 
 

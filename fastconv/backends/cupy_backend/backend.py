@@ -14,8 +14,7 @@ class CupyBackend(DeviceBackend):
     #: timing kernels in the emulation measures the CPU: use the heuristics there
     autotune = not EMULATED
     gemm, pool, elementwise, normalization = gemm, pool, elementwise, normalization
-    conv_algorithm_classes = conv_algorithm_table(conv.DirectConv, conv.Im2colConv,
-                                                  conv.CudaWinograd)
+    conv_algorithm_classes = conv_algorithm_table(conv)
 
     # -- device --------------------------------------------------------------------------
     def synchronize(self, a=None):

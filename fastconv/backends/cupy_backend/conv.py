@@ -125,7 +125,7 @@ def winograd_defines(t: WinogradTransform) -> dict[str, object]:
             "WINO_AT": _initialiser(t.AT)}
 
 
-class CudaWinograd(WinogradAlgorithm):
+class WinogradConv(WinogradAlgorithm):
     SOURCE = "conv_winograd.cu"
 
     def _check(self, g):

@@ -17,9 +17,8 @@ from ..base import Backend, conv_algorithm_table
 from ..derived import DerivedCache
 from ..host_memory import keep_freed_memory
 from ..jit_cache import CACHE_FOLDER  # noqa: F401 - set before any kernel below is defined
-from . import conv_grouped, elementwise, gemm, microkernel, pool
+from . import conv, conv_grouped, elementwise, gemm, microkernel, pool
 from . import normalization as norm
-from .conv import DirectConv, Im2colConv, NumbaWinograd
 
 _CHUNK = 1 << 14  # elements per parallel task in element-wise kernels
 
@@ -37,7 +36,7 @@ class NumbaCpuBackend(Backend):
     # layer to im2col (bench/RESULTS-amd-epyc.md), and compiling its three kernels costs a
     # first run about 4.5 s
     direct_tuning_max_products = 32
-    conv_algorithm_classes = conv_algorithm_table(DirectConv, Im2colConv, NumbaWinograd)
+    conv_algorithm_classes = conv_algorithm_table(conv)
 
     def __init__(self):
         super().__init__()

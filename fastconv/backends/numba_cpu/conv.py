@@ -218,7 +218,7 @@ class DirectConv(ConvAlgorithm):
         return partial.sum(axis=0)
 
 
-class NumbaWinograd(WinogradAlgorithm):
+class WinogradConv(WinogradAlgorithm):
     def forward(self, x, w, b, g, activation):
         t = self.transform
         x = _c(x)

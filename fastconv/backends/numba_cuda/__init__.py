@@ -55,8 +55,7 @@ class NumbaCudaBackend(DeviceBackend):
     #: timing kernels in the simulator measures the simulator: use the heuristics there
     autotune = not SIMULATED
     gemm, pool, elementwise, normalization = gemm, pool, elementwise, normalization
-    conv_algorithm_classes = conv_algorithm_table(conv.DirectConv, conv.Im2colConv,
-                                                  conv.NumbaCudaWinograd)
+    conv_algorithm_classes = conv_algorithm_table(conv)
 
     def __init__(self):
         super().__init__()

@@ -96,7 +96,7 @@ class Im2colConv(ConvAlgorithm):
         return conv_implicit_gemm.backward_weight(be, x, dy, geom)
 
 
-class NumbaCudaWinograd(WinogradAlgorithm):
+class WinogradConv(WinogradAlgorithm):
     """Winograd F(m x m, 3x3): transform kernels around the batched tiled GEMM
     (``conv_winograd``); the backward passes are WinogradAlgorithm's."""
 

@@ -10,9 +10,8 @@ import numpy as np
 from ... import random as fc_random
 from ..base import Backend, conv_algorithm_table
 from ..host_memory import keep_freed_memory
-from . import grouped
+from . import conv, grouped
 from . import normalization as norm
-from .conv import DirectConv, Im2colConv, NumpyWinograd
 from .pool import avg_pool2d_backward, avg_pool2d_forward, max_pool2d_backward, max_pool2d_forward
 
 
@@ -21,7 +20,7 @@ class NumpyBackend(Backend):
     xp = np
     inference_chunk_bytes = 2 << 20
     autotune = False  # the reference backend always uses its heuristic (im2col)
-    conv_algorithm_classes = conv_algorithm_table(DirectConv, Im2colConv, NumpyWinograd)
+    conv_algorithm_classes = conv_algorithm_table(conv)
 
     def __init__(self):
         super().__init__()

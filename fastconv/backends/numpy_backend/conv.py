@@ -81,7 +81,7 @@ class Im2colConv(ConvAlgorithm):
         return (im2col(x, g).T @ dy.reshape(-1, g.o)).reshape(g.w_shape)
 
 
-class NumpyWinograd(WinogradAlgorithm):
+class WinogradConv(WinogradAlgorithm):
     def forward(self, x, w, b, g, activation):
         t = self.transform
         m, a = t.m, t.alpha
