@@ -150,6 +150,29 @@ def test_modern_block_patterns(tmp_path):
     assert kinds["Multiply"] == 2 and kinds["Subtract"] == 1 and kinds["Divide"] == 1, kinds
 
 
+class ReluAfterConv(nn.Module):
+    """A Relu that only a Conv feeds (fused into the Conv2D), and one whose Conv output is read
+    twice (kept apart)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1)
+
+    def forward(self, x):
+        y = torch.relu(self.a(x))
+        z = self.b(y)
+        return torch.relu(z) + z
+
+
+def test_a_relu_after_a_conv_runs_in_its_epilogue(tmp_path):
+    path = tmp_path / "relu.onnx"
+    _export(ReluAfterConv(), path, (3, 6, 5))
+    model = _compare(path, (3, 6, 5))
+    convs = [layer for layer in model.layers if type(layer).__name__ == "Conv2D"]
+    assert [c.activation for c in convs] == ["relu", "linear"]
+    assert _activations(model) == {"relu": 1}
+
+
 class Unary(nn.Module):
     def forward(self, x):
         y = torch.sqrt(x * x + 1) + torch.abs(x) ** 3 - torch.exp(-x * x) + torch.erf(x)

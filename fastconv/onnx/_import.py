@@ -159,7 +159,9 @@ class _Importer(ShapeOps, MathOps):
         self.consumed: set = set()  # every name a node reads or the graph returns
         self.readers = defaultdict(int)  # name -> how many nodes (and graph outputs) read it
         self.first_reader = {}  # name -> the first node of the graph that reads it
-        self.folded_bias = {}  # an Add's output -> the Dense before it that took its bias
+        #: a node's output -> the value the layer before it already computes (an Add whose bias
+        #: a Dense took, a Relu that a Conv2D or Dense applies in its epilogue)
+        self.absorbed = {}
         # fastconv's own exports say that their inputs are channels-last (NHWC)
         self.channels_last_inputs = any(p.key == "fastconv.input_layout" and p.value == "NHWC"
                                         for p in model.metadata_props)
@@ -511,7 +513,9 @@ class _Importer(ShapeOps, MathOps):
             raise self._invalid(node, f"{node.op_type} takes {takes} input(s), got "
                                       f"{len(node.input)}")
         known = [i for i in node.input if i]
-        if all(not isinstance(self.values.get(i), Sym) for i in known) and (
+        if node.output and node.output[0] in self.absorbed:
+            outs = [self.absorbed.pop(node.output[0])]
+        elif all(not isinstance(self.values.get(i), Sym) for i in known) and (
                 node.op_type in ("Constant", "ConstantOfShape") + CONSTANT_ONLY_OPS
                 or (known and node.op_type in _FOLDABLE)):
             outs = self.fold(node)
@@ -1033,14 +1037,31 @@ class _Importer(ShapeOps, MathOps):
     def op_Conv(self, node, a):  # noqa: N802
         x = self.as_nchw(node, self.sym(node, 0), ranks=(3, 4))
         w = np.asarray(self.const(node, 1, "W (the kernel)"), dtype=np.float32)
+        relu = self._relu_after(node)
+        activation = "relu" if relu is not None else "linear"
         if len(x.t.shape) == 3:
             if w.ndim != 3:
                 raise self._fail(node, f"a {w.ndim}D kernel for a 1D input")
             x2, a2 = self._as_2d(node, x, a)
-            return self._as_1d(node, self._conv2d(node, a2, x2, w[:, :, None, :]))
-        return self._conv2d(node, a, x, w)
+            out = self._as_1d(node, self._conv2d(node, a2, x2, w[:, :, None, :], activation))
+        else:
+            out = self._conv2d(node, a, x, w, activation)
+        if relu is not None:
+            self.absorbed[relu.output[0]] = out
+        return out
 
-    def _conv2d(self, node, a, x: Sym, w):
+    def _relu_after(self, node):
+        """The Relu node that is the only reader of ``node``'s output (the layer made for
+        ``node`` then applies it in its epilogue), or None."""
+        out = node.output[0] if node.output else ""
+        reader = self.first_reader.get(out) if out else None
+        if (reader is None or reader.op_type != "Relu" or self.readers.get(out, 0) != 1
+                or not reader.output or not reader.output[0]
+                or reader.domain not in ("", "ai.onnx")):
+            return None
+        return reader
+
+    def _conv2d(self, node, a, x: Sym, w, activation: str = "linear"):
         b = self.const(node, 2, "B (the bias)", optional=True)
         group = self._int(node, a, "group", 1, lo=1)
         if w.ndim != 4:
@@ -1086,8 +1107,8 @@ class _Importer(ShapeOps, MathOps):
                                                name=self.layer_name(node, "_pad")), x, "nchw")
         # zeros: the file's weights replace them at once (no random draw of a large kernel)
         layer = L.Conv2D(w.shape[0], kernel, strides, padding, dilation_rate=dil,
-                         groups=group, use_bias=b is not None, kernel_initializer="zeros",
-                         name=self.layer_name(node))
+                         groups=group, activation=activation, use_bias=b is not None,
+                         kernel_initializer="zeros", name=self.layer_name(node))
         out = self.apply(layer, t, "nchw")
         weights = [w.transpose(2, 3, 1, 0)]
         if b is not None:
@@ -1238,7 +1259,7 @@ class _Importer(ShapeOps, MathOps):
         bias, add = self._bias_after(node, w.shape[1])
         out = self._dense(node, x, w, bias)
         if add is not None:
-            self.folded_bias[add.output[0]] = out
+            self.absorbed[add.output[0]] = out
         return out
 
     def _bias_after(self, node, units: int):
@@ -1382,8 +1403,6 @@ class _Importer(ShapeOps, MathOps):
     def _sum(self, node, names):
         if not names:
             raise self._invalid(node, "no inputs")
-        if node.output and node.output[0] in self.folded_bias:
-            return self.folded_bias.pop(node.output[0])
         vals = [self.values.get(n) if n else None for n in names]
         if any(v is None for v in vals):
             raise self._invalid(node, "an input is missing or never produced")
