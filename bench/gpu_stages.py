@@ -655,10 +655,14 @@ def _check(err: float, against: str, tolerance: float = 5e-3) -> dict:
 class Figures:
     """The rows of one figures stage, measured in priority order and written one by one."""
 
-    def __init__(self, group: str, out: Path, budget: float, echo=print):
+    def __init__(self, group: str, out: Path, budget: float, echo=print,
+                 started: float | None = None):
+        """``budget`` seconds counted from ``started`` (a ``time.monotonic()`` value; by
+        default now): the stage's command passes its process's start."""
         self.group = group
         self.writer = RowWriter(out / ROWS, stage=f"figures-{group}", group=group)
-        self.deadline = _STARTED + budget - KILL_AFTER_S - 1.0
+        started = time.monotonic() if started is None else started
+        self.deadline = started + budget - KILL_AFTER_S - 1.0
         self.echo = echo
         self.torch, self.torch_reason = _torch_cuda()
         #: where PyTorch runs (``cuda``; tests run the rows' code on the CPU)
@@ -998,7 +1002,7 @@ def figures(group: str, out: Path, budget: float) -> int:
         raise SystemExit(f"unknown figures group {group!r}; groups: {', '.join(FIGURE_GROUPS)}")
     os.environ.setdefault("FASTCONV_AUTOTUNE", "0")
     os.environ["FASTCONV_BACKGROUND_COMPILE"] = "0"
-    stage = Figures(group, out, budget)
+    stage = Figures(group, out, budget, started=_STARTED)
     return stage.run(stage.rows())
 
 
