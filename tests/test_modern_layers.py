@@ -543,3 +543,25 @@ def test_fastconv_files_and_pickle_hold_every_new_layer(backend, rng, tmp_path):
     seq = Sequential([L.Input((3,)), L.Elementwise("abs", name="mag")])
     with pytest.raises(ValueError, match=r"layer 'mag' \(Elementwise\).*Keras has no such"):
         seq.save(tmp_path / "s.keras")
+
+
+def test_leaky_relu_goes_both_ways_with_keras_files(tmp_path, rng):
+    """LeakyReLU (negative_slope) in .keras files both ways; Keras 2's ``alpha`` reads too."""
+    from fastconv.keras_io.layers import layer_from_keras
+
+    model = Sequential([L.Input((4,)), L.Dense(3), L.LeakyReLU(0.2)])
+    model.layers[0].set_weights([rng.standard_normal((4, 3)).astype(np.float32),
+                                 rng.standard_normal(3).astype(np.float32)])
+    x = rng.standard_normal((5, 4)).astype(np.float32)
+    want = model.predict(x, verbose=0)
+    model.save(tmp_path / "lr.keras")
+    theirs = keras.models.load_model(tmp_path / "lr.keras")
+    assert type(theirs.layers[-1]).__name__ == "LeakyReLU"
+    np.testing.assert_allclose(_np(theirs(x)), want, rtol=1e-6, atol=1e-6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # Keras's own saving on torch
+        theirs.save(tmp_path / "back.keras")
+    np.testing.assert_allclose(load_model(tmp_path / "back.keras").predict(x, verbose=0), want,
+                               rtol=1e-6, atol=1e-6)
+    legacy = layer_from_keras("LeakyReLU", {"name": "lr", "alpha": 0.1}, "legacy.h5")
+    assert legacy.negative_slope == 0.1

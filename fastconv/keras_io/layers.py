@@ -23,7 +23,7 @@ KERAS_CLASSES = (
     "Add", "Concatenate", "Rescaling", "LayerNormalization", "Multiply", "Subtract", "Average",
     "Maximum", "Minimum",
     "Conv2DTranspose", "UpSampling2D", "Cropping1D", "Cropping2D", "GlobalAveragePooling1D",
-    "GlobalMaxPooling1D", "SpatialDropout2D",
+    "GlobalMaxPooling1D", "SpatialDropout2D", "LeakyReLU",
 )
 
 #: Options dropped on reading: they do not change what the layer computes from given weights.
@@ -122,6 +122,8 @@ def fastconv_kwargs(class_name: str, config: dict, where: str) -> dict:
             kwargs["input_shape"] = _shape(value, where)
         else:
             kwargs[key] = value
+    if class_name == "LeakyReLU" and "alpha" in kwargs:  # Keras 2's name for the slope
+        kwargs["negative_slope"] = kwargs.pop("alpha")
     if class_name == "InputLayer":
         kwargs.pop("batch_size", None)
         if "batch_input_shape" not in kwargs and "shape" in kwargs:
