@@ -498,15 +498,21 @@ def cmd_convert(args) -> int:
     """Read SRC in any format fastconv reads and write it as DST's extension says."""
     from .predictor import load_model_file
 
-    suffix = os.path.splitext(args.dst)[1].lower()
-    if suffix not in _FORMATS:
+    weights_only = args.dst.lower().endswith(".weights.h5")
+    suffix = ".weights.h5" if weights_only else os.path.splitext(args.dst)[1].lower()
+    if suffix not in _FORMATS and not weights_only:
         raise ValueError(f"{args.dst!r}: unknown format {suffix or '(no extension)'!r}; "
-                         f"DST ends with one of {', '.join(_FORMATS)}")
+                         f"DST ends with one of {', '.join(_FORMATS)} or .weights.h5")
     if suffix in (".h5", ".hdf5"):
         raise ValueError(f"{args.dst!r}: fastconv reads legacy HDF5 model files but does not "
-                         f"write them; write .keras (Keras 3), .fcm or .onnx")
+                         f"write them; write .keras (Keras 3), .fcm, .onnx, or the weights alone "
+                         f"as a Keras 3 .weights.h5")
     _check_output_path(args.dst, "DST", {"SRC": args.src})
     model = load_model_file(args.src)
+    if weights_only:
+        model.save_weights(args.dst)
+        print(f"converted {args.src} -> {args.dst} (Keras 3 weights)")
+        return 0
     if suffix == ".onnx":
         try:
             from . import onnx as fc_onnx
@@ -597,9 +603,11 @@ def build_parser() -> argparse.ArgumentParser:
     convert = sub.add_parser(
         "convert", help="convert a model between .fcm, .keras/.h5 and .onnx",
         description="Read SRC (.fcm, .keras, .h5 or .onnx) and write it to DST in the format "
-        "its extension names (.fcm, .keras or .onnx).")
+        "its extension names (.fcm, .keras or .onnx; .weights.h5 writes the weights alone, as "
+        "Keras 3 does).")
     convert.add_argument("src", metavar="SRC", help="model file to read")
-    convert.add_argument("dst", metavar="DST", help="file to write: .fcm, .keras or .onnx")
+    convert.add_argument("dst", metavar="DST",
+                         help="file to write: .fcm, .keras, .onnx or .weights.h5")
     convert.set_defaults(func=cmd_convert)
 
     summary = sub.add_parser("summary", help="print a model file's layer table",

@@ -310,6 +310,14 @@ def test_convert_between_fcm_and_keras(saved, tmp_path, capsys):
                                rtol=1e-6)
     assert main(["convert", str(path), str(tmp_path / "m.h5")]) == 2
     assert "does not write" in capsys.readouterr().err
+    weights = tmp_path / "m.weights.h5"
+    assert main(["convert", str(path), str(weights)]) == 0
+    assert "Keras 3 weights" in capsys.readouterr().out
+    other = load_model(back)
+    other.set_weights([np.zeros_like(w) for w in other.get_weights()])
+    other.load_weights(weights)
+    np.testing.assert_allclose(other.predict(x, verbose=0), model.predict(x, verbose=0),
+                               rtol=1e-6)
     assert main(["convert", str(path), str(tmp_path / "m.txt")]) == 2
     assert "unknown format '.txt'" in capsys.readouterr().err
 
