@@ -1050,16 +1050,21 @@ class _Importer(ShapeOps, MathOps):
             self.absorbed[relu.output[0]] = out
         return out
 
-    def _relu_after(self, node):
-        """The Relu node that is the only reader of ``node``'s output (the layer made for
-        ``node`` then applies it in its epilogue), or None."""
+    def _sole_reader(self, node, op_type: str):
+        """The node of type ``op_type`` that is the only reader of ``node``'s output, its own
+        output named (so that the layer made for ``node`` may compute it too), or None."""
         out = node.output[0] if node.output else ""
         reader = self.first_reader.get(out) if out else None
-        if (reader is None or reader.op_type != "Relu" or self.readers.get(out, 0) != 1
+        if (reader is None or reader.op_type != op_type or self.readers.get(out, 0) != 1
                 or not reader.output or not reader.output[0]
                 or reader.domain not in ("", "ai.onnx")):
             return None
         return reader
+
+    def _relu_after(self, node):
+        """The Relu that only ``node``'s output feeds (the layer made for ``node`` then applies
+        it in its epilogue), or None."""
+        return self._sole_reader(node, "Relu")
 
     def _conv2d(self, node, a, x: Sym, w, activation: str = "linear"):
         b = self.const(node, 2, "B (the bias)", optional=True)
@@ -1266,13 +1271,10 @@ class _Importer(ShapeOps, MathOps):
         """``(bias, Add node)`` where the only reader of ``node``'s output is an Add of a
         constant of ``units`` values (PyTorch's Linear on more than two axes exports as MatMul
         then Add); ``(None, None)`` otherwise."""
-        out = node.output[0] if node.output else ""
-        if not out or self.readers.get(out, 0) != 1:
+        add = self._sole_reader(node, "Add")
+        if add is None or len(add.input) != 2:
             return None, None
-        add = self.first_reader.get(out)
-        if (add is None or add.op_type != "Add" or len(add.input) != 2 or not add.output
-                or not add.output[0]):
-            return None, None
+        out = node.output[0]
         other = add.input[1] if add.input[0] == out else add.input[0]
         v = self.values.get(other)
         if v is None or isinstance(v, (Sym, BatchValue)):

@@ -64,9 +64,9 @@ class MathOps:
         return self._unary(node, "erf")
 
     def op_Pow(self, node, a):  # noqa: N802
-        exponent = float(self._scalar(node, self.const(node, 1, "the exponent (Y)"),
-                                      "the exponent (Y)"))
-        if np.asarray(self.const(node, 1, "the exponent (Y)")).size != 1:
+        given = self.const(node, 1, "the exponent (Y)")
+        exponent = float(self._scalar(node, given, "the exponent (Y)"))
+        if np.asarray(given).size != 1:
             raise self._fail(node, "an exponent per element; fastconv takes one exponent")
         if exponent == 1.0:
             return self.sym(node, 0)
@@ -202,10 +202,9 @@ class MathOps:
         """``Mul``/``Sub``/``Div`` of two computed tensors: a pattern's activation, or the
         broadcasting merge layer."""
         if kind == "Mul":
-            for find, activation in ((self._swish_input, "swish"),):
-                x = find(node)
-                if x is not None:
-                    return self._activation_of(node, x, activation)
+            x = self._swish_input(node)
+            if x is not None:
+                return self._activation_of(node, x, "swish")
         xs = [self.sym(node, 0), self.sym(node, 1)]
         xs = self._harmonise(node, xs)
         ranks = {len(x.t.shape) for x in xs}
